@@ -1,0 +1,134 @@
+# webcoursed — GNU Makefile.  CFLAGS/LDFLAGS are the user's; project flags
+# are appended.  SANITIZE=1 builds with ASan+UBSan into build-san/.
+
+PKG_CONFIG ?= pkg-config
+CC ?= cc
+PYTHON ?= python3
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+SYSTEMDUNITDIR ?= $(shell $(PKG_CONFIG) --variable=systemdsystemunitdir systemd 2>/dev/null || echo /lib/systemd/system)
+VERSION := 0.1.0
+
+CFLAGS ?= -O2 -g
+PKGS := libcurl jansson libevent libsystemd sqlite3 inih
+DEBS := libcurl4-openssl-dev libjansson-dev libevent-dev libsystemd-dev \
+	libsqlite3-dev libinih-dev pkg-config python3 curl
+
+ifeq ($(SANITIZE),1)
+BUILD ?= build-san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer
+else
+BUILD ?= build
+SANFLAGS :=
+endif
+
+PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
+WCFLAGS := -std=gnu11 -Wall -Wextra -Wshadow -Wstrict-prototypes \
+	-Wmissing-prototypes -Wformat=2 -D_GNU_SOURCE -Iinclude \
+	-DWEBCOURSED_VERSION='"$(VERSION)"' \
+	-DSYSCONFDIR='"$(SYSCONFDIR)"' $(SANFLAGS)
+ifeq ($(WERROR),1)
+WCFLAGS += -Werror
+endif
+ALL_CFLAGS = $(WCFLAGS) $(PKG_CFLAGS) $(CFLAGS)
+ALL_LDFLAGS = $(SANFLAGS) $(LDFLAGS)
+LIBS = $(PKG_LIBS) -lm
+
+MAINS := src/daemon.c src/ctl.c
+LIB_SRCS := $(filter-out $(MAINS),$(wildcard src/*.c))
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/%.o)
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+all: $(BUILD)/webcoursed $(BUILD)/webcoursectl
+	@ln -sf $(BUILD)/webcoursed webcoursed
+	@ln -sf $(BUILD)/webcoursectl webcoursectl
+
+$(BUILD)/.dir:
+	@mkdir -p $(BUILD)/tests
+	@touch $@
+
+$(BUILD)/%.o: src/%.c $(wildcard include/*.h) | $(BUILD)/.dir
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/libwebcoursed.a: $(LIB_OBJS)
+	$(AR) rcs $@ $^
+
+$(BUILD)/webcoursed: $(BUILD)/daemon.o $(BUILD)/libwebcoursed.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/webcoursectl: $(BUILD)/ctl.o $(BUILD)/libwebcoursed.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/tap.h $(BUILD)/libwebcoursed.a
+	$(CC) $(ALL_CFLAGS) -Itests/unit $(ALL_LDFLAGS) -o $@ $< $(BUILD)/libwebcoursed.a $(LIBS)
+
+# Install the Debian packages the build and the tests need.
+deps:
+	@missing=""; for p in $(DEBS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' \
+	    || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+	  else \
+	    echo "missing Debian packages:$$missing"; \
+	    echo "run: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+build-tests: all $(UNIT_BINS)
+
+check: deps
+	@$(MAKE) --no-print-directory build-tests
+	@BUILD=$(BUILD) $(PYTHON) tests/run $(TESTS)
+
+valgrind: deps
+	@$(MAKE) --no-print-directory build-tests
+	@BUILD=$(BUILD) VALGRIND=1 $(PYTHON) tests/run $(TESTS)
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) $(PYTHON) tests/demo.py
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) $(PYTHON) tests/bench/bench.py
+
+lint:
+	@! grep -nE '\b(sprintf|strcpy|strcat|strtok|gets|atoi|atol)[[:space:]]*\(' src/*.c include/*.h \
+	  || { echo "banned function used"; exit 1; }
+	@if command -v clang-format >/dev/null; then \
+	  clang-format --dry-run --Werror src/*.c include/*.h tests/unit/*.c tests/unit/*.h; fi
+
+install: all
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) \
+	  $(DESTDIR)$(SYSCONFDIR)/webcoursed $(DESTDIR)$(SYSTEMDUNITDIR) \
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -m 755 $(BUILD)/webcoursed $(DESTDIR)$(SBINDIR)/webcoursed
+	install -m 755 $(BUILD)/webcoursectl $(DESTDIR)$(BINDIR)/webcoursectl
+	test -e $(DESTDIR)$(SYSCONFDIR)/webcoursed/webcoursed.conf || \
+	  install -m 640 etc/webcoursed.conf $(DESTDIR)$(SYSCONFDIR)/webcoursed/webcoursed.conf
+	install -m 644 systemd/webcoursed.service systemd/webcoursed@.service $(DESTDIR)$(SYSTEMDUNITDIR)/
+	install -m 644 man/webcoursectl.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 man/webcoursed.conf.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 644 man/webcoursed.8 $(DESTDIR)$(MANDIR)/man8/
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/webcoursed $(DESTDIR)$(BINDIR)/webcoursectl \
+	  $(DESTDIR)$(SYSTEMDUNITDIR)/webcoursed.service \
+	  $(DESTDIR)$(SYSTEMDUNITDIR)/webcoursed@.service \
+	  $(DESTDIR)$(MANDIR)/man1/webcoursectl.1 \
+	  $(DESTDIR)$(MANDIR)/man5/webcoursed.conf.5 \
+	  $(DESTDIR)$(MANDIR)/man8/webcoursed.8
+
+clean:
+	rm -rf build build-san build-fuzz webcoursed webcoursectl
+
+.PHONY: all deps build-tests check valgrind demo bench lint install uninstall clean

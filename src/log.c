@@ -1,0 +1,191 @@
+/* Logging, OpenBSD style: to the journal with fields, or stderr. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SD_JOURNAL_SUPPRESS_LOCATION
+#include <systemd/sd-journal.h>
+
+#include "log.h"
+#include "util.h"
+
+#define LOG_MAX_FIELDS 16
+
+/* The only process-wide state: where log lines go. */
+static struct {
+	const char *procname;
+	int journal;
+	int level;
+} log_conf = { "webcoursed", 0, LOG_INFO };
+
+static const char *const log_prio_names[] = {
+	[LOG_EMERG] = "emerg",	 [LOG_ALERT] = "alert", [LOG_CRIT] = "crit",
+	[LOG_ERR] = "error",	 [LOG_WARNING] = "warning",
+	[LOG_NOTICE] = "notice", [LOG_INFO] = "info",	[LOG_DEBUG] = "debug",
+};
+
+void
+log_init(const char *procname, int to_stderr, int level)
+{
+	log_conf.procname = procname;
+	log_conf.level = level;
+	log_conf.journal = !to_stderr && (getenv("JOURNAL_STREAM") != NULL ||
+					  getenv("INVOCATION_ID") != NULL);
+}
+
+void
+log_setlevel(int level)
+{
+	log_conf.level = level;
+}
+
+int
+log_getlevel(void)
+{
+	return log_conf.level;
+}
+
+static void
+log_stderr(int prio, const char *msg)
+{
+	char stamp[32];
+	struct timespec ts;
+	struct tm tm;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	localtime_r(&ts.tv_sec, &tm);
+	strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", &tm);
+	fprintf(stderr, "%s %s[%ld]: %s: %s\n", stamp, log_conf.procname,
+		(long)getpid(), log_prio_names[prio], msg);
+	fflush(stderr);
+}
+
+static void
+log_journal(int prio, const char *const *fields, const char *msg)
+{
+	struct iovec iov[LOG_MAX_FIELDS + 3];
+	char *message = NULL, *priority = NULL, *ident = NULL;
+	size_t n = 0;
+
+	xasprintf(&message, "MESSAGE=%s", msg);
+	xasprintf(&priority, "PRIORITY=%d", prio);
+	xasprintf(&ident, "SYSLOG_IDENTIFIER=%s", log_conf.procname);
+	iov[n++] = (struct iovec){ message, strlen(message) };
+	iov[n++] = (struct iovec){ priority, strlen(priority) };
+	iov[n++] = (struct iovec){ ident, strlen(ident) };
+	for (; fields != NULL && *fields != NULL && n < nitems(iov); fields++)
+		iov[n++] = (struct iovec){ (void *)*fields, strlen(*fields) };
+	if (sd_journal_sendv(iov, (int)n) < 0)
+		log_stderr(prio, msg);
+	free(message);
+	free(priority);
+	free(ident);
+}
+
+void
+vlog_fields(int prio, const char *const *fields, const char *fmt, va_list ap)
+{
+	char *msg;
+	int saved = errno;
+
+	if (prio > log_conf.level)
+		return;
+	if (vasprintf(&msg, fmt, ap) == -1)
+		return;
+	if (log_conf.journal)
+		log_journal(prio, fields, msg);
+	else
+		log_stderr(prio, msg);
+	free(msg);
+	errno = saved;
+}
+
+void
+log_fields(int prio, const char *const *fields, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog_fields(prio, fields, fmt, ap);
+	va_end(ap);
+}
+
+/* Append ": strerror(errno)" to fmt's expansion. */
+static void
+vlog_errno(int prio, const char *fmt, va_list ap)
+{
+	char *msg;
+	int saved = errno;
+
+	if (vasprintf(&msg, fmt, ap) == -1)
+		return;
+	log_fields(prio, NULL, "%s: %s", msg, strerror(saved));
+	free(msg);
+}
+
+void
+log_warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog_errno(LOG_WARNING, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_warnx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog_fields(LOG_WARNING, NULL, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_info(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog_fields(LOG_INFO, NULL, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_debug(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog_fields(LOG_DEBUG, NULL, fmt, ap);
+	va_end(ap);
+}
+
+void
+fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog_errno(LOG_CRIT, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void
+fatalx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog_fields(LOG_CRIT, NULL, fmt, ap);
+	va_end(ap);
+	exit(1);
+}

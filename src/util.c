@@ -1,0 +1,311 @@
+/* Small helpers shared by every module: allocation, numbers, time, files. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+void *
+xmalloc(size_t size)
+{
+	void *p;
+
+	if ((p = malloc(size == 0 ? 1 : size)) == NULL)
+		fatal("malloc %zu bytes", size);
+	return p;
+}
+
+void *
+xcalloc(size_t n, size_t size)
+{
+	void *p;
+
+	if ((p = calloc(n == 0 ? 1 : n, size == 0 ? 1 : size)) == NULL)
+		fatal("calloc %zu x %zu bytes", n, size);
+	return p;
+}
+
+void *
+xreallocarray(void *old, size_t n, size_t size)
+{
+	void *p;
+
+	if ((p = reallocarray(old, n == 0 ? 1 : n, size == 0 ? 1 : size)) ==
+	    NULL)
+		fatal("reallocarray %zu x %zu bytes", n, size);
+	return p;
+}
+
+char *
+xstrdup(const char *s)
+{
+	char *p;
+
+	if ((p = strdup(s)) == NULL)
+		fatal("strdup");
+	return p;
+}
+
+char *
+xstrndup(const char *s, size_t n)
+{
+	char *p;
+
+	if ((p = strndup(s, n)) == NULL)
+		fatal("strndup");
+	return p;
+}
+
+int
+xasprintf(char **ret, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(ret, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		fatal("vasprintf");
+	return n;
+}
+
+int
+read_secret_file(const char *path, size_t max, char **ret, char **cause)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t len = 0;
+	ssize_t n;
+	int fd, rv = -1;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1) {
+		xasprintf(cause, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		xasprintf(cause, "%s: not a regular file", path);
+		goto out;
+	}
+	buf = xmalloc(max + 1);
+	while ((n = read(fd, buf + len, max + 1 - len)) > 0) {
+		len += (size_t)n;
+		if (len > max) {
+			xasprintf(cause, "%s: larger than %zu bytes", path, max);
+			goto out;
+		}
+	}
+	if (n == -1) {
+		xasprintf(cause, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+		len--;
+	buf[len] = '\0';
+	if (memchr(buf, '\0', len) != NULL) {
+		xasprintf(cause, "%s: contains a NUL byte", path);
+		goto out;
+	}
+	*ret = buf;
+	buf = NULL;
+	rv = 0;
+out:
+	if (buf != NULL) {
+		explicit_bzero(buf, max + 1);
+		free(buf);
+	}
+	close(fd);
+	return rv;
+}
+
+int
+parse_int64(const char *s, int64_t min, int64_t max, int64_t *ret)
+{
+	char *end;
+	long long v;
+
+	if (s == NULL || *s == '\0')
+		return -1;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || *end != '\0' || end == s || v < min || v > max)
+		return -1;
+	*ret = v;
+	return 0;
+}
+
+int64_t
+now_epoch(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts.tv_sec;
+}
+
+int64_t
+now_monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+format_time(int64_t t, char *buf, size_t len)
+{
+	struct tm tm;
+	time_t tt = (time_t)t;
+
+	if (gmtime_r(&tt, &tm) == NULL ||
+	    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, len, "%" PRId64, t);
+}
+
+int
+write_file_atomic(const char *path, const char *data, size_t len,
+		  char **cause)
+{
+	char *tmp = NULL;
+	size_t off = 0;
+	ssize_t n;
+	int fd, rv = -1;
+
+	xasprintf(&tmp, "%s.tmp.%ld", path, (long)getpid());
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd == -1) {
+		xasprintf(cause, "%s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	while (off < len) {
+		if ((n = write(fd, data + off, len - off)) == -1) {
+			if (errno == EINTR)
+				continue;
+			xasprintf(cause, "%s: %s", tmp, strerror(errno));
+			close(fd);
+			goto out_unlink;
+		}
+		off += (size_t)n;
+	}
+	if (fsync(fd) == -1 || close(fd) == -1) {
+		xasprintf(cause, "%s: %s", tmp, strerror(errno));
+		goto out_unlink;
+	}
+	if (rename(tmp, path) == -1) {
+		xasprintf(cause, "%s: %s", path, strerror(errno));
+		goto out_unlink;
+	}
+	rv = 0;
+	goto out;
+out_unlink:
+	unlink(tmp);
+out:
+	free(tmp);
+	return rv;
+}
+
+struct strmap_entry {
+	char *key;
+	int64_t value;
+};
+
+/* Open addressing with linear probing, power-of-two size, <= 50 % full. */
+struct strmap {
+	struct strmap_entry *slots;
+	size_t size, count;
+};
+
+static uint64_t
+strmap_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+
+	for (; *s != '\0'; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+struct strmap *
+strmap_new(size_t hint)
+{
+	struct strmap *m = xcalloc(1, sizeof(*m));
+
+	m->size = 16;
+	while (m->size < hint * 2)
+		m->size *= 2;
+	m->slots = xcalloc(m->size, sizeof(*m->slots));
+	return m;
+}
+
+void
+strmap_free(struct strmap *m)
+{
+	if (m == NULL)
+		return;
+	for (size_t i = 0; i < m->size; i++)
+		free(m->slots[i].key);
+	free(m->slots);
+	free(m);
+}
+
+static struct strmap_entry *
+strmap_slot(struct strmap_entry *slots, size_t size, const char *key)
+{
+	size_t i = strmap_hash(key) & (size - 1);
+
+	while (slots[i].key != NULL && strcmp(slots[i].key, key) != 0)
+		i = (i + 1) & (size - 1);
+	return &slots[i];
+}
+
+void
+strmap_put(struct strmap *m, const char *key, int64_t value)
+{
+	struct strmap_entry *e;
+
+	if ((m->count + 1) * 2 > m->size) {
+		struct strmap_entry *old = m->slots;
+		size_t oldsize = m->size;
+
+		m->size *= 2;
+		m->slots = xcalloc(m->size, sizeof(*m->slots));
+		for (size_t i = 0; i < oldsize; i++)
+			if (old[i].key != NULL)
+				*strmap_slot(m->slots, m->size, old[i].key) =
+					old[i];
+		free(old);
+	}
+	e = strmap_slot(m->slots, m->size, key);
+	if (e->key == NULL) {
+		e->key = xstrdup(key);
+		m->count++;
+	}
+	e->value = value;
+}
+
+int
+strmap_get(const struct strmap *m, const char *key, int64_t *ret)
+{
+	const struct strmap_entry *e = strmap_slot(m->slots, m->size, key);
+
+	if (e->key == NULL)
+		return -1;
+	*ret = e->value;
+	return 0;
+}
+
+size_t
+strmap_count(const struct strmap *m)
+{
+	return m->count;
+}
