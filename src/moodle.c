@@ -1,0 +1,1396 @@
+/* The Moodle REST client: form bodies, answers, error classes, batches. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "moodle.h"
+#include "util.h"
+
+#define MOODLE_ENDPOINT               "/webservice/rest/server.php"
+#define MOODLE_WS_VARS                3 /* wstoken, wsfunction, format */
+#define MOODLE_DEFAULT_MAX_INPUT_VARS 1000
+#define MOODLE_DEFAULT_TIMEOUT_MS     120000
+#define MOODLE_CONNECT_TIMEOUT_MS     15000
+#define MOODLE_DEFAULT_RETRY_DELAY_MS 1000
+#define MOODLE_MAX_BACKOFF_MS         300000
+#define MOODLE_SLEEP_STEP_MS          100 /* back-off looks at cancel */
+#define MOODLE_MAX_BODY               ((size_t)32 * 1024 * 1024)
+#define MOODLE_PAGE                   1000    /* enrolled users per request */
+#define MOODLE_MAX_ENROLLED           1000000 /* per course */
+#define MOODLE_QUOTE                  80      /* bytes of a bad answer quoted */
+#define MOODLE_MAX_TEXT               512 /* bytes kept of Moodle's own texts */
+
+/*
+ * Error classes.  Moodle answers errors with HTTP 200 and an exception
+ * object, so the body decides.  TRANSIENT (retried here with a doubling
+ * back-off, then given up): no connection, timeout, HTTP 5xx/429,
+ * sitemaintenance.  FATAL (the run stops): the token and service codes in
+ * moodle_codes, invalidrecord naming table external_functions (17a), HTTP
+ * 403 (00), any redirect (22), XML (16c, 20e), a request over the variable
+ * limit.  invalidrecord naming another table is an ITEM: unenrol (11e) and
+ * enrolled users (13c) answer it for a course that is gone.  ITEM: every
+ * other errorcode, and answers that are not the JSON expected.
+ */
+struct moodle {
+	struct http *http;
+	volatile sig_atomic_t *cancel;
+	char *url;    /* moodle.url without trailing slashes */
+	char *url_ui; /* the same without userinfo or query, for messages */
+	char *endpoint;
+	char *token;
+	char *ca_file;
+	int64_t timeout_ms;
+	int max_input_vars;
+	int tries;
+	int64_t retry_delay_ms;
+	uint64_t requests;
+	void (*tick)(void *);
+	void *tick_arg;
+	int64_t last_tick_ms;
+};
+
+/* A form body under construction; it counts its variables. */
+struct moodle_form {
+	const char *function;
+	char *buf;
+	size_t len, cap;
+	int nvars, limit;
+};
+
+/* What an errorcode means for us, and what the admin should do. */
+static const struct moodle_code {
+	const char *errorcode;
+	enum moodle_status kind;
+	bool committed;
+	const char *hint;
+} moodle_codes[] = {
+	{ "invalidtoken", MOODLE_FATAL, false,
+	  "the token is not valid: check moodle.token_file" },
+	{ "invalidtimedtoken", MOODLE_FATAL, false,
+	  "the token has expired: create a new one under Site administration "
+	  "> Server > Web services > Manage tokens and update "
+	  "moodle.token_file" },
+	{ "invalidiptoken", MOODLE_FATAL, false,
+	  "the token may not be used from this host's address: fix its IP "
+	  "restriction under Site administration > Server > Web services > "
+	  "Manage tokens" },
+	{ "accessexception", MOODLE_FATAL, false, NULL }, /* names function */
+	{ "servicenotavailable", MOODLE_FATAL, false,
+	  "the token's external service is disabled: enable it under Site "
+	  "administration > Server > Web services > External services" },
+	{ "usernotallowed", MOODLE_FATAL, false,
+	  "the token's user is not an authorised user of its service: add "
+	  "it under Site administration > Server > Web services > External "
+	  "services > Authorised users" },
+	{ "enablewsdescription", MOODLE_FATAL, false,
+	  "web services are disabled: enable them under Site administration "
+	  "> Advanced features" },
+	{ "sitepolicynotagreed", MOODLE_FATAL, false,
+	  "the token's user has not agreed to the site policy: log in once "
+	  "as that user and accept it" },
+	{ "forcepasswordchangenotice", MOODLE_FATAL, false,
+	  "the token's user must change its password before using web "
+	  "services: log in once as that user" },
+	{ "usernotfullysetup", MOODLE_FATAL, false,
+	  "the token's user profile is incomplete: log in once as that user" },
+	{ "wsaccessusersuspended", MOODLE_FATAL, false,
+	  "the token's user is suspended" },
+	{ "wsaccessuserdeleted", MOODLE_FATAL, false,
+	  "the token's user is deleted" },
+	{ "wsaccessuserunconfirmed", MOODLE_FATAL, false,
+	  "the token's user is not confirmed" },
+	{ "wsaccessusernologin", MOODLE_FATAL, false,
+	  "the token's user has authentication \"nologin\"" },
+	{ "sitemaintenance", MOODLE_TRANSIENT, false,
+	  "the site is in maintenance mode" },
+	/* MAILFAIL recordings: the enrolment was committed, then this. */
+	{ "Message was not sent.", MOODLE_ITEM, true,
+	  "Moodle applied the call but could not send its e-mail: check its "
+	  "outgoing mail settings" },
+};
+
+const char *const moodle_required_functions[] = {
+	"core_webservice_get_site_info",    "core_course_get_categories",
+	"core_course_get_courses_by_field", "core_course_create_courses",
+	"core_course_update_courses",       "core_user_get_users_by_field",
+	"enrol_manual_enrol_users",         "enrol_manual_unenrol_users",
+	"core_role_assign_roles",           "core_role_unassign_roles",
+	"core_enrol_get_enrolled_users",    NULL
+};
+
+void
+moodle_error_clear(struct moodle_error *err)
+{
+	if (err == NULL)
+		return;
+	free(err->function);
+	free(err->errorcode);
+	free(err->message);
+	free(err->debuginfo);
+	memset(err, 0, sizeof(*err));
+}
+
+static const struct moodle_code *
+moodle_code_find(const char *errorcode)
+{
+	size_t i;
+
+	for (i = 0; errorcode != NULL && i < nitems(moodle_codes); i++) {
+		if (strcmp(moodle_codes[i].errorcode, errorcode) == 0)
+			return &moodle_codes[i];
+	}
+	return NULL;
+}
+
+int
+moodle_error_committed(const struct moodle_error *err)
+{
+	const struct moodle_code *c = moodle_code_find(err->errorcode);
+
+	return c != NULL && c->committed;
+}
+
+/* A copy of Moodle's (or curl's) text fit for one log line: the token is
+ * masked (before any cut, so no part of it survives), control bytes become
+ * spaces (or '?' with ascii, as are all non-ASCII bytes), length capped. */
+static char *
+moodle_clean(const struct moodle *m, const char *s, size_t max, bool ascii)
+{
+	size_t len = strlen(s), tlen = strlen(m->token), i, o = 0;
+	unsigned char c;
+	char *out;
+
+	out = xmalloc(len + 8 * (tlen > 0 ? len / tlen + 1 : 0) + 1);
+	for (i = 0; i < len; i++) {
+		if (tlen > 0 && len - i >= tlen &&
+		    memcmp(s + i, m->token, tlen) == 0) {
+			memcpy(out + o, "[token]", 7);
+			o += 7;
+			i += tlen - 1;
+		} else
+			out[o++] = s[i];
+	}
+	if (o > max) {
+		o = max;
+		/* do not end inside a UTF-8 sequence */
+		while (!ascii && o > 0 &&
+		       ((unsigned char)out[o] & 0xc0) == 0x80)
+			o--;
+	}
+	out[o] = '\0';
+	for (i = 0; i < o; i++) {
+		c = (unsigned char)out[i];
+		if (c == '\n' || c == '\r' || c == '\t')
+			out[i] = ' ';
+		else if (c < 0x20 || c == 0x7f || (ascii && c > 0x7e))
+			out[i] = ascii ? '?' : ' ';
+	}
+	return out;
+}
+
+/* Fill err; message is a printf format.  Every text is cleaned. */
+__attribute__((format(printf, 8, 9))) static void
+moodle_fail(const struct moodle *m, struct moodle_error *err,
+	    enum moodle_status kind, const char *function,
+	    const char *errorcode, const char *debuginfo, long status,
+	    const char *fmt, ...)
+{
+	struct moodle_error e = { 0 };
+	va_list ap;
+	char *msg;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) == -1)
+		fatal("vasprintf");
+	va_end(ap);
+	/* Built aside first: the arguments may point into *err. */
+	e.kind = kind;
+	e.function = xstrdup(function);
+	e.errorcode = moodle_clean(m, errorcode, MOODLE_MAX_TEXT, false);
+	e.message = moodle_clean(m, msg, 2 * MOODLE_MAX_TEXT, false);
+	if (debuginfo != NULL)
+		e.debuginfo =
+		    moodle_clean(m, debuginfo, MOODLE_MAX_TEXT, false);
+	e.http_status = status;
+	free(msg);
+	moodle_error_clear(err);
+	*err = e;
+}
+
+/* The first bytes of an answer as printable ASCII, for messages. */
+static char *
+moodle_quote(const struct moodle *m, const char *body, size_t len)
+{
+	char *raw, *q;
+
+	raw = xstrndup(body, len < MOODLE_QUOTE ? len : MOODLE_QUOTE);
+	q = moodle_clean(m, raw, MOODLE_QUOTE, true);
+	free(raw);
+	return q;
+}
+
+struct moodle *
+moodle_new(const struct config *cfg, volatile sig_atomic_t *cancel)
+{
+	struct moodle *m;
+	size_t len;
+
+	m = xcalloc(1, sizeof(*m));
+	m->http = http_new(cancel);
+	m->cancel = cancel;
+	m->url = xstrdup(cfg->moodle_url != NULL ? cfg->moodle_url : "");
+	len = strlen(m->url);
+	while (len > 0 && m->url[len - 1] == '/')
+		m->url[--len] = '\0';
+	xasprintf(&m->endpoint, "%s%s", m->url, MOODLE_ENDPOINT);
+	m->url_ui = http_redact_url(m->url);
+	m->token = xstrdup(cfg->moodle_token != NULL ? cfg->moodle_token : "");
+	if (cfg->moodle_ca_file != NULL)
+		m->ca_file = xstrdup(cfg->moodle_ca_file);
+	m->timeout_ms = cfg->moodle_timeout_ms > 0 ? cfg->moodle_timeout_ms
+						   : MOODLE_DEFAULT_TIMEOUT_MS;
+	m->max_input_vars = cfg->moodle_max_input_vars > 0
+				? cfg->moodle_max_input_vars
+				: MOODLE_DEFAULT_MAX_INPUT_VARS;
+	m->tries = cfg->moodle_retries > 0 ? cfg->moodle_retries : 1;
+	m->retry_delay_ms = cfg->moodle_retry_delay_ms > 0
+				? cfg->moodle_retry_delay_ms
+				: MOODLE_DEFAULT_RETRY_DELAY_MS;
+	return m;
+}
+
+void
+moodle_free(struct moodle *m)
+{
+	if (m == NULL)
+		return;
+	http_free(m->http);
+	free(m->url);
+	free(m->url_ui);
+	free(m->endpoint);
+	if (m->token != NULL) {
+		explicit_bzero(m->token, strlen(m->token));
+		free(m->token);
+	}
+	free(m->ca_file);
+	free(m);
+}
+
+void
+moodle_set_tick(struct moodle *m, void (*tick)(void *), void *arg)
+{
+	m->tick = tick;
+	m->tick_arg = arg;
+	http_set_tick(m->http, tick, arg);
+}
+
+uint64_t
+moodle_requests(const struct moodle *m)
+{
+	return m->requests;
+}
+
+size_t
+moodle_capacity(const struct moodle *m, int fields, int extra)
+{
+	int room =
+	    m->max_input_vars - MOODLE_MARGIN_VARS - MOODLE_WS_VARS - extra;
+
+	if (fields <= 0 || room < fields)
+		return 0;
+	return (size_t)(room / fields);
+}
+
+static void
+form_append(struct moodle_form *f, const char *s, size_t n)
+{
+	if (f->len + n + 1 > f->cap) {
+		size_t cap = f->cap < 1024 ? 1024 : f->cap;
+
+		while (cap < f->len + n + 1)
+			cap *= 2;
+		f->buf = xreallocarray(f->buf, cap, 1);
+		f->cap = cap;
+	}
+	memcpy(f->buf + f->len, s, n);
+	f->len += n;
+	f->buf[f->len] = '\0';
+}
+
+/* key=value with the value percent-encoded; keys are ours and plain. */
+static void
+form_add(struct moodle_form *f, const char *key, const char *value)
+{
+	char *v = http_escape(value);
+
+	if (f->len > 0)
+		form_append(f, "&", 1);
+	form_append(f, key, strlen(key));
+	form_append(f, "=", 1);
+	form_append(f, v, strlen(v));
+	free(v);
+	f->nvars++;
+}
+
+static void
+form_add_int(struct moodle_form *f, const char *key, int64_t v)
+{
+	char buf[32];
+
+	snprintf(buf, sizeof(buf), "%" PRId64, v);
+	form_add(f, key, buf);
+}
+
+/* array[i][field]=value, PHP's bracket form. */
+static void
+form_item(struct moodle_form *f, const char *array, size_t i, const char *field,
+	  const char *value)
+{
+	char key[128];
+
+	snprintf(key, sizeof(key), "%s[%zu][%s]", array, i, field);
+	form_add(f, key, value);
+}
+
+static void
+form_item_int(struct moodle_form *f, const char *array, size_t i,
+	      const char *field, int64_t v)
+{
+	char buf[32];
+
+	snprintf(buf, sizeof(buf), "%" PRId64, v);
+	form_item(f, array, i, field, buf);
+}
+
+/* Start a form with the three web service fields first, so that a cut
+ * by max_input_vars can never lose them (moodle-ws 20e). */
+static void
+form_init(struct moodle_form *f, const struct moodle *m, const char *function)
+{
+	memset(f, 0, sizeof(*f));
+	f->function = function;
+	f->limit = m->max_input_vars - MOODLE_MARGIN_VARS;
+	form_add(f, "wstoken", m->token);
+	form_add(f, "wsfunction", function);
+	form_add(f, "moodlewsrestformat", "json");
+}
+
+static void
+form_free(struct moodle_form *f)
+{
+	if (f->buf != NULL) {
+		explicit_bzero(f->buf, f->len); /* it holds the token */
+		free(f->buf);
+	}
+	memset(f, 0, sizeof(*f));
+}
+
+/* Wait ms, waking every 100 ms for the cancel flag; -1 when cancelled. */
+static int
+moodle_sleep(struct moodle *m, int64_t ms)
+{
+	int64_t deadline = now_monotonic_ms() + ms, left, now;
+	struct timespec ts;
+
+	while ((left = deadline - (now = now_monotonic_ms())) > 0) {
+		if (m->cancel != NULL && *m->cancel)
+			return -1;
+		if (m->tick != NULL && now - m->last_tick_ms >= 1000) {
+			m->last_tick_ms = now;
+			m->tick(m->tick_arg);
+		}
+		if (left > MOODLE_SLEEP_STEP_MS)
+			left = MOODLE_SLEEP_STEP_MS;
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)left * 1000000L;
+		nanosleep(&ts, NULL);
+	}
+	return m->cancel != NULL && *m->cancel ? -1 : 0;
+}
+
+/* A transfer that produced no answer. */
+static void
+moodle_fail_transfer(const struct moodle *m, const char *function,
+		     enum http_result r, const char *cause,
+		     struct moodle_error *err)
+{
+	static const struct {
+		enum http_result result;
+		enum moodle_status kind;
+		const char *errorcode, *what;
+	} map[] = {
+		{ HTTP_ERR_CONNECT, MOODLE_TRANSIENT, "connect",
+		  "cannot reach Moodle" },
+		{ HTTP_ERR_TIMEOUT, MOODLE_TRANSIENT, "timeout",
+		  "Moodle did not answer in time (moodle.timeout)" },
+		{ HTTP_ERR_TOO_BIG, MOODLE_FATAL, "toobig",
+		  "Moodle's answer is too large" },
+		{ HTTP_ERR_CANCELLED, MOODLE_CANCELLED, "cancelled",
+		  "cancelled" },
+		{ HTTP_ERR_OTHER, MOODLE_FATAL, "http",
+		  "cannot talk to Moodle (check moodle.url and "
+		  "moodle.ca_file)" },
+	};
+	size_t i;
+
+	for (i = 0; i < nitems(map) - 1 && map[i].result != r; i++)
+		;
+	moodle_fail(m, err, map[i].kind, function, map[i].errorcode, NULL, 0,
+		    "%s: %s", map[i].what, cause);
+}
+
+/* An answer whose HTTP status is not a plain 2xx. */
+static void
+moodle_fail_status(const struct moodle *m, const char *function,
+		   const struct http_response *resp, struct moodle_error *err)
+{
+	char code[16], *loc, *root;
+	size_t len, elen = strlen(MOODLE_ENDPOINT);
+
+	snprintf(code, sizeof(code), "http%ld", resp->status);
+	if (resp->status >= 300 && resp->status < 400) {
+		loc = http_redact_url(resp->location != NULL ? resp->location
+							     : "(none)");
+		/* Moodle redirects to its wwwroot + the endpoint (22). */
+		len = strlen(loc);
+		root =
+		    len > elen && strcmp(loc + len - elen, MOODLE_ENDPOINT) == 0
+			? xstrndup(loc, len - elen)
+			: xstrdup(loc);
+		moodle_fail(m, err, MOODLE_FATAL, function, "redirect", NULL,
+			    resp->status,
+			    "moodle.url %s does not match Moodle's wwwroot: "
+			    "Moodle redirects to %s (HTTP %ld); set moodle.url "
+			    "to %s",
+			    m->url_ui, loc, resp->status, root);
+		free(loc);
+		free(root);
+	} else if (resp->status == 403)
+		moodle_fail(m, err, MOODLE_FATAL, function, code, NULL, 403,
+			    "Moodle answered HTTP 403 Forbidden: web services "
+			    "are probably disabled; enable them under Site "
+			    "administration > Advanced features and the REST "
+			    "protocol under Site administration > Server > Web "
+			    "services > Manage protocols");
+	else if (resp->status >= 500 || resp->status == 429)
+		moodle_fail(m, err, MOODLE_TRANSIENT, function, code, NULL,
+			    resp->status, "Moodle answered HTTP %ld",
+			    resp->status);
+	else
+		moodle_fail(
+		    m, err, MOODLE_FATAL, function, code, NULL, resp->status,
+		    "Moodle answered HTTP %ld for %s%s: check moodle.url",
+		    resp->status, m->url_ui, MOODLE_ENDPOINT);
+}
+
+/* An exception object in the body: classify it by errorcode.  An object
+ * without errorcode (a PHP Error, moodle-ws 05c) is the item's fault. */
+static void
+moodle_fail_exception(const struct moodle *m, const char *function, json_t *obj,
+		      struct moodle_error *err)
+{
+	const char *code = json_string_value(json_object_get(obj, "errorcode"));
+	const char *text = json_string_value(json_object_get(obj, "message"));
+	const char *debug =
+	    json_string_value(json_object_get(obj, "debuginfo"));
+	const char *exc = json_string_value(json_object_get(obj, "exception"));
+	const struct moodle_code *c;
+
+	if (text == NULL)
+		text = "(no message)";
+	if (code == NULL)
+		code = exc != NULL ? exc : "exception";
+	if (strcmp(code, "accessexception") == 0) {
+		moodle_fail(m, err, MOODLE_FATAL, function, code, debug, 200,
+			    "function %s is not in the web service's function "
+			    "list: add it under Site administration > Server > "
+			    "Web services > External services (Moodle: %s)",
+			    function, text);
+		return;
+	}
+	/* invalidrecord names its table: external_functions means the
+	 * function itself is missing (17a); course or user means an item
+	 * refers to a vanished record (unenrol 11e, enrolled users 13c). */
+	if (strcmp(code, "invalidrecord") == 0 &&
+	    strstr(text, "external_functions") != NULL) {
+		moodle_fail(m, err, MOODLE_FATAL, function, code, debug, 200,
+			    "function %s does not exist on this Moodle: it "
+			    "needs a newer Moodle (Moodle: %s)",
+			    function, text);
+		return;
+	}
+	if ((c = moodle_code_find(code)) != NULL && c->hint != NULL) {
+		moodle_fail(m, err, c->kind, function, code, debug, 200,
+			    "%s (Moodle: %s)", c->hint, text);
+		return;
+	}
+	moodle_fail(m, err, MOODLE_ITEM, function, code, debug, 200, "%s",
+		    text);
+}
+
+/* Turn one HTTP answer into JSON of the expected type or an error. */
+static int
+moodle_answer(const struct moodle *m, const char *function,
+	      const struct http_response *resp, json_type expect, json_t **ret,
+	      struct moodle_error *err)
+{
+	json_error_t jerr;
+	json_t *j;
+	const char *p = resp->body;
+	char *q;
+
+	if (resp->status < 200 || resp->status > 299) {
+		moodle_fail_status(m, function, resp, err);
+		return -1;
+	}
+	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+		p++;
+	if (strncmp(p, "<?xml", 5) == 0) {
+		q = moodle_quote(m, resp->body, resp->len);
+		moodle_fail(m, err, MOODLE_FATAL, function, "xml", NULL,
+			    resp->status,
+			    "Moodle answered in XML instead of JSON, so it did "
+			    "not see moodlewsrestformat (is PHP's "
+			    "max_input_vars cutting requests?): \"%s\"",
+			    q);
+		free(q);
+		return -1;
+	}
+	j = json_loadb(resp->body, resp->len, JSON_DECODE_ANY, &jerr);
+	if (j == NULL) {
+		q = moodle_quote(m, resp->body, resp->len);
+		moodle_fail(m, err, MOODLE_TRANSIENT, function, "badjson", NULL,
+			    resp->status,
+			    "Moodle's answer is not JSON (%s, %zu bytes): "
+			    "\"%s\"",
+			    jerr.text, resp->len, q);
+		free(q);
+		return -1;
+	}
+	if (json_is_object(j) && json_object_get(j, "exception") != NULL) {
+		moodle_fail_exception(m, function, j, err);
+		json_decref(j);
+		return -1;
+	}
+	if (json_typeof(j) != expect) {
+		q = moodle_quote(m, resp->body, resp->len);
+		moodle_fail(m, err, MOODLE_TRANSIENT, function, "badanswer", NULL,
+			    resp->status,
+			    "Moodle's answer does not have the expected shape: "
+			    "\"%s\"",
+			    q);
+		free(q);
+		json_decref(j);
+		return -1;
+	}
+	*ret = j;
+	return 0;
+}
+
+/* Send the form, retrying transient failures with a doubling back-off.
+ * On success *ret is the answer, of JSON type expect. */
+static int
+moodle_call(struct moodle *m, struct moodle_form *f, json_type expect,
+	    json_t **ret, struct moodle_error *err)
+{
+	struct http_request req;
+	struct http_response resp;
+	enum http_result r;
+	int64_t delay = m->retry_delay_ms;
+	char *cause = NULL;
+	int try, rv;
+
+	if (f->nvars > f->limit) {
+		/* A caller bug: PHP would cut the request silently (20c). */
+		moodle_fail(m, err, MOODLE_FATAL, f->function, "toomanyvars",
+			    NULL, 0,
+			    "request not sent: it would carry %d form "
+			    "variables, over moodle.max_input_vars (%d) less "
+			    "a margin of %d",
+			    f->nvars, m->max_input_vars, MOODLE_MARGIN_VARS);
+		return -1;
+	}
+	memset(&req, 0, sizeof(req));
+	req.url = m->endpoint;
+	req.body = f->buf;
+	req.body_len = f->len;
+	req.content_type = "application/x-www-form-urlencoded";
+	req.connect_timeout_ms = m->timeout_ms < MOODLE_CONNECT_TIMEOUT_MS
+				     ? m->timeout_ms
+				     : MOODLE_CONNECT_TIMEOUT_MS;
+	req.timeout_ms = m->timeout_ms;
+	req.max_body = MOODLE_MAX_BODY;
+	req.ca_file = m->ca_file;
+	req.accept_gzip = true;
+
+	for (try = 1;; try++) {
+		log_debug("moodle: %s: %d variables, %zu bytes, try %d",
+			  f->function, f->nvars, f->len, try);
+		m->requests++;
+		memset(&resp, 0, sizeof(resp));
+		r = http_perform(m->http, &req, &resp, &cause);
+		if (r == HTTP_OK) {
+			rv = moodle_answer(m, f->function, &resp, expect, ret,
+					   err);
+			http_response_clear(&resp);
+		} else {
+			moodle_fail_transfer(m, f->function, r, cause, err);
+			free(cause);
+			cause = NULL;
+			rv = -1;
+		}
+		if (rv == 0 || err->kind != MOODLE_TRANSIENT || try >= m->tries)
+			return rv;
+		log_debug("moodle: %s: %s, try %d of %d in %" PRId64 " ms",
+			  f->function, err->message, try + 1, m->tries, delay);
+		if (moodle_sleep(m, delay) == -1) {
+			moodle_fail(m, err, MOODLE_CANCELLED, f->function,
+				    "cancelled", NULL, 0,
+				    "cancelled while waiting to retry");
+			return -1;
+		}
+		delay = delay > MOODLE_MAX_BACKOFF_MS / 2
+			    ? MOODLE_MAX_BACKOFF_MS
+			    : delay * 2;
+	}
+}
+
+/* Build, send and decode; the form is freed. */
+static int
+moodle_send(struct moodle *m, struct moodle_form *f, json_type expect,
+	    json_t **ret, struct moodle_error *err)
+{
+	int rv = moodle_call(m, f, expect, ret, err);
+
+	form_free(f);
+	return rv;
+}
+
+static void
+moodle_bad_shape(const struct moodle *m, const char *function, json_t *j,
+		 const char *what, struct moodle_error *err)
+{
+	char *dump = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY), *q;
+
+	q = moodle_quote(m, dump != NULL ? dump : "",
+			 dump != NULL ? strlen(dump) : 0);
+	moodle_fail(m, err, MOODLE_ITEM, function, "badanswer", NULL, 200,
+		    "Moodle's answer %s: \"%s\"", what, q);
+	free(q);
+	free(dump);
+}
+
+static char *
+json_strdup(json_t *obj, const char *key)
+{
+	const char *s = json_string_value(json_object_get(obj, key));
+
+	return xstrdup(s != NULL ? s : "");
+}
+
+/* Undo external_format_string() on names: Moodle strips tags (lost) and
+ * turns a bare "&" into "&amp;" (moodle-ws 05g). */
+static char *
+json_strdup_name(json_t *obj, const char *key)
+{
+	char *s = json_strdup(obj, key), *r, *w;
+
+	for (r = w = s; *r != '\0'; r++) {
+		*w++ = *r;
+		if (strncmp(r, "&amp;", 5) == 0)
+			r += 4;
+	}
+	*w = '\0';
+	return s;
+}
+
+static int
+json_id(json_t *obj, const char *key, int64_t *ret)
+{
+	json_t *v = json_object_get(obj, key);
+
+	if (!json_is_integer(v))
+		return -1;
+	*ret = json_integer_value(v);
+	return 0;
+}
+
+int
+moodle_site_info(struct moodle *m, struct moodle_site_info **ret,
+		 struct moodle_error *err)
+{
+	struct moodle_form f;
+	struct moodle_site_info *si;
+	json_t *j, *fns, *fn;
+	const char *name;
+	size_t i;
+
+	moodle_error_clear(err);
+	form_init(&f, m, "core_webservice_get_site_info");
+	if (moodle_send(m, &f, JSON_OBJECT, &j, err) == -1)
+		return -1;
+	if (!json_is_array(fns = json_object_get(j, "functions"))) {
+		moodle_bad_shape(m, "core_webservice_get_site_info", j,
+				 "has no functions list", err);
+		json_decref(j);
+		return -1;
+	}
+	si = xcalloc(1, sizeof(*si));
+	si->sitename = json_strdup_name(j, "sitename");
+	si->siteurl = json_strdup(j, "siteurl");
+	si->release = json_strdup(j, "release");
+	si->version = json_strdup(j, "version");
+	si->username = json_strdup(j, "username");
+	si->functions = xcalloc(json_array_size(fns) + 1, sizeof(char *));
+	json_array_foreach(fns, i, fn)
+	{
+		if ((name = json_string_value(json_object_get(fn, "name"))))
+			si->functions[si->nfunctions++] = xstrdup(name);
+	}
+	json_decref(j);
+	*ret = si;
+	return 0;
+}
+
+void
+moodle_site_info_free(struct moodle_site_info *si)
+{
+	size_t i;
+
+	if (si == NULL)
+		return;
+	free(si->sitename);
+	free(si->siteurl);
+	free(si->release);
+	free(si->version);
+	free(si->username);
+	for (i = 0; i < si->nfunctions; i++)
+		free(si->functions[i]);
+	free(si->functions);
+	free(si);
+}
+
+int
+moodle_category_get(struct moodle *m, int64_t id, char **ret_name,
+		    struct moodle_error *err)
+{
+	struct moodle_form f;
+	json_t *j, *cat;
+	int64_t cid;
+	size_t i;
+
+	moodle_error_clear(err);
+	form_init(&f, m, "core_course_get_categories");
+	form_item(&f, "criteria", 0, "key", "id");
+	form_item_int(&f, "criteria", 0, "value", id);
+	form_add(&f, "addsubcategories", "0");
+	if (moodle_send(m, &f, JSON_ARRAY, &j, err) == -1)
+		return -1;
+	*ret_name = NULL;
+	json_array_foreach(j, i, cat)
+	{
+		if (json_id(cat, "id", &cid) == 0 && cid == id) {
+			*ret_name = json_strdup_name(cat, "name");
+			break;
+		}
+	}
+	json_decref(j);
+	return 0;
+}
+
+void
+moodle_course_clear(struct moodle_course *c)
+{
+	if (c == NULL)
+		return;
+	free(c->shortname);
+	free(c->fullname);
+	free(c->idnumber);
+	memset(c, 0, sizeof(*c));
+}
+
+int
+moodle_course_by_shortname(struct moodle *m, const char *shortname,
+			   struct moodle_course *ret, struct moodle_error *err)
+{
+	struct moodle_form f;
+	json_t *j, *courses, *c, *v, *found;
+	char *sn;
+	bool exact;
+	size_t i;
+
+	moodle_error_clear(err);
+	form_init(&f, m, "core_course_get_courses_by_field");
+	form_add(&f, "field", "shortname");
+	form_add(&f, "value", shortname);
+	if (moodle_send(m, &f, JSON_OBJECT, &j, err) == -1)
+		return -1;
+	if (!json_is_array(courses = json_object_get(j, "courses"))) {
+		moodle_bad_shape(m, "core_course_get_courses_by_field", j,
+				 "has no courses list", err);
+		json_decref(j);
+		return -1;
+	}
+	/* Moodle matched the shortname itself (as its database compares);
+	 * prefer an exact match when it lists several. */
+	memset(ret, 0, sizeof(*ret));
+	found = NULL;
+	json_array_foreach(courses, i, c)
+	{
+		sn = json_strdup_name(c, "shortname");
+		if (found == NULL || strcmp(sn, shortname) == 0)
+			found = c;
+		exact = strcmp(sn, shortname) == 0;
+		free(sn);
+		if (exact)
+			break;
+	}
+	if (found != NULL && json_id(found, "id", &ret->id) == 0) {
+		ret->shortname = json_strdup_name(found, "shortname");
+		ret->fullname = json_strdup_name(found, "fullname");
+		if (json_is_string(v = json_object_get(found, "idnumber")))
+			ret->idnumber = xstrdup(json_string_value(v));
+		v = json_object_get(found, "visible");
+		ret->visible = json_is_integer(v) ? (int)json_integer_value(v)
+						  : json_is_true(v);
+		json_id(found, "categoryid", &ret->categoryid);
+	}
+	json_decref(j);
+	return 0;
+}
+
+int
+moodle_courses_create_fields(const struct moodle_new_course *c, size_t n)
+{
+	int max = 3, k;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		k = 3 + (c[i].idnumber != NULL) + (c[i].summary != NULL) +
+		    (c[i].format != NULL) + (c[i].visible >= 0) +
+		    (c[i].startdate != 0) + (c[i].enddate != 0);
+		if (k > max)
+			max = k;
+	}
+	return max;
+}
+
+int
+moodle_courses_create(struct moodle *m, const struct moodle_new_course *c,
+		      size_t n, int64_t *ret_ids, struct moodle_error *err)
+{
+	static const char *fn = "core_course_create_courses";
+	struct moodle_form f;
+	json_t *j, *item;
+	int64_t *ids;
+	size_t i;
+
+	moodle_error_clear(err);
+	if (n == 0)
+		return 0;
+	form_init(&f, m, fn);
+	for (i = 0; i < n; i++) {
+		form_item(&f, "courses", i, "fullname", c[i].fullname);
+		form_item(&f, "courses", i, "shortname", c[i].shortname);
+		form_item_int(&f, "courses", i, "categoryid", c[i].categoryid);
+		if (c[i].idnumber != NULL)
+			form_item(&f, "courses", i, "idnumber", c[i].idnumber);
+		if (c[i].summary != NULL)
+			form_item(&f, "courses", i, "summary", c[i].summary);
+		if (c[i].format != NULL)
+			form_item(&f, "courses", i, "format", c[i].format);
+		if (c[i].visible >= 0)
+			form_item_int(&f, "courses", i, "visible",
+				      c[i].visible);
+		if (c[i].startdate != 0)
+			form_item_int(&f, "courses", i, "startdate",
+				      c[i].startdate);
+		if (c[i].enddate != 0)
+			form_item_int(&f, "courses", i, "enddate",
+				      c[i].enddate);
+	}
+	if (moodle_send(m, &f, JSON_ARRAY, &j, err) == -1)
+		return -1;
+	ids = xcalloc(n, sizeof(*ids));
+	/* The answer lists the new courses in request order (02). */
+	if (json_array_size(j) != n) {
+		moodle_bad_shape(m, fn, j, "does not list every course", err);
+		goto fail;
+	}
+	json_array_foreach(j, i, item)
+	{
+		if (json_id(item, "id", &ids[i]) == -1 || ids[i] <= 0) {
+			moodle_bad_shape(m, fn, j, "lacks a course id", err);
+			goto fail;
+		}
+	}
+	memcpy(ret_ids, ids, n * sizeof(*ids));
+	free(ids);
+	json_decref(j);
+	return 0;
+fail:
+	free(ids);
+	json_decref(j);
+	return -1;
+}
+
+int
+moodle_courses_update_fields(const struct moodle_course_update *c, size_t n)
+{
+	int max = 1, k;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		k = 1 + (c[i].fullname != NULL) + (c[i].visible >= 0);
+		if (k > max)
+			max = k;
+	}
+	return max;
+}
+
+void
+moodle_warnings_free(struct moodle_warning *w, size_t n)
+{
+	size_t i;
+
+	for (i = 0; w != NULL && i < n; i++) {
+		free(w[i].warningcode);
+		free(w[i].message);
+	}
+	free(w);
+}
+
+int
+moodle_courses_update(struct moodle *m, const struct moodle_course_update *c,
+		      size_t n, struct moodle_warning **ret_warnings,
+		      size_t *ret_nwarnings, struct moodle_error *err)
+{
+	static const char *fn = "core_course_update_courses";
+	struct moodle_form f;
+	struct moodle_warning *w;
+	json_t *j, *list, *item;
+	size_t i, nw = 0;
+	char *s;
+
+	moodle_error_clear(err);
+	*ret_warnings = NULL;
+	*ret_nwarnings = 0;
+	if (n == 0)
+		return 0;
+	form_init(&f, m, fn);
+	for (i = 0; i < n; i++) {
+		form_item_int(&f, "courses", i, "id", c[i].id);
+		if (c[i].fullname != NULL)
+			form_item(&f, "courses", i, "fullname", c[i].fullname);
+		if (c[i].visible >= 0)
+			form_item_int(&f, "courses", i, "visible",
+				      c[i].visible);
+	}
+	if (moodle_send(m, &f, JSON_OBJECT, &j, err) == -1)
+		return -1;
+	if (!json_is_array(list = json_object_get(j, "warnings"))) {
+		moodle_bad_shape(m, fn, j, "has no warnings list", err);
+		json_decref(j);
+		return -1;
+	}
+	w = xcalloc(json_array_size(list), sizeof(*w));
+	json_array_foreach(list, i, item)
+	{
+		json_id(item, "itemid", &w[nw].itemid);
+		s = json_strdup(item, "warningcode");
+		w[nw].warningcode = moodle_clean(m, s, MOODLE_MAX_TEXT, false);
+		free(s);
+		s = json_strdup(item, "message");
+		w[nw].message = moodle_clean(m, s, MOODLE_MAX_TEXT, false);
+		free(s);
+		nw++;
+	}
+	json_decref(j);
+	*ret_warnings = w;
+	*ret_nwarnings = nw;
+	return 0;
+}
+
+void
+moodle_users_free(struct moodle_user *u, size_t n)
+{
+	size_t i;
+
+	for (i = 0; u != NULL && i < n; i++)
+		free(u[i].username);
+	free(u);
+}
+
+int
+moodle_users_by_username(struct moodle *m, const char *const *usernames,
+			 size_t n, struct moodle_user **ret, size_t *ret_n,
+			 struct moodle_error *err)
+{
+	struct moodle_form f;
+	struct moodle_user *u;
+	json_t *j, *item;
+	const char *name;
+	char key[32];
+	size_t i, nu = 0;
+
+	moodle_error_clear(err);
+	*ret = NULL;
+	*ret_n = 0;
+	if (n == 0)
+		return 0;
+	form_init(&f, m, "core_user_get_users_by_field");
+	form_add(&f, "field", "username");
+	for (i = 0; i < n; i++) {
+		snprintf(key, sizeof(key), "values[%zu]", i);
+		form_add(&f, key, usernames[i]);
+	}
+	if (moodle_send(m, &f, JSON_ARRAY, &j, err) == -1)
+		return -1;
+	/* Sorted by id, missing users left out (06a). */
+	u = xcalloc(json_array_size(j), sizeof(*u));
+	json_array_foreach(j, i, item)
+	{
+		name = json_string_value(json_object_get(item, "username"));
+		if (name == NULL || json_id(item, "id", &u[nu].id) == -1) {
+			moodle_bad_shape(m, "core_user_get_users_by_field", j,
+					 "lists a user without id or username",
+					 err);
+			moodle_users_free(u, nu);
+			json_decref(j);
+			return -1;
+		}
+		u[nu++].username = xstrdup(name);
+	}
+	json_decref(j);
+	*ret = u;
+	*ret_n = nu;
+	return 0;
+}
+
+int
+moodle_enrol_fields(const struct moodle_enrolment *e, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (e[i].suspend >= 0)
+			return 4;
+	}
+	return 3;
+}
+
+int
+moodle_unenrol_fields(const struct moodle_enrolment *e, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (e[i].roleid > 0)
+			return 3;
+	}
+	return 2;
+}
+
+/* Calls whose success is the JSON literal null. */
+static int
+moodle_send_null(struct moodle *m, struct moodle_form *f,
+		 struct moodle_error *err)
+{
+	json_t *j;
+
+	if (moodle_send(m, f, JSON_NULL, &j, err) == -1)
+		return -1;
+	json_decref(j);
+	return 0;
+}
+
+int
+moodle_enrol(struct moodle *m, const struct moodle_enrolment *e, size_t n,
+	     struct moodle_error *err)
+{
+	struct moodle_form f;
+	size_t i;
+
+	moodle_error_clear(err);
+	if (n == 0)
+		return 0;
+	form_init(&f, m, "enrol_manual_enrol_users");
+	for (i = 0; i < n; i++) {
+		form_item_int(&f, "enrolments", i, "roleid", e[i].roleid);
+		form_item_int(&f, "enrolments", i, "userid", e[i].userid);
+		form_item_int(&f, "enrolments", i, "courseid", e[i].courseid);
+		/* Omitted, suspend re-activates a suspended enrolment (12c). */
+		if (e[i].suspend >= 0)
+			form_item_int(&f, "enrolments", i, "suspend",
+				      e[i].suspend);
+	}
+	return moodle_send_null(m, &f, err);
+}
+
+int
+moodle_unenrol(struct moodle *m, const struct moodle_enrolment *e, size_t n,
+	       struct moodle_error *err)
+{
+	struct moodle_form f;
+	size_t i;
+
+	moodle_error_clear(err);
+	if (n == 0)
+		return 0;
+	form_init(&f, m, "enrol_manual_unenrol_users");
+	for (i = 0; i < n; i++) {
+		form_item_int(&f, "enrolments", i, "userid", e[i].userid);
+		form_item_int(&f, "enrolments", i, "courseid", e[i].courseid);
+		if (e[i].roleid > 0)
+			form_item_int(&f, "enrolments", i, "roleid",
+				      e[i].roleid);
+	}
+	return moodle_send_null(m, &f, err);
+}
+
+static int
+moodle_roles(struct moodle *m, const char *function, const char *array,
+	     const struct moodle_role_assignment *a, size_t n,
+	     struct moodle_error *err)
+{
+	struct moodle_form f;
+	size_t i;
+
+	moodle_error_clear(err);
+	if (n == 0)
+		return 0;
+	form_init(&f, m, function);
+	for (i = 0; i < n; i++) {
+		form_item_int(&f, array, i, "roleid", a[i].roleid);
+		form_item_int(&f, array, i, "userid", a[i].userid);
+		form_item(&f, array, i, "contextlevel", "course");
+		form_item_int(&f, array, i, "instanceid", a[i].courseid);
+	}
+	return moodle_send_null(m, &f, err);
+}
+
+int
+moodle_role_assign(struct moodle *m, const struct moodle_role_assignment *a,
+		   size_t n, struct moodle_error *err)
+{
+	return moodle_roles(m, "core_role_assign_roles", "assignments", a, n,
+			    err);
+}
+
+int
+moodle_role_unassign(struct moodle *m, const struct moodle_role_assignment *a,
+		     size_t n, struct moodle_error *err)
+{
+	return moodle_roles(m, "core_role_unassign_roles", "unassignments", a,
+			    n, err);
+}
+
+void
+moodle_enrolled_users_free(struct moodle_enrolled_user *u, size_t n)
+{
+	size_t i;
+
+	for (i = 0; u != NULL && i < n; i++) {
+		free(u[i].username);
+		free(u[i].roleids);
+	}
+	free(u);
+}
+
+/* Append one page of core_enrol_get_enrolled_users to *users. */
+static int
+moodle_enrolled_page(const struct moodle *m, json_t *j,
+		     struct moodle_enrolled_user **users, size_t *n,
+		     struct moodle_error *err)
+{
+	static const char *fn = "core_enrol_get_enrolled_users";
+	struct moodle_enrolled_user *u;
+	json_t *item, *roles, *role;
+	const char *name;
+	int64_t rid;
+	size_t i, k;
+
+	if (*n + json_array_size(j) > MOODLE_MAX_ENROLLED) {
+		moodle_fail(m, err, MOODLE_ITEM, fn, "toomany", NULL, 200,
+			    "more than %d enrolled users in one course",
+			    MOODLE_MAX_ENROLLED);
+		return -1;
+	}
+	*users =
+	    xreallocarray(*users, *n + json_array_size(j), sizeof(**users));
+	json_array_foreach(j, i, item)
+	{
+		u = &(*users)[*n];
+		memset(u, 0, sizeof(*u));
+		name = json_string_value(json_object_get(item, "username"));
+		roles = json_object_get(item, "roles");
+		if (name == NULL || json_id(item, "id", &u->id) == -1 ||
+		    (roles != NULL && !json_is_array(roles))) {
+			moodle_bad_shape(m, fn, item,
+					 "lists a user without id or username",
+					 err);
+			return -1;
+		}
+		u->username = xstrdup(name);
+		u->roleids = xcalloc(json_array_size(roles), sizeof(int));
+		json_array_foreach(roles, k, role)
+		{
+			if (json_id(role, "roleid", &rid) == 0)
+				u->roleids[u->nroles++] = (int)rid;
+		}
+		(*n)++;
+	}
+	return 0;
+}
+
+int
+moodle_enrolled_users(struct moodle *m, int64_t courseid,
+		      struct moodle_enrolled_user **ret, size_t *ret_n,
+		      struct moodle_error *err)
+{
+	struct moodle_form f;
+	struct moodle_enrolled_user *users = NULL;
+	size_t n = 0, got;
+	json_t *j;
+
+	moodle_error_clear(err);
+	for (;;) {
+		form_init(&f, m, "core_enrol_get_enrolled_users");
+		form_add_int(&f, "courseid", courseid);
+		form_item(&f, "options", 0, "name", "userfields");
+		form_item(&f, "options", 0, "value", "id,username,roles");
+		form_item(&f, "options", 1, "name", "limitfrom");
+		form_item_int(&f, "options", 1, "value", (int64_t)n);
+		form_item(&f, "options", 2, "name", "limitnumber");
+		form_item_int(&f, "options", 2, "value", MOODLE_PAGE);
+		if (moodle_send(m, &f, JSON_ARRAY, &j, err) == -1)
+			goto fail;
+		got = json_array_size(j);
+		if (moodle_enrolled_page(m, j, &users, &n, err) == -1) {
+			json_decref(j);
+			goto fail;
+		}
+		json_decref(j);
+		/* A short page is the last; a long one means no paging. */
+		if (got != MOODLE_PAGE)
+			break;
+	}
+	*ret = users;
+	*ret_n = n;
+	return 0;
+fail:
+	moodle_enrolled_users_free(users, n);
+	return -1;
+}
+
+/* Send [first, first+count) through the batch's call: 0 confirmed (done()
+ * told), 1 refused item by item, -1 stop with *e set. */
+static int
+moodle_batch_send(struct moodle *m, const struct moodle_batch *b, size_t first,
+		  size_t count, struct moodle_error *e)
+{
+	moodle_error_clear(e);
+	if (b->call(m, first, count, b->arg, e) != 0) {
+		if (e->kind == MOODLE_ITEM && !moodle_error_committed(e))
+			return 1;
+		if (e->kind == MOODLE_ITEM) {
+			/* Applied, then failed (MAILFAIL): resending would
+			 * only repeat it, so count the items as done. */
+			log_warnx("%s: %s; %zu items counted as done",
+				  e->function, e->message, count);
+		} else {
+			if (e->kind == MOODLE_OK)
+				moodle_fail(m, e, MOODLE_FATAL, "batch",
+					    "callback", NULL, 0,
+					    "stopped by the caller");
+			return -1;
+		}
+	}
+	if (b->done != NULL && b->done(first, count, b->arg) != 0) {
+		moodle_fail(m, e, MOODLE_FATAL, "batch", "callback", NULL, 0,
+			    "stopped by the caller");
+		return -1;
+	}
+	moodle_error_clear(e);
+	return 0;
+}
+
+/* Chunks of capacity items go out in order.  A refused chunk is searched
+ * by halving: a confirmed left half is committed and the bad item is in
+ * the right one, a refused left half narrows the search and its right half
+ * returns to the queue.  Each bad item costs 1 + log2(capacity) calls. */
+int
+moodle_batch_run(struct moodle *m, const struct moodle_batch *b,
+		 struct moodle_error *err)
+{
+	struct moodle_error e = { 0 }, half = { 0 }, tmp;
+	size_t cap, pos = 0, count, lo, hi, mid;
+	int rc, rv = -1;
+
+	moodle_error_clear(err);
+	if (b->n == 0)
+		return 0;
+	if ((cap = moodle_capacity(m, b->fields, b->extra)) == 0) {
+		moodle_fail(m, err, MOODLE_FATAL, "batch", "toomanyvars", NULL,
+			    0,
+			    "moodle.max_input_vars (%d) leaves no room for one "
+			    "item of %d fields",
+			    m->max_input_vars, b->fields);
+		return -1;
+	}
+	while (pos < b->n) {
+		count = b->n - pos < cap ? b->n - pos : cap;
+		if ((rc = moodle_batch_send(m, b, pos, count, &e)) == -1)
+			goto stop;
+		if (rc == 0) {
+			pos += count;
+			continue;
+		}
+		/* [lo, hi) is refused and e is its first bad item's error. */
+		lo = pos;
+		hi = pos + count;
+		while (hi - lo > 1) {
+			mid = lo + (hi - lo) / 2;
+			if ((rc = moodle_batch_send(m, b, lo, mid - lo,
+						    &half)) == -1) {
+				moodle_error_clear(&e);
+				e = half;
+				memset(&half, 0, sizeof(half));
+				goto stop;
+			}
+			if (rc == 0)
+				lo = mid;
+			else {
+				hi = mid;
+				tmp = e;
+				e = half;
+				half = tmp;
+			}
+		}
+		if (b->failed != NULL && b->failed(lo, &e, b->arg) != 0) {
+			moodle_fail(m, &e, MOODLE_FATAL, "batch", "callback",
+				    NULL, 0, "stopped by the caller");
+			goto stop;
+		}
+		pos = lo + 1;
+	}
+	rv = 0;
+	goto out;
+stop:
+	*err = e;
+	memset(&e, 0, sizeof(e));
+out:
+	moodle_error_clear(&e);
+	moodle_error_clear(&half);
+	return rv;
+}
