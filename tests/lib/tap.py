@@ -20,8 +20,9 @@ class Tap:
                     print("#   " + line)
         return cond
 
-    def eq(self, got, want, desc):
-        return self.ok(got == want, desc, "got  %r\nwant %r" % (got, want))
+    def eq(self, got, want, desc, diag=None):
+        extra = "" if diag is None else "\n" + str(diag)[-2000:]
+        return self.ok(got == want, desc, "got  %r\nwant %r%s" % (got, want, extra))
 
     def done(self):
         print("1..%d" % self.n, flush=True)

@@ -1,0 +1,25 @@
+/* What webcoursed tells people: the missing-users CSV, status, errors. */
+#ifndef REPORT_H
+#define REPORT_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+struct config;
+struct ledger;
+
+/* Write the missing-users CSV (RFC 4180, formula cells neutralised). */
+int report_missing_csv(const struct config *, struct ledger *, FILE *);
+/* Rewrite state.missing_users_csv atomically. */
+int report_write_missing_csv(const struct config *, struct ledger *,
+			     char **cause);
+int report_missing_json(const struct config *, struct ledger *, FILE *);
+
+int report_status(const struct config *, struct ledger *, FILE *, bool json);
+int report_errors(struct ledger *, FILE *, bool json);
+
+/* One CSV cell, quoted as RFC 4180 needs and neutralised against formula
+ * injection (=, +, -, @, tab, CR at the start). */
+void report_csv_cell(FILE *, const char *);
+
+#endif

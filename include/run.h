@@ -1,0 +1,36 @@
+/* One sync run, straight-line: fetch, decode, plan, guard, apply, record. */
+#ifndef RUN_H
+#define RUN_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct config;
+struct ledger;
+struct ledger_run;
+
+/* Phase progress ("fetching", "enrolling" 1200/5000, ...). */
+typedef void (*run_progress_fn)(void *arg, const char *phase, size_t done,
+				size_t total);
+
+struct run_options {
+	bool allow_removals;	       /* release the removal guard */
+	volatile sig_atomic_t *cancel; /* non-zero: stop at the next safe point */
+	run_progress_fn progress;
+	void (*tick)(void *arg); /* heartbeat while waiting on the network */
+	void *arg;		 /* for progress and tick */
+};
+
+/* Run once with the ledger locked by the caller.  Fills *ret (free its
+ * strings with ledger_runs_free(ret, 0)-style clearing: run_result_clear).
+ * Returns 0 when the run completed (outcome "ok" or "partial"), -1 when it
+ * failed or was cancelled; ret->message says why. */
+int run_sync(const struct config *, struct ledger *, const struct run_options *,
+	     struct ledger_run *ret);
+void run_result_clear(struct ledger_run *);
+
+/* The summary line: "sync done in 4.2 s: +3 courses, ...". */
+char *run_summary(const struct ledger_run *);
+
+#endif

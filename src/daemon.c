@@ -1,0 +1,597 @@
+/* webcoursed: the daemon — a libevent loop that runs syncs on a timer.
+ *
+ * Each run happens in a child process that reports over a pipe.  We chose
+ * a child over a worker thread because a run parses outside input (the
+ * feed, Moodle's answers) with several libraries: a crash or a leak there
+ * ends one run, not the service, and all memory of a run (a large feed
+ * decodes to hundreds of MB) goes back to the system when it exits.  The
+ * parent keeps the single-writer lock for its whole life and only reads
+ * the ledger through its own connection; the child opens its own (SQLite
+ * connections must not cross fork(2)).  SIGTERM reaches the child as a
+ * cancel flag that libcurl's progress callback and the retry sleeps check,
+ * so a run stops at its next safe point: the current request is
+ * abandoned, the transaction of the current batch is never committed. */
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "ledger.h"
+#include "log.h"
+#include "notify.h"
+#include "run.h"
+#include "util.h"
+
+#define DAEMON_FIRST_RUN_MS 500	   /* first run shortly after start */
+#define DAEMON_BACKOFF_MAX_MS 60000 /* first back-off, at most */
+#define DAEMON_STOP_GRACE_MS 8000   /* then the run is killed */
+
+/* The daemon's one context. */
+struct daemon {
+	struct event_base *base;
+	struct config *conf;
+	struct config *pending_conf; /* a reload waiting for the run to end */
+	const char *conf_path;
+	struct ledger *ledger;
+	struct event *ev_timer, *ev_watchdog, *ev_pipe, *ev_kill;
+	struct event *ev_sig[5];
+	pid_t child;
+	int pipe_fd;
+	char pipebuf[512];
+	size_t pipelen;
+	int64_t last_beat_ms, watchdog_ms, next_run;
+	int failures;
+	bool stopping, run_again;
+	char phase[128];
+};
+
+static volatile sig_atomic_t child_cancel;
+
+static void daemon_arm(struct daemon *, int64_t delay_ms);
+static void daemon_status(struct daemon *);
+static void daemon_pipe_cb(evutil_socket_t, short, void *);
+
+static void
+child_term_cb(int sig)
+{
+	(void)sig;
+	child_cancel = 1;
+}
+
+/* In the child: write a progress line to the parent. */
+static void
+child_progress(void *arg, const char *phase, size_t done, size_t total)
+{
+	int fd = *(int *)arg;
+	char line[256];
+	int n;
+
+	n = snprintf(line, sizeof(line), "P\t%s\t%zu\t%zu\n", phase, done,
+		     total);
+	if (n > 0 && (size_t)n < sizeof(line))
+		(void)!write(fd, line, (size_t)n);
+}
+
+static void
+child_tick(void *arg)
+{
+	int fd = *(int *)arg;
+
+	(void)!write(fd, "T\n", 2);
+}
+
+/* The child's whole life: its own ledger connection, one run, exit. */
+static __attribute__((noreturn)) void
+child_main(struct daemon *d, int fd)
+{
+	struct run_options opts = { false, &child_cancel, child_progress,
+				    child_tick, &fd };
+	struct sigaction sa = { .sa_handler = child_term_cb };
+	struct ledger_run res;
+	struct ledger *l;
+	char *cause = NULL;
+	int rv;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGUSR1, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGCHLD, SIG_DFL);
+	if (ledger_open(d->conf->state_database, false, &l, &cause) == -1) {
+		log_warnx("cannot open the ledger: %s", cause);
+		_exit(2);
+	}
+	rv = run_sync(d->conf, l, &opts, &res);
+	run_result_clear(&res);
+	ledger_free(l);
+	_exit(rv == 0 ? 0 : 1);
+}
+
+static void
+daemon_run_start(struct daemon *d)
+{
+	int fds[2];
+	pid_t pid;
+
+	if (d->child > 0) {
+		d->run_again = true;
+		log_info("a sync is in progress; another follows it");
+		return;
+	}
+	if (pipe2(fds, O_CLOEXEC) == -1) {
+		log_warn("pipe");
+		daemon_arm(d, DAEMON_BACKOFF_MAX_MS);
+		return;
+	}
+	child_cancel = 0;
+	if ((pid = fork()) == -1) {
+		log_warn("fork");
+		close(fds[0]);
+		close(fds[1]);
+		daemon_arm(d, DAEMON_BACKOFF_MAX_MS);
+		return;
+	}
+	if (pid == 0) {
+		close(fds[0]);
+		child_main(d, fds[1]);
+	}
+	close(fds[1]);
+	d->child = pid;
+	d->pipe_fd = fds[0];
+	d->pipelen = 0;
+	d->last_beat_ms = now_monotonic_ms();
+	snprintf(d->phase, sizeof(d->phase), "starting");
+	evutil_make_socket_nonblocking(d->pipe_fd);
+	d->ev_pipe = event_new(d->base, d->pipe_fd, EV_READ | EV_PERSIST,
+			       daemon_pipe_cb, d);
+	event_add(d->ev_pipe, NULL);
+	log_info("sync started (pid %ld)", (long)pid);
+	daemon_status(d);
+}
+
+/* One line from the child: "P\tphase\tdone\ttotal" or "T". */
+static void
+daemon_child_line(struct daemon *d, char *line)
+{
+	char *phase, *done, *total;
+
+	d->last_beat_ms = now_monotonic_ms();
+	if (line[0] != 'P' || (phase = strchr(line, '\t')) == NULL)
+		return;
+	phase++;
+	if ((done = strchr(phase, '\t')) == NULL)
+		return;
+	*done++ = '\0';
+	if ((total = strchr(done, '\t')) == NULL)
+		return;
+	*total++ = '\0';
+	if (strcmp(total, "0") == 0)
+		snprintf(d->phase, sizeof(d->phase), "%s", phase);
+	else
+		snprintf(d->phase, sizeof(d->phase), "%s %s/%s", phase, done,
+			 total);
+	daemon_status(d);
+}
+
+static void
+daemon_pipe_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	char *nl;
+	ssize_t n;
+
+	(void)what;
+	n = read(fd, d->pipebuf + d->pipelen, sizeof(d->pipebuf) - 1 - d->pipelen);
+	if (n <= 0) {
+		if (n == -1 && errno == EAGAIN)
+			return;
+		event_del(d->ev_pipe);
+		return;
+	}
+	d->pipelen += (size_t)n;
+	d->pipebuf[d->pipelen] = '\0';
+	while ((nl = strchr(d->pipebuf, '\n')) != NULL) {
+		*nl = '\0';
+		daemon_child_line(d, d->pipebuf);
+		d->pipelen -= (size_t)(nl + 1 - d->pipebuf);
+		memmove(d->pipebuf, nl + 1, d->pipelen + 1);
+	}
+	if (d->pipelen == sizeof(d->pipebuf) - 1)
+		d->pipelen = 0; /* an overlong line: drop it */
+}
+
+/* Swap in a configuration that loaded cleanly.  The ledger stays where it
+ * is: moving it needs a restart. */
+static void
+daemon_swap_config(struct daemon *d, struct config *conf)
+{
+	if (strcmp(conf->state_database, d->conf->state_database) != 0) {
+		log_warnx("state.database changed to %s: restart webcoursed to "
+			  "use it; keeping %s",
+			  conf->state_database, d->conf->state_database);
+		free(conf->state_database);
+		conf->state_database = xstrdup(d->conf->state_database);
+	}
+	config_free(d->conf);
+	d->conf = conf;
+	log_setlevel(conf->log_level);
+	log_info("configuration %s reloaded", d->conf_path);
+	notify_ready();
+}
+
+static void
+daemon_reload(struct daemon *d)
+{
+	struct config *conf;
+	char *errors = NULL, *line, *next;
+
+	notify_reloading();
+	if (config_load(d->conf_path, &conf, &errors) == -1) {
+		log_warnx("config file %s has errors, not reloading",
+			  d->conf_path);
+		for (line = errors; line != NULL && *line; line = next) {
+			if ((next = strchr(line, '\n')) != NULL)
+				*next++ = '\0';
+			log_warnx("%s", line);
+		}
+		free(errors);
+		notify_ready();
+		return;
+	}
+	if (d->child > 0) {
+		config_free(d->pending_conf);
+		d->pending_conf = conf;
+		log_info("reload deferred until the running sync ends");
+		return;
+	}
+	daemon_swap_config(d, conf);
+	daemon_arm(d, DAEMON_FIRST_RUN_MS);
+}
+
+/* Delay before the next run: the interval with +-10 % jitter, or after
+ * failures a back-off doubling from min(60 s, interval / 8). */
+static int64_t
+daemon_next_delay(struct daemon *d)
+{
+	int64_t interval = d->conf->sync_interval_ms, delay;
+
+	if (d->failures == 0)
+		return interval * 9 / 10 + random() % (interval / 5 + 1);
+	delay = interval / 8 < DAEMON_BACKOFF_MAX_MS ? interval / 8
+						     : DAEMON_BACKOFF_MAX_MS;
+	for (int i = 1; i < d->failures && delay < interval; i++)
+		delay *= 2;
+	return delay < interval ? delay : interval;
+}
+
+static void
+daemon_arm(struct daemon *d, int64_t delay_ms)
+{
+	struct timeval tv = { delay_ms / 1000, (delay_ms % 1000) * 1000 };
+	char when[32];
+
+	evtimer_add(d->ev_timer, &tv);
+	d->next_run = now_epoch() + (delay_ms + 999) / 1000;
+	format_time(d->next_run, when, sizeof(when));
+	if (ledger_meta_set(d->ledger, "next_run", when) == -1)
+		log_debug("cannot note the next run: %s",
+			  ledger_errmsg(d->ledger));
+	daemon_status(d);
+}
+
+/* STATUS= for systemctl status: one line. */
+static void
+daemon_status(struct daemon *d)
+{
+	struct ledger_run *runs = NULL;
+	char *withheld = NULL, last[16] = "", next[16] = "";
+	size_t n = 0;
+	struct tm tm;
+	time_t t;
+
+	if (d->child > 0) {
+		notify_status("syncing: %s", d->phase);
+		return;
+	}
+	if (ledger_meta_get(d->ledger, "removals_withheld", &withheld) == 0 &&
+	    withheld != NULL) {
+		notify_status("%s", withheld);
+		free(withheld);
+		return;
+	}
+	t = (time_t)d->next_run;
+	if (localtime_r(&t, &tm) != NULL)
+		strftime(next, sizeof(next), "%H:%M", &tm);
+	if (ledger_runs_recent(d->ledger, 1, &runs, &n) == 0 && n == 1) {
+		t = (time_t)runs[0].started;
+		if (localtime_r(&t, &tm) != NULL)
+			strftime(last, sizeof(last), "%H:%M", &tm);
+		notify_status("idle; last sync %s %s: %s; next %s", last,
+			      runs[0].outcome, runs[0].message ?: "", next);
+	} else
+		notify_status("idle; no sync yet; next %s", next);
+	ledger_runs_free(runs, n);
+}
+
+static void
+daemon_child_reaped(struct daemon *d, int wstatus)
+{
+	if (d->ev_pipe != NULL) {
+		daemon_pipe_cb(d->pipe_fd, EV_READ, d); /* the last lines */
+		event_free(d->ev_pipe);
+		d->ev_pipe = NULL;
+	}
+	close(d->pipe_fd);
+	d->pipe_fd = -1;
+	d->child = 0;
+	if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0)
+		d->failures = 0;
+	else {
+		d->failures++;
+		if (WIFSIGNALED(wstatus))
+			log_warnx("sync process died of signal %d",
+				  WTERMSIG(wstatus));
+	}
+	if (d->stopping) {
+		event_base_loopbreak(d->base);
+		return;
+	}
+	if (d->pending_conf != NULL) {
+		daemon_swap_config(d, d->pending_conf);
+		d->pending_conf = NULL;
+	}
+	if (d->run_again) {
+		d->run_again = false;
+		daemon_arm(d, 0);
+		return;
+	}
+	daemon_arm(d, daemon_next_delay(d));
+	if (d->failures > 0)
+		log_warnx("sync failed, will retry in %" PRId64 " s",
+			  d->next_run - now_epoch());
+}
+
+static void
+daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon *d = arg;
+	struct timeval grace = { DAEMON_STOP_GRACE_MS / 1000, 0 };
+	int wstatus;
+	pid_t pid;
+
+	(void)what;
+	switch (sig) {
+	case SIGHUP:
+		daemon_reload(d);
+		break;
+	case SIGUSR1:
+		log_info("SIGUSR1: sync now");
+		evtimer_del(d->ev_timer);
+		daemon_run_start(d);
+		break;
+	case SIGCHLD:
+		while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0)
+			if (pid == d->child)
+				daemon_child_reaped(d, wstatus);
+		break;
+	default: /* SIGTERM, SIGINT */
+		if (d->stopping)
+			break;
+		d->stopping = true;
+		notify_stopping();
+		log_info("stopping");
+		if (d->child <= 0) {
+			event_base_loopbreak(d->base);
+			break;
+		}
+		kill(d->child, SIGTERM);
+		evtimer_add(d->ev_kill, &grace);
+		break;
+	}
+}
+
+static void
+daemon_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	daemon_run_start(arg);
+}
+
+/* The run did not stop in time: end it.  Its batch was not committed. */
+static void
+daemon_kill_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)fd;
+	(void)what;
+	if (d->child > 0) {
+		log_warnx("sync did not stop in time; killing it");
+		kill(d->child, SIGKILL);
+	}
+}
+
+/* WATCHDOG=1 only while the loop runs and any sync reports progress. */
+static void
+daemon_watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)fd;
+	(void)what;
+	if (d->child <= 0 || now_monotonic_ms() - d->last_beat_ms < d->watchdog_ms)
+		notify_watchdog();
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+		"usage: webcoursed [-c FILE] [-f] [--once] [-t] [-v] [--version] [-h]\n"
+		"  -c, --config FILE  configuration file (default %s)\n"
+		"  -f, --foreground   log to stderr (default: the journal under systemd)\n"
+		"      --once         do one sync and exit (0 ok, 1 failed)\n"
+		"  -t, --test         check the configuration and exit\n"
+		"  -v, --verbose      log debug messages\n"
+		"      --version      print the version\n"
+		"  -h, --help         this help\n",
+		CONFIG_DEFAULT_PATH);
+	fprintf(f, "\nconfiguration keys (webcoursed.conf(5)):\n");
+	config_print_keys(f);
+}
+
+static void
+print_errors(const char *errors)
+{
+	fprintf(stderr, "%s%s", errors,
+		*errors && errors[strlen(errors) - 1] != '\n' ? "\n" : "");
+}
+
+/* --once: one run in this process, like `webcoursectl sync`. */
+static int
+daemon_once(struct daemon *d)
+{
+	struct run_options opts = { 0 };
+	struct ledger_run res;
+	int rv;
+
+	child_cancel = 0;
+	opts.cancel = &child_cancel;
+	signal(SIGTERM, child_term_cb);
+	signal(SIGINT, child_term_cb);
+	rv = run_sync(d->conf, d->ledger, &opts, &res);
+	run_result_clear(&res);
+	return rv == 0 ? 0 : 1;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "once", no_argument, NULL, 'o' },
+		{ "test", no_argument, NULL, 't' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static const int signals[] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1,
+				       SIGCHLD };
+	struct daemon d = { .conf_path = CONFIG_DEFAULT_PATH, .pipe_fd = -1 };
+	bool foreground = false, once = false, test = false, verbose = false;
+	char *errors = NULL, *cause = NULL;
+	struct timeval tv;
+	int ch, rv = 0;
+
+	while ((ch = getopt_long(argc, argv, "c:ftvh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			d.conf_path = optarg;
+			break;
+		case 'f':
+			foreground = true;
+			break;
+		case 'o':
+			once = true;
+			break;
+		case 't':
+			test = true;
+			break;
+		case 'v':
+			verbose = true;
+			break;
+		case 'V':
+			printf("webcoursed %s\n", WEBCOURSED_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+
+	if (config_load(d.conf_path, &d.conf, &errors) == -1) {
+		print_errors(errors);
+		free(errors);
+		return 1;
+	}
+	if (test) {
+		printf("configuration OK\n");
+		config_free(d.conf);
+		return 0;
+	}
+	log_init("webcoursed", foreground || once,
+		 verbose ? LOG_DEBUG : d.conf->log_level);
+	signal(SIGPIPE, SIG_IGN);
+	if (ledger_open(d.conf->state_database, false, &d.ledger, &cause) == -1)
+		fatalx("cannot open the ledger: %s", cause);
+	if (ledger_lock(d.ledger, &cause) == -1)
+		fatalx("%s", cause);
+	if (once) {
+		rv = daemon_once(&d);
+		goto out;
+	}
+
+	srandom((unsigned)(getpid() ^ now_monotonic_ms()));
+	if ((d.base = event_base_new()) == NULL)
+		fatalx("event_base_new failed");
+	for (size_t i = 0; i < nitems(signals); i++) {
+		d.ev_sig[i] = evsignal_new(d.base, signals[i], daemon_signal_cb, &d);
+		evsignal_add(d.ev_sig[i], NULL);
+	}
+	d.ev_timer = evtimer_new(d.base, daemon_timer_cb, &d);
+	d.ev_kill = evtimer_new(d.base, daemon_kill_cb, &d);
+	if ((d.watchdog_ms = notify_watchdog_ms()) > 0) {
+		tv = (struct timeval){ d.watchdog_ms / 3000,
+				       (d.watchdog_ms / 3 % 1000) * 1000 };
+		d.ev_watchdog = event_new(d.base, -1, EV_PERSIST,
+					  daemon_watchdog_cb, &d);
+		event_add(d.ev_watchdog, &tv);
+	}
+	daemon_arm(&d, DAEMON_FIRST_RUN_MS);
+	log_info("webcoursed %s started; syncing %s every %" PRId64 " s",
+		 WEBCOURSED_VERSION, d.conf->moodle_url,
+		 d.conf->sync_interval_ms / 1000);
+	notify_ready();
+
+	event_base_dispatch(d.base);
+
+	log_info("stopped");
+	for (size_t i = 0; i < nitems(signals); i++)
+		event_free(d.ev_sig[i]);
+	if (d.ev_watchdog != NULL)
+		event_free(d.ev_watchdog);
+	event_free(d.ev_kill);
+	event_free(d.ev_timer);
+	if (d.ev_pipe != NULL)
+		event_free(d.ev_pipe);
+	event_base_free(d.base);
+out:
+	ledger_free(d.ledger);
+	config_free(d.pending_conf);
+	config_free(d.conf);
+	return rv;
+}

@@ -1,0 +1,339 @@
+/* What webcoursed tells people: the missing-users CSV, status and errors. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "config.h"
+#include "ledger.h"
+#include "report.h"
+#include "util.h"
+
+#define REPORT_RUNS 5 /* recent runs shown by status */
+
+void
+report_csv_cell(FILE *f, const char *s)
+{
+	/* A spreadsheet runs a cell starting with one of these as a formula
+	 * (OWASP "CSV injection"): prefix a quote so it stays text. */
+	bool formula = s[0] != '\0' && strchr("=+-@\t\r", s[0]) != NULL;
+	bool quote = formula || strpbrk(s, ",\"\r\n") != NULL;
+
+	if (quote)
+		fputc('"', f);
+	if (formula)
+		fputc('\'', f);
+	for (; *s != '\0'; s++) {
+		if (*s == '"')
+			fputc('"', f); /* RFC 4180: double the quote */
+		fputc(*s, f);
+	}
+	if (quote)
+		fputc('"', f);
+}
+
+static void
+report_role(const struct config *conf, int roleid, char *buf, size_t len)
+{
+	const char *name = config_role_name(conf, roleid);
+
+	if (name != NULL)
+		snprintf(buf, len, "%s", name);
+	else
+		snprintf(buf, len, "%d", roleid);
+}
+
+struct report_out {
+	const struct config *conf;
+	FILE *f;
+	json_t *array;
+};
+
+static int
+report_missing_csv_cb(const struct ledger_missing *m, void *arg)
+{
+	struct report_out *o = arg;
+	char role[64], when[32];
+
+	report_role(o->conf, m->roleid, role, sizeof(role));
+	format_time(m->first_seen, when, sizeof(when));
+	report_csv_cell(o->f, m->username);
+	fputc(',', o->f);
+	report_csv_cell(o->f, m->course);
+	fputc(',', o->f);
+	report_csv_cell(o->f, role);
+	fputc(',', o->f);
+	report_csv_cell(o->f, when);
+	fputs("\r\n", o->f);
+	return 0;
+}
+
+int
+report_missing_csv(const struct config *conf, struct ledger *l, FILE *f)
+{
+	struct report_out o = { conf, f, NULL };
+
+	fputs("username,course_shortname,role,first_seen\r\n", f);
+	return ledger_missing_foreach(l, report_missing_csv_cb, &o);
+}
+
+int
+report_write_missing_csv(const struct config *conf, struct ledger *l,
+			 char **cause)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f;
+	int rv;
+
+	if (conf->state_missing_users_csv == NULL ||
+	    *conf->state_missing_users_csv == '\0')
+		return 0;
+	if ((f = open_memstream(&buf, &len)) == NULL) {
+		*cause = xstrdup("out of memory");
+		return -1;
+	}
+	rv = report_missing_csv(conf, l, f);
+	fclose(f);
+	if (rv == -1)
+		xasprintf(cause, "ledger: %s", ledger_errmsg(l));
+	else
+		rv = write_file_atomic(conf->state_missing_users_csv, buf, len,
+				       cause);
+	free(buf);
+	return rv;
+}
+
+static int
+report_missing_json_cb(const struct ledger_missing *m, void *arg)
+{
+	struct report_out *o = arg;
+	char role[64], when[32];
+
+	report_role(o->conf, m->roleid, role, sizeof(role));
+	format_time(m->first_seen, when, sizeof(when));
+	json_array_append_new(o->array,
+			      json_pack("{s:s, s:s, s:s, s:i, s:s}", "username",
+					m->username, "course_shortname",
+					m->course, "role", role, "roleid",
+					m->roleid, "first_seen", when));
+	return 0;
+}
+
+int
+report_missing_json(const struct config *conf, struct ledger *l, FILE *f)
+{
+	struct report_out o = { conf, f, json_array() };
+	int rv;
+
+	if ((rv = ledger_missing_foreach(l, report_missing_json_cb, &o)) == 0) {
+		json_dumpf(o.array, f, JSON_INDENT(2));
+		fputc('\n', f);
+	}
+	json_decref(o.array);
+	return rv;
+}
+
+static json_t *
+report_run_json(const struct ledger_run *r)
+{
+	char started[32], ended[32];
+
+	format_time(r->started, started, sizeof(started));
+	format_time(r->ended, ended, sizeof(ended));
+	return json_pack(
+		"{s:I, s:s, s:s?, s:s, s:s?, s:{s:I, s:I, s:I, s:I, s:I, s:I, "
+		"s:I, s:I, s:I, s:I, s:I, s:I}}",
+		"id", (json_int_t)r->id, "started", started, "ended",
+		r->ended ? ended : NULL, "outcome", r->outcome, "message",
+		r->message, "counts", "courses_created",
+		(json_int_t)r->courses_created, "courses_adopted",
+		(json_int_t)r->courses_adopted, "courses_renamed",
+		(json_int_t)r->courses_renamed, "courses_hidden",
+		(json_int_t)r->courses_hidden, "courses_pending",
+		(json_int_t)r->courses_pending, "enrolled",
+		(json_int_t)r->enrolled, "role_changes",
+		(json_int_t)r->role_changes, "suspended",
+		(json_int_t)r->suspended, "unenrolled",
+		(json_int_t)r->unenrolled, "missing_users",
+		(json_int_t)r->missing_users, "errors", (json_int_t)r->errors,
+		"removals_withheld", (json_int_t)r->removals_withheld);
+}
+
+struct report_courses {
+	int64_t tracked, hidden;
+	json_t *pending; /* [{shortname, fullname, participants}] */
+};
+
+static int
+report_courses_cb(const struct ledger_course *c, void *arg)
+{
+	struct report_courses *rc = arg;
+
+	if (c->status == LEDGER_COURSE_ACTIVE)
+		rc->tracked++;
+	else if (c->status == LEDGER_COURSE_HIDDEN)
+		rc->hidden++;
+	else if (c->status == LEDGER_COURSE_PENDING ||
+		 c->status == LEDGER_COURSE_APPROVED)
+		json_array_append_new(
+			rc->pending,
+			json_pack("{s:s, s:s?, s:i, s:b}", "shortname",
+				  c->shortname, "fullname", c->fullname,
+				  "participants", c->participants, "approved",
+				  c->status == LEDGER_COURSE_APPROVED));
+	return 0;
+}
+
+/* Gather the status as one JSON object; text output is printed from it. */
+static json_t *
+report_status_json(struct ledger *l)
+{
+	struct report_courses rc = { 0, 0, json_array() };
+	struct ledger_run *runs = NULL;
+	size_t nruns = 0;
+	int64_t active = 0, suspended = 0, missing = 0;
+	char *withheld = NULL, *next = NULL;
+	json_t *o, *jruns = json_array();
+
+	if (ledger_runs_recent(l, REPORT_RUNS, &runs, &nruns) == -1 ||
+	    ledger_course_foreach(l, report_courses_cb, &rc) == -1 ||
+	    ledger_enrol_count(l, LEDGER_ENROL_ACTIVE, &active) == -1 ||
+	    ledger_enrol_count(l, LEDGER_ENROL_SUSPENDED, &suspended) == -1 ||
+	    ledger_missing_count_users(l, &missing) == -1 ||
+	    ledger_meta_get(l, "removals_withheld", &withheld) == -1 ||
+	    ledger_meta_get(l, "next_run", &next) == -1) {
+		json_decref(rc.pending);
+		json_decref(jruns);
+		ledger_runs_free(runs, nruns);
+		return NULL;
+	}
+	for (size_t i = 0; i < nruns; i++)
+		json_array_append_new(jruns, report_run_json(&runs[i]));
+	o = json_pack("{s:o, s:{s:I, s:I}, s:{s:I, s:I}, s:I, s:s?, s:o, s:s?}",
+		      "runs", jruns, "courses", "tracked",
+		      (json_int_t)rc.tracked, "hidden", (json_int_t)rc.hidden,
+		      "enrolments", "active", (json_int_t)active, "suspended",
+		      (json_int_t)suspended, "missing_users",
+		      (json_int_t)missing, "removals_withheld", withheld,
+		      "awaiting_approval", rc.pending, "next_run", next);
+	ledger_runs_free(runs, nruns);
+	free(withheld);
+	free(next);
+	return o;
+}
+
+static void
+report_status_text(json_t *o, FILE *f)
+{
+	json_t *runs = json_object_get(o, "runs"), *pending, *r, *c;
+	const char *s;
+	size_t i;
+
+	if (json_array_size(runs) == 0)
+		fprintf(f, "last run:          none yet\n");
+	json_array_foreach(runs, i, r)
+	{
+		fprintf(f, "%s #%" JSON_INTEGER_FORMAT " %s %s: %s\n",
+			i == 0 ? "last run:         " : "                   ",
+			json_integer_value(json_object_get(r, "id")),
+			json_string_value(json_object_get(r, "started")),
+			json_string_value(json_object_get(r, "outcome")),
+			json_string_value(json_object_get(r, "message"))
+				?: "");
+	}
+	if ((s = json_string_value(json_object_get(o, "next_run"))) != NULL)
+		fprintf(f, "next run:          %s\n", s);
+	c = json_object_get(o, "courses");
+	fprintf(f, "courses:           %" JSON_INTEGER_FORMAT " tracked, %" JSON_INTEGER_FORMAT " hidden\n",
+		json_integer_value(json_object_get(c, "tracked")),
+		json_integer_value(json_object_get(c, "hidden")));
+	c = json_object_get(o, "enrolments");
+	fprintf(f, "enrolments:        %" JSON_INTEGER_FORMAT " active, %" JSON_INTEGER_FORMAT " suspended\n",
+		json_integer_value(json_object_get(c, "active")),
+		json_integer_value(json_object_get(c, "suspended")));
+	fprintf(f, "missing users:     %" JSON_INTEGER_FORMAT "%s\n",
+		json_integer_value(json_object_get(o, "missing_users")),
+		json_integer_value(json_object_get(o, "missing_users"))
+			? " (webcoursectl missing-users)"
+			: "");
+	if ((s = json_string_value(json_object_get(o, "removals_withheld"))) !=
+	    NULL)
+		fprintf(f, "WARNING:           %s\n", s);
+	pending = json_object_get(o, "awaiting_approval");
+	if (json_array_size(pending) > 0)
+		fprintf(f, "awaiting approval: %zu courses "
+			   "(webcoursectl approve SHORTNAME... | --all)\n",
+			json_array_size(pending));
+	json_array_foreach(pending, i, c)
+	{
+		fprintf(f, "  %-20s %s (%" JSON_INTEGER_FORMAT " participants)%s\n",
+			json_string_value(json_object_get(c, "shortname")),
+			json_string_value(json_object_get(c, "fullname")) ?: "",
+			json_integer_value(json_object_get(c, "participants")),
+			json_is_true(json_object_get(c, "approved"))
+				? ", approved"
+				: "");
+	}
+}
+
+int
+report_status(const struct config *conf, struct ledger *l, FILE *f,
+	      bool json)
+{
+	json_t *o;
+
+	(void)conf;
+	if ((o = report_status_json(l)) == NULL)
+		return -1;
+	if (json) {
+		json_dumpf(o, f, JSON_INDENT(2));
+		fputc('\n', f);
+	} else
+		report_status_text(o, f);
+	json_decref(o);
+	return 0;
+}
+
+struct report_errors {
+	FILE *f;
+	json_t *array;
+	size_t n;
+};
+
+static int
+report_errors_cb(const struct ledger_error *e, void *arg)
+{
+	struct report_errors *re = arg;
+
+	re->n++;
+	if (re->array != NULL)
+		json_array_append_new(re->array,
+				      json_pack("{s:I, s:s, s:s, s:s, s:s}",
+						"run", (json_int_t)e->run_id,
+						"kind", e->kind, "item", e->item,
+						"code", e->code, "message",
+						e->message));
+	else
+		fprintf(re->f, "%-12s %-30s %-20s %s\n", e->kind, e->item,
+			e->code, e->message);
+	return 0;
+}
+
+int
+report_errors(struct ledger *l, FILE *f, bool json)
+{
+	struct report_errors re = { f, json ? json_array() : NULL, 0 };
+	int rv;
+
+	rv = ledger_error_foreach(l, 0, report_errors_cb, &re);
+	if (rv == 0 && json) {
+		json_dumpf(re.array, f, JSON_INDENT(2));
+		fputc('\n', f);
+	} else if (rv == 0 && re.n == 0)
+		fprintf(f, "no errors in the last run\n");
+	json_decref(re.array);
+	return rv;
+}

@@ -1,0 +1,372 @@
+/* One sync run: fetch, decode, plan, guard, apply, record — in that order. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "apply.h"
+#include "config.h"
+#include "feed.h"
+#include "http.h"
+#include "ledger.h"
+#include "log.h"
+#include "moodle.h"
+#include "plan.h"
+#include "report.h"
+#include "run.h"
+#include "util.h"
+
+/* What a run holds between its steps. */
+struct run {
+	const struct config *conf;
+	struct ledger *ledger;
+	const struct run_options *opts;
+	struct ledger_run *res;
+	struct http *http;
+	struct moodle *moodle;
+	struct apply apply;
+	struct feed_validators last, fetched;
+	char *body;
+	size_t len;
+	struct feed *feed;
+	struct plan *plan;
+	bool withheld;
+	int64_t start_ms;
+};
+
+/* Meta keys of the last fully applied feed. */
+static const char *const run_validator_keys[] = { "feed_etag",
+						   "feed_last_modified",
+						   "feed_digest" };
+
+static void
+run_progress(struct run *r, const char *phase)
+{
+	if (r->opts->progress != NULL)
+		r->opts->progress(r->opts->arg, phase, 0, 0);
+}
+
+static bool
+run_cancelled(const struct run *r)
+{
+	return r->opts->cancel != NULL && *r->opts->cancel;
+}
+
+/* Fail the run with a message (taking ownership of msg). */
+static int
+run_fail(struct run *r, const char *outcome, char *msg)
+{
+	free(r->res->outcome);
+	free(r->res->message);
+	r->res->outcome = xstrdup(run_cancelled(r) ? "cancelled" : outcome);
+	r->res->message = msg;
+	return -1;
+}
+
+static char **
+run_validator_field(struct feed_validators *v, size_t i)
+{
+	char **fields[] = { &v->etag, &v->last_modified, &v->digest };
+
+	return fields[i];
+}
+
+static int
+run_load_validators(struct run *r)
+{
+	for (size_t i = 0; i < nitems(run_validator_keys); i++)
+		if (ledger_meta_get(r->ledger, run_validator_keys[i],
+				    run_validator_field(&r->last, i)) == -1)
+			return -1;
+	return 0;
+}
+
+/* Called only after a run applied the whole feed: the next run may then
+ * skip an identical feed. */
+static int
+run_save_validators(struct run *r)
+{
+	if (ledger_begin(r->ledger) == -1)
+		return -1;
+	for (size_t i = 0; i < nitems(run_validator_keys); i++)
+		if (ledger_meta_set(r->ledger, run_validator_keys[i],
+				    *run_validator_field(&r->fetched, i)) == -1) {
+			ledger_rollback(r->ledger);
+			return -1;
+		}
+	return ledger_commit(r->ledger);
+}
+
+/* The token must reach every function a run calls; say which it cannot. */
+static int
+run_check_moodle(struct run *r)
+{
+	struct moodle_site_info *si = NULL;
+	struct moodle_error err = { 0 };
+	char *missing = NULL, *tmp;
+	int rv = -1;
+
+	if (moodle_site_info(r->moodle, &si, &err) == -1) {
+		run_fail(r, "failed",
+			 xstrdup(err.message ? err.message : "Moodle failed"));
+		goto out;
+	}
+	for (const char *const *f = moodle_required_functions; *f; f++) {
+		bool found = false;
+
+		for (size_t i = 0; i < si->nfunctions && !found; i++)
+			found = strcmp(si->functions[i], *f) == 0;
+		if (found)
+			continue;
+		xasprintf(&tmp, "%s%s%s", missing ? missing : "",
+			  missing ? ", " : "", *f);
+		free(missing);
+		missing = tmp;
+	}
+	if (missing != NULL) {
+		xasprintf(&tmp,
+			  "the web service lacks functions: %s (add them to "
+			  "the external service of the token)",
+			  missing);
+		run_fail(r, "failed", tmp);
+		goto out;
+	}
+	rv = 0;
+out:
+	free(missing);
+	moodle_site_info_free(si);
+	moodle_error_clear(&err);
+	return rv;
+}
+
+/* Skipped feed records: one error row each, one warning per kind. */
+static void
+run_record_issues(struct run *r)
+{
+	const struct feed *f = r->feed;
+	size_t count;
+
+	for (size_t i = 0; i < f->nissues; i++)
+		ledger_error_add(r->ledger, r->res->id, f->issues[i].kind,
+				 f->issues[i].item, f->issues[i].code,
+				 f->issues[i].message);
+	r->res->errors += (int64_t)f->nissues;
+	for (size_t i = 0; i < f->nissues; i++) {
+		bool first = true;
+
+		for (size_t k = 0; k < i && first; k++)
+			first = strcmp(f->issues[k].code, f->issues[i].code) != 0;
+		if (!first)
+			continue;
+		count = 0;
+		for (size_t k = i; k < f->nissues; k++)
+			count += strcmp(f->issues[k].code, f->issues[i].code) == 0;
+		log_warnx("feed: %zu %s record%s skipped (%s), e.g. %s: %s",
+			  count, f->issues[i].kind, count == 1 ? "" : "s",
+			  f->issues[i].code, f->issues[i].item,
+			  f->issues[i].message);
+	}
+}
+
+/* The removal guard: too many removals at once are withheld until an
+ * operator allows them or the feed recovers. */
+static void
+run_guard(struct run *r)
+{
+	const struct config *c = r->conf;
+	int64_t removals = (int64_t)plan_removals(r->plan);
+	int64_t tracked = r->plan->tracked_enrolments + r->plan->tracked_courses;
+	int64_t limit = c->sync_max_removals;
+	char *msg;
+
+	if (c->sync_max_removals_percent) {
+		limit = tracked * c->sync_max_removals / 100;
+		if (limit < c->sync_removals_allowance)
+			limit = c->sync_removals_allowance;
+	}
+	if (removals == 0 || removals <= limit) {
+		ledger_meta_set(r->ledger, "removals_withheld", NULL);
+		return;
+	}
+	if (r->opts->allow_removals) {
+		log_warnx("applying %" PRId64 " removals over the limit of %" PRId64
+			  ", as allowed by the operator",
+			  removals, limit);
+		ledger_meta_set(r->ledger, "removals_withheld", NULL);
+		return;
+	}
+	r->withheld = true;
+	r->res->removals_withheld = removals;
+	xasprintf(&msg,
+		  "removals withheld: %" PRId64 " of %" PRId64
+		  " tracked (%" PRId64 " %%) would go, limit %" PRId64
+		  "; run `webcoursectl sync --allow-removals` to apply them",
+		  removals, tracked, tracked ? removals * 100 / tracked : 100,
+		  limit);
+	log_fields(LOG_WARNING, NULL, "%s", msg);
+	ledger_meta_set(r->ledger, "removals_withheld", msg);
+	free(msg);
+}
+
+/* The body of a run after the fetch; -1 has set the outcome. */
+static int
+run_steps(struct run *r)
+{
+	enum feed_fetch_result fr;
+	char *cause = NULL;
+
+	run_progress(r, "fetching feed");
+	if (run_load_validators(r) == -1)
+		return run_fail(r, "failed", xstrdup(ledger_errmsg(r->ledger)));
+	fr = feed_fetch(r->conf, r->http, &r->last, &r->body, &r->len,
+			&r->fetched, &cause);
+	if (fr == FEED_FETCH_ERROR || fr == FEED_FETCH_CANCELLED)
+		return run_fail(r, "failed", cause ? cause : xstrdup("fetch failed"));
+	if (fr == FEED_FETCH_NEW) {
+		run_progress(r, "decoding feed");
+		if (feed_decode(r->conf, r->body, r->len, &r->feed, &cause) == -1)
+			return run_fail(r, "failed", cause);
+		free(r->body);
+		r->body = NULL;
+		run_record_issues(r);
+	}
+	run_progress(r, "checking Moodle");
+	if (run_check_moodle(r) == -1 || apply_recover(&r->apply) == -1)
+		goto fail_apply;
+	if (fr == FEED_FETCH_UNCHANGED) {
+		log_info("feed unchanged; looking up missing users again");
+		if (apply_missing(&r->apply) == -1)
+			goto fail_apply;
+		return 0;
+	}
+	run_progress(r, "planning");
+	if (plan_build(r->conf, r->feed, r->ledger, &r->plan, &cause) == -1)
+		return run_fail(r, "failed", cause);
+	run_guard(r);
+	if (apply_plan(&r->apply, r->plan, r->feed, r->withheld) == -1)
+		goto fail_apply;
+	/* Only a feed applied whole may be skipped next time: withheld
+	 * removals, held courses and item errors are looked at again. */
+	if (!r->withheld && r->res->errors == 0 && r->plan->nhold == 0 &&
+	    run_save_validators(r) == -1)
+		log_warnx("cannot remember the feed's validators: %s",
+			  ledger_errmsg(r->ledger));
+	return 0;
+fail_apply:
+	if (r->res->outcome != NULL && strcmp(r->res->outcome, "running") != 0)
+		return -1; /* run_check_moodle said why */
+	return run_fail(r, "failed",
+			xstrdup(r->apply.cause ? r->apply.cause : "apply failed"));
+}
+
+static void
+run_tick(void *arg)
+{
+	const struct run_options *opts = arg;
+
+	if (opts->tick != NULL)
+		opts->tick(opts->arg);
+}
+
+int
+run_sync(const struct config *conf, struct ledger *l,
+	 const struct run_options *opts, struct ledger_run *res)
+{
+	struct run r = { .conf = conf, .ledger = l, .opts = opts, .res = res };
+	char *cause = NULL, *summary;
+	int64_t missing = 0;
+	int rv;
+
+	memset(res, 0, sizeof(*res));
+	res->started = now_epoch();
+	res->outcome = xstrdup("running");
+	r.start_ms = now_monotonic_ms();
+	if (ledger_run_start(l, res->started, &res->id) == -1) {
+		run_fail(&r, "failed", xstrdup(ledger_errmsg(l)));
+		return -1;
+	}
+	r.http = http_new(opts->cancel);
+	r.moodle = moodle_new(conf, opts->cancel);
+	http_set_tick(r.http, run_tick, (void *)opts);
+	moodle_set_tick(r.moodle, run_tick, (void *)opts);
+	r.apply = (struct apply){ conf, l, r.moodle, opts, res, res->started,
+				  NULL, NULL };
+
+	rv = run_steps(&r);
+
+	if (ledger_missing_count_users(l, &missing) == 0)
+		res->missing_users = missing;
+	if (report_write_missing_csv(conf, l, &cause) == -1) {
+		log_warnx("cannot write the missing-users CSV: %s", cause);
+		free(cause);
+	}
+	res->ended = now_epoch();
+	if (rv == 0) {
+		free(res->outcome);
+		res->outcome = xstrdup(res->errors || r.withheld ? "partial" : "ok");
+		summary = run_summary(res);
+		free(res->message);
+		xasprintf(&res->message, "sync done in %.1f s: %s",
+			  (double)(now_monotonic_ms() - r.start_ms) / 1000,
+			  summary);
+		free(summary);
+		log_info("%s", res->message);
+	} else
+		log_warnx("sync %s: %s", res->outcome, res->message);
+	if (ledger_run_finish(l, res) == -1)
+		log_warnx("cannot record the run: %s", ledger_errmsg(l));
+
+	apply_done(&r.apply);
+	plan_free(r.plan);
+	feed_free(r.feed);
+	free(r.body);
+	feed_validators_clear(&r.last);
+	feed_validators_clear(&r.fetched);
+	moodle_free(r.moodle);
+	http_free(r.http);
+	return rv;
+}
+
+void
+run_result_clear(struct ledger_run *res)
+{
+	free(res->outcome);
+	free(res->message);
+	res->outcome = res->message = NULL;
+}
+
+/* "+3 courses, +120 enrolments, 2 role changes, ..." (counts that are 0
+ * are left out, but for the main ones). */
+char *
+run_summary(const struct ledger_run *res)
+{
+	const struct {
+		const char *sign, *label;
+		int64_t n;
+		bool always;
+	} parts[] = {
+		{ "+", "courses", res->courses_created, true },
+		{ "", "adopted", res->courses_adopted, false },
+		{ "", "renamed", res->courses_renamed, false },
+		{ "", "hidden", res->courses_hidden, false },
+		{ "", "awaiting approval", res->courses_pending, false },
+		{ "+", "enrolments", res->enrolled, true },
+		{ "", "role changes", res->role_changes, false },
+		{ "", "suspended", res->suspended, false },
+		{ "", "unenrolled", res->unenrolled, false },
+		{ "", "removals withheld", res->removals_withheld, false },
+		{ "", "missing users", res->missing_users, true },
+		{ "", "errors", res->errors, true },
+	};
+	char *s = xstrdup(""), *tmp;
+
+	for (size_t i = 0; i < nitems(parts); i++) {
+		if (parts[i].n == 0 && !parts[i].always)
+			continue;
+		xasprintf(&tmp, "%s%s%s%" PRId64 " %s", s, *s ? ", " : "",
+			  parts[i].sign, parts[i].n, parts[i].label);
+		free(s);
+		s = tmp;
+	}
+	return s;
+}
