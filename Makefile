@@ -100,6 +100,7 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/bench.py
+	@BUILD=$(BUILD) $(PYTHON) tests/bench/initial_sync.py
 
 lint:
 	@! grep -nE '\b(sprintf|strcpy|strcat|strtok|gets|atoi|atol)[[:space:]]*\(' src/*.c include/*.h \
@@ -115,7 +116,9 @@ install: all
 	install -m 755 $(BUILD)/webcoursectl $(DESTDIR)$(BINDIR)/webcoursectl
 	test -e $(DESTDIR)$(SYSCONFDIR)/webcoursed/webcoursed.conf || \
 	  install -m 640 etc/webcoursed.conf $(DESTDIR)$(SYSCONFDIR)/webcoursed/webcoursed.conf
-	install -m 644 systemd/webcoursed.service systemd/webcoursed@.service $(DESTDIR)$(SYSTEMDUNITDIR)/
+	for u in webcoursed.service webcoursed@.service; do \
+	  sed -e 's|/usr/local/sbin|$(SBINDIR)|g' -e 's|/etc/webcoursed|$(SYSCONFDIR)/webcoursed|g' \
+	    systemd/$$u > $(DESTDIR)$(SYSTEMDUNITDIR)/$$u && chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u; done
 	install -m 644 man/webcoursectl.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 644 man/webcoursed.conf.5 $(DESTDIR)$(MANDIR)/man5/
 	install -m 644 man/webcoursed.8 $(DESTDIR)$(MANDIR)/man8/
@@ -128,7 +131,10 @@ uninstall:
 	  $(DESTDIR)$(MANDIR)/man5/webcoursed.conf.5 \
 	  $(DESTDIR)$(MANDIR)/man8/webcoursed.8
 
+fuzz: deps
+	@sh tests/fuzz/run.sh
+
 clean:
 	rm -rf build build-san build-fuzz webcoursed webcoursectl
 
-.PHONY: all deps build-tests check valgrind demo bench lint install uninstall clean
+.PHONY: all deps build-tests check valgrind demo bench fuzz lint install uninstall clean

@@ -579,6 +579,9 @@ main(int argc, char **argv)
 
 	event_base_dispatch(d.base);
 
+	if (ledger_meta_set(d.ledger, "next_run", NULL) == -1)
+		log_debug("cannot clear the next run: %s",
+			  ledger_errmsg(d.ledger));
 	log_info("stopped");
 	for (size_t i = 0; i < nitems(signals); i++)
 		event_free(d.ev_sig[i]);

@@ -237,7 +237,7 @@ report_status_text(json_t *o, FILE *f)
 	json_array_foreach(runs, i, r)
 	{
 		fprintf(f, "%s #%" JSON_INTEGER_FORMAT " %s %s: %s\n",
-			i == 0 ? "last run:         " : "                   ",
+			i == 0 ? "last run:         " : "                  ",
 			json_integer_value(json_object_get(r, "id")),
 			json_string_value(json_object_get(r, "started")),
 			json_string_value(json_object_get(r, "outcome")),
