@@ -325,7 +325,10 @@ apply_op_run(struct apply *a, enum apply_op op, struct plan_enrol **items,
 		if (a->cause == NULL)
 			apply_stop(a, &err);
 		rv = -1;
-	}
+	} else if (op == OP_ENROL &&
+		   ledger_meta_set(a->ledger, "inflight_enrol", NULL) == -1)
+		log_warnx("cannot clear the enrolments in flight: %s",
+			  ledger_errmsg(a->ledger));
 	moodle_error_clear(&err);
 	return rv;
 }

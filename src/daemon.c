@@ -426,16 +426,25 @@ daemon_kill_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* WATCHDOG=1 only while the loop runs and any sync reports progress. */
+/* WATCHDOG=1 only while the loop runs and any sync reports progress: a
+ * sync hung past WatchdogSec= gets the service restarted. */
 static void
 daemon_watchdog_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
+	int64_t quiet = now_monotonic_ms() - d->last_beat_ms;
 
 	(void)fd;
 	(void)what;
-	if (d->child <= 0 || now_monotonic_ms() - d->last_beat_ms < d->watchdog_ms)
+	if (d->child <= 0 || quiet < d->watchdog_ms) {
 		notify_watchdog();
+		return;
+	}
+	notify_status("syncing: no progress for %" PRId64 " s (%s)",
+		      quiet / 1000, d->phase);
+	log_warnx("sync (pid %ld) has made no progress for %" PRId64
+		  " s; not feeding the watchdog",
+		  (long)d->child, quiet / 1000);
 }
 
 static void

@@ -268,6 +268,26 @@ run_tick(void *arg)
 		opts->tick(opts->arg);
 }
 
+/* The summary line, with its counts as journal fields. */
+static void
+run_log_summary(const struct ledger_run *res)
+{
+	char f[6][48];
+	const char *fields[] = { f[0], f[1], f[2], f[3], f[4], f[5], NULL };
+
+	snprintf(f[0], sizeof(f[0]), "WEBCOURSED_RUN=%" PRId64, res->id);
+	snprintf(f[1], sizeof(f[1]), "WEBCOURSED_COURSES_CREATED=%" PRId64,
+		 res->courses_created);
+	snprintf(f[2], sizeof(f[2]), "WEBCOURSED_ENROLLED=%" PRId64,
+		 res->enrolled);
+	snprintf(f[3], sizeof(f[3]), "WEBCOURSED_REMOVED=%" PRId64,
+		 res->suspended + res->unenrolled);
+	snprintf(f[4], sizeof(f[4]), "WEBCOURSED_MISSING_USERS=%" PRId64,
+		 res->missing_users);
+	snprintf(f[5], sizeof(f[5]), "WEBCOURSED_ERRORS=%" PRId64, res->errors);
+	log_fields(LOG_INFO, fields, "%s", res->message);
+}
+
 int
 run_sync(const struct config *conf, struct ledger *l,
 	 const struct run_options *opts, struct ledger_run *res)
@@ -310,7 +330,7 @@ run_sync(const struct config *conf, struct ledger *l,
 			  (double)(now_monotonic_ms() - r.start_ms) / 1000,
 			  summary);
 		free(summary);
-		log_info("%s", res->message);
+		run_log_summary(res);
 	} else
 		log_warnx("sync %s: %s", res->outcome, res->message);
 	if (ledger_run_finish(l, res) == -1)
