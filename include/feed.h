@@ -10,17 +10,17 @@ struct http;
 
 struct feed_participant {
 	char *username; /* normalised: trimmed, lower case */
-	int roleid;	/* Moodle role id, mapped through [roles] */
+	int roleid;     /* Moodle role id, mapped through [roles] */
 };
 
 struct feed_course {
 	char *shortname;
-	char *fullname; /* the feed's "name" */
-	char *idnumber; /* optional, NULL: idnumber_prefix + shortname */
-	char *summary;	/* optional, NULL */
+	char *fullname;     /* the feed's "name" */
+	char *idnumber;     /* optional, NULL: idnumber_prefix + shortname */
+	char *summary;      /* optional, NULL */
 	int64_t categoryid; /* optional, 0: sync.category_id */
-	int visible;	    /* optional, -1: sync.course_visible */
-	int64_t startdate, enddate; /* optional, 0: not set */
+	int visible;        /* optional, -1: sync.course_visible */
+	int64_t startdate, enddate;            /* optional, 0: not set */
 	struct feed_participant *participants; /* sorted by username, roleid;
 						  no duplicates */
 	size_t nparticipants;
@@ -62,7 +62,7 @@ struct feed_validators {
 void feed_validators_clear(struct feed_validators *);
 
 enum feed_fetch_result {
-	FEED_FETCH_NEW = 0,	  /* a body to decode in *ret_body */
+	FEED_FETCH_NEW = 0,       /* a body to decode in *ret_body */
 	FEED_FETCH_UNCHANGED = 1, /* 304, or same digest as last */
 	FEED_FETCH_ERROR = -1,
 	FEED_FETCH_CANCELLED = -2

@@ -15,9 +15,9 @@ struct ledger;
  * both the plan and the feed it was built from live. */
 struct plan_course {
 	const char *shortname;
-	const char *fullname;	  /* the feed's name (new name for a rename) */
+	const char *fullname;     /* the feed's name (new name for a rename) */
 	const char *old_fullname; /* rename: the ledger's name */
-	const char *idnumber;	  /* create: idnumber_prefix + shortname */
+	const char *idnumber;     /* create: idnumber_prefix + shortname */
 	const char *summary;
 	int64_t categoryid;
 	int visible;
@@ -32,7 +32,7 @@ struct plan_enrol {
 	const char *username; /* normalised */
 	int roleid;
 	int64_t courseid; /* 0: course created in this run, apply fills it */
-	int64_t userid;	  /* 0: not cached, see plan->lookup */
+	int64_t userid;   /* 0: not cached, see plan->lookup */
 	bool reactivate;  /* enrol: a suspended enrolment coming back */
 };
 
@@ -49,11 +49,11 @@ struct plan {
 	size_t nhide;
 	struct plan_course *unhide; /* hidden by us, back in the feed */
 	size_t nunhide;
-	struct plan_enrol *enrol; /* new enrolments (first role) and comebacks */
+	struct plan_enrol *enrol; /* new (first role) and comebacks */
 	size_t nenrol;
 	struct plan_enrol *role_add; /* more roles for enrolled users */
 	size_t nrole_add;
-	struct plan_enrol *role_remove; /* roles we gave that the feed dropped */
+	struct plan_enrol *role_remove; /* roles we gave, now dropped */
 	size_t nrole_remove;
 	struct plan_enrol *suspend;
 	size_t nsuspend;
