@@ -84,6 +84,34 @@ apply_stop(struct apply *a, const struct moodle_error *err)
 			  err->message ? err->message : "failed");
 }
 
+/* Run a batched call; a service-wide fault stops the apply with a cause. */
+static int
+apply_batch_run(struct apply *a, const struct moodle_batch *mb)
+{
+	struct moodle_error err = { 0 };
+	int rv = 0;
+
+	if (mb->n == 0)
+		return 0;
+	if (moodle_batch_run(a->moodle, mb, &err) == -1) {
+		if (a->cause == NULL)
+			apply_stop(a, &err);
+		rv = -1;
+	}
+	moodle_error_clear(&err);
+	return rv;
+}
+
+/* A ledger write failed: roll back and stop the apply. */
+static int
+apply_ledger_failed(struct apply *a)
+{
+	ledger_rollback(a->ledger);
+	free(a->cause);
+	xasprintf(&a->cause, "ledger write failed: %s", ledger_errmsg(a->ledger));
+	return -1;
+}
+
 /* Record one failed item: error table, counter, and a capped log line. */
 static void
 apply_item_error(struct apply *a, const char *kind, const char *course,
@@ -246,9 +274,7 @@ apply_batch_done(size_t first, size_t count, void *arg)
 	apply_progress(b->a, apply_ops[b->op].phase, b->done, b->n);
 	return 0;
 fail:
-	ledger_rollback(l);
-	xasprintf(&b->a->cause, "ledger write failed: %s", ledger_errmsg(l));
-	return -1;
+	return apply_ledger_failed(b->a);
 }
 
 /* Does Moodle hold user e with role e->roleid in its course? */
@@ -312,25 +338,18 @@ apply_op_run(struct apply *a, enum apply_op op, struct plan_enrol **items,
 	struct apply_batch b = { a, op, items, n, 0, from_missing };
 	struct moodle_batch mb = { n, apply_ops[op].fields, 0, apply_batch_call,
 				   apply_batch_done, apply_batch_failed, &b };
-	struct moodle_error err = { 0 };
-	int rv = 0;
 
 	if (n == 0)
 		return 0;
-	if (op == OP_ROLE_ADD || op == OP_ROLE_REMOVE)
-		mb.extra = 0;
 	log_info("%s: %zu to send", apply_ops[op].phase, n);
 	apply_progress(a, apply_ops[op].phase, 0, n);
-	if (moodle_batch_run(a->moodle, &mb, &err) == -1) {
-		if (a->cause == NULL)
-			apply_stop(a, &err);
-		rv = -1;
-	} else if (op == OP_ENROL &&
-		   ledger_meta_set(a->ledger, "inflight_enrol", NULL) == -1)
+	if (apply_batch_run(a, &mb) == -1)
+		return -1;
+	if (op == OP_ENROL &&
+	    ledger_meta_set(a->ledger, "inflight_enrol", NULL) == -1)
 		log_warnx("cannot clear the enrolments in flight: %s",
 			  ledger_errmsg(a->ledger));
-	moodle_error_clear(&err);
-	return rv;
+	return 0;
 }
 
 /* --- users ----------------------------------------------------------- */
@@ -381,10 +400,8 @@ apply_lookup_done(size_t first, size_t count, void *arg)
 	apply_progress(a, "looking up users", first + count, lk->n);
 	return 0;
 fail:
-	ledger_rollback(a->ledger);
 	strmap_free(found);
-	xasprintf(&a->cause, "ledger write failed: %s", ledger_errmsg(a->ledger));
-	return -1;
+	return apply_ledger_failed(a);
 }
 
 static int
@@ -407,19 +424,12 @@ apply_lookup(struct apply *a, const char **names, size_t n)
 	struct apply_lookup lk = { a, names, n, NULL, 0 };
 	struct moodle_batch mb = { n, 1, 1, apply_lookup_call,
 				   apply_lookup_done, apply_lookup_failed, &lk };
-	struct moodle_error err = { 0 };
-	int rv = 0;
+	int rv;
 
-	if (n == 0)
-		return 0;
-	apply_progress(a, "looking up users", 0, n);
-	if (moodle_batch_run(a->moodle, &mb, &err) == -1) {
-		if (a->cause == NULL)
-			apply_stop(a, &err);
-		rv = -1;
-	}
+	if (n > 0)
+		apply_progress(a, "looking up users", 0, n);
+	rv = apply_batch_run(a, &mb);
 	moodle_users_free(lk.found, lk.nfound);
-	moodle_error_clear(&err);
 	return rv;
 }
 
@@ -519,8 +529,7 @@ apply_course_adopt(struct apply *a, const struct plan_course *pc)
 	/* Our idnumber marks a course we created before losing the ledger. */
 	ours = mc.idnumber != NULL && strcmp(mc.idnumber, pc->idnumber) == 0;
 	if (apply_course_record(a, pc, mc.id, ours) == -1) {
-		xasprintf(&a->cause, "ledger write failed: %s",
-			  ledger_errmsg(a->ledger));
+		apply_ledger_failed(a);
 		goto out;
 	}
 	a->counts->courses_adopted++;
@@ -582,9 +591,7 @@ apply_create_done(size_t first, size_t count, void *arg)
 	apply_progress(a, "creating courses", first + count, cr->n);
 	return 0;
 fail:
-	ledger_rollback(a->ledger);
-	xasprintf(&a->cause, "ledger write failed: %s", ledger_errmsg(a->ledger));
-	return -1;
+	return apply_ledger_failed(a);
 }
 
 static int
@@ -611,7 +618,6 @@ apply_courses_create(struct apply *a, struct plan_course *list, size_t n)
 	struct apply_create cr = { a, todo, 0, xcalloc(n, sizeof(int64_t)) };
 	struct moodle_batch mb = { 0, 6, 0, apply_create_call,
 				   apply_create_done, apply_create_failed, &cr };
-	struct moodle_error err = { 0 };
 	int rv = -1, r;
 
 	for (size_t i = 0; i < n; i++) {
@@ -633,14 +639,8 @@ apply_courses_create(struct apply *a, struct plan_course *list, size_t n)
 			mb.fields = f;
 	}
 	mb.n = cr.n;
-	if (cr.n > 0 && moodle_batch_run(a->moodle, &mb, &err) == -1) {
-		if (a->cause == NULL)
-			apply_stop(a, &err);
-		goto out;
-	}
-	rv = 0;
+	rv = apply_batch_run(a, &mb);
 out:
-	moodle_error_clear(&err);
 	free(cr.ids);
 	free(todo);
 	return rv;
@@ -654,7 +654,7 @@ apply_courses_hold(struct apply *a, const struct plan_course *list, size_t n)
 	int found;
 
 	if (ledger_begin(a->ledger) == -1)
-		return -1;
+		return apply_ledger_failed(a);
 	for (size_t i = 0; i < n; i++) {
 		memset(&lc, 0, sizeof(lc));
 		if ((found = ledger_course_get(a->ledger, list[i].shortname,
@@ -676,10 +676,10 @@ apply_courses_hold(struct apply *a, const struct plan_course *list, size_t n)
 		ledger_course_clear(&lc);
 	}
 	a->counts->courses_pending = (int64_t)n;
-	return ledger_commit(a->ledger);
+	if (ledger_commit(a->ledger) == 0)
+		return 0;
 fail:
-	ledger_rollback(a->ledger);
-	return -1;
+	return apply_ledger_failed(a);
 }
 
 enum apply_update { UPDATE_RENAME, UPDATE_HIDE, UPDATE_UNHIDE };
@@ -765,9 +765,7 @@ apply_update_done(size_t first, size_t count, void *arg)
 		goto fail;
 	return 0;
 fail:
-	ledger_rollback(a->ledger);
-	xasprintf(&a->cause, "ledger write failed: %s", ledger_errmsg(a->ledger));
-	return -1;
+	return apply_ledger_failed(a);
 }
 
 static int
@@ -790,18 +788,9 @@ apply_courses_update(struct apply *a, const struct plan_course *list,
 	struct apply_updates u = { a, list, n, what, NULL, 0 };
 	struct moodle_batch mb = { n, 2, 0, apply_update_call,
 				   apply_update_done, apply_update_failed, &u };
-	struct moodle_error err = { 0 };
-	int rv = 0;
+	int rv = apply_batch_run(a, &mb);
 
-	if (n == 0)
-		return 0;
-	if (moodle_batch_run(a->moodle, &mb, &err) == -1) {
-		if (a->cause == NULL)
-			apply_stop(a, &err);
-		rv = -1;
-	}
 	moodle_warnings_free(u.warnings, u.nwarnings);
-	moodle_error_clear(&err);
 	return rv;
 }
 
@@ -815,7 +804,7 @@ apply_courses_seen(struct apply *a, const struct plan *p,
 	int found;
 
 	if (ledger_begin(a->ledger) == -1)
-		return -1;
+		return apply_ledger_failed(a);
 	for (size_t i = 0; i < feed->ncourses + p->nvanished; i++) {
 		bool seen = i < feed->ncourses;
 		const char *shortname = seen ? feed->courses[i].shortname
@@ -838,10 +827,10 @@ apply_courses_seen(struct apply *a, const struct plan *p,
 		}
 		ledger_course_clear(&lc);
 	}
-	return ledger_commit(a->ledger);
+	if (ledger_commit(a->ledger) == 0)
+		return 0;
 fail:
-	ledger_rollback(a->ledger);
-	return -1;
+	return apply_ledger_failed(a);
 }
 
 /* --- the run's steps -------------------------------------------------- */
@@ -946,9 +935,7 @@ apply_enrol_ops(struct apply *a, struct plan *p, bool withhold_removals)
 	}
 	return 0;
 fail:
-	ledger_rollback(a->ledger);
-	xasprintf(&a->cause, "ledger write failed: %s", ledger_errmsg(a->ledger));
-	return -1;
+	return apply_ledger_failed(a);
 }
 
 static void
@@ -982,11 +969,8 @@ apply_plan(struct apply *a, struct plan *p, const struct feed *feed,
 {
 	if (a->maps == NULL)
 		apply_maps_init(a);
-	if (p->nhold > 0 && apply_courses_hold(a, p->hold, p->nhold) == -1) {
-		xasprintf(&a->cause, "ledger write failed: %s",
-			  ledger_errmsg(a->ledger));
+	if (p->nhold > 0 && apply_courses_hold(a, p->hold, p->nhold) == -1)
 		return -1;
-	}
 	if (apply_lookup(a, p->lookup, p->nlookup) == -1 ||
 	    apply_courses_create(a, p->create, p->ncreate) == -1 ||
 	    apply_courses_update(a, p->rename, p->nrename, UPDATE_RENAME) == -1 ||
@@ -996,12 +980,7 @@ apply_plan(struct apply *a, struct plan *p, const struct feed *feed,
 	if (!withhold_removals &&
 	    apply_courses_update(a, p->hide, p->nhide, UPDATE_HIDE) == -1)
 		return -1;
-	if (apply_courses_seen(a, p, feed) == -1) {
-		xasprintf(&a->cause, "ledger write failed: %s",
-			  ledger_errmsg(a->ledger));
-		return -1;
-	}
-	return 0;
+	return apply_courses_seen(a, p, feed);
 }
 
 struct apply_missing_list {

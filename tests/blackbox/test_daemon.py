@@ -9,7 +9,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import Env, wait_for, feed_of  # noqa: E402
+from harness import Env, SLOWDOWN, wait_for, feed_of  # noqa: E402
 from tap import Tap  # noqa: E402
 
 t = Tap()
@@ -48,7 +48,7 @@ env = Env(sync={"interval": "2s"})
 try:
     sockpath = os.path.join(env.dir, "notify.sock")
     n = Notify(sockpath)
-    d = env.daemon(env={"NOTIFY_SOCKET": sockpath, "WATCHDOG_USEC": "3000000"})
+    d = env.daemon(env={"NOTIFY_SOCKET": sockpath, "WATCHDOG_USEC": str(3000000 * SLOWDOWN)})
     n.wait("READY=1")
     t.ok(True, "READY=1 is sent")
     n.wait("STATUS=idle; last sync", timeout=30)
@@ -111,7 +111,7 @@ try:
 
     # A second daemon on the same state directory.
     d2 = env.spawn([os.environ.get("WEBCOURSED", ""), "-c", env.conf, "-f"])
-    out = d2.communicate(timeout=30)[0].decode()
+    out = d2.communicate(timeout=30 * SLOWDOWN)[0].decode()
     t.ok(d2.returncode != 0 and "locked by pid %d" % d.pid in out,
          "a second daemon exits naming the first one's pid", out)
     p = env.ctl("sync")
@@ -125,12 +125,12 @@ try:
     n.wait("STATUS=syncing: checking Moodle", after=mark)
     start = time.monotonic()
     d.send_signal(signal.SIGTERM)
-    rc = d.wait(20)
+    rc = d.wait(20 * SLOWDOWN)
     took = time.monotonic() - start
     env.double.clear_faults()
     out = d.stdout.read().decode()
     t.eq(rc, 0, "SIGTERM mid-run exits 0")
-    t.ok(took < 10, "and within 10 s (took %.1f s)" % took)
+    t.ok(took < 10 * SLOWDOWN, "and within 10 s (took %.1f s)" % took)
     t.ok(n.has("STOPPING=1"), "STOPPING=1 is sent")
     t.ok("config file %s has errors, not reloading" % env.conf in out,
          "a broken reload is logged as such", out[-3000:])
@@ -162,7 +162,7 @@ try:
              "recovery")
     t.ok(True, "the daemon recovers when Moodle does")
     d.send_signal(signal.SIGTERM)
-    out = d.communicate(timeout=20)[0].decode()
+    out = d.communicate(timeout=20 * SLOWDOWN)[0].decode()
     t.ok("will retry in 1 s" in out and "will retry in 2 s" in out,
          "the back-off doubles (1 s, 2 s, ...)", out[-2000:])
 finally:
