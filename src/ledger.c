@@ -590,6 +590,8 @@ ledger_prepare_file(struct ledger *l, char **cause)
 				  strerror(errno));
 		return -1;
 	}
+	if (strcmp(l->path, ":memory:") == 0)
+		return 0;
 	fd = open(l->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
 	if (fd == -1) {
 		xasprintf(cause, "cannot open ledger %s: %s", l->path,

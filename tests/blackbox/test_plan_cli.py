@@ -30,6 +30,7 @@ try:
          "it lists the courses to create", p.out)
     t.eq(env.writes(), [], "plan writes nothing to Moodle")
     t.ok(not os.path.exists(env.db), "and creates no ledger")
+    t.ok(not os.path.exists(":memory:"), "nor any file where it runs")
     js = json.loads(env.ctl("plan", "--json").out)
     t.ok(isinstance(js, dict), "plan --json prints one JSON object")
 
