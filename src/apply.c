@@ -891,8 +891,73 @@ apply_resolve(struct apply *a, struct plan_enrol *list, size_t n,
 	return out;
 }
 
+/* Missing-user rows whose course or participant record was skipped in
+ * this feed stay as they are: the feed said nothing new about them. */
+struct apply_keep {
+	struct strmap *skipped; /* "course" and "course\037user" */
+	struct ledger_missing *rows;
+	size_t n;
+};
+
 static int
-apply_enrol_ops(struct apply *a, struct plan *p, bool withhold_removals)
+apply_missing_keep_cb(const struct ledger_missing *m, void *arg)
+{
+	struct apply_keep *k = arg;
+	char *key;
+	int64_t v;
+	bool keep;
+
+	xasprintf(&key, "%s\037%s", m->course, m->username);
+	keep = strmap_get(k->skipped, m->course, &v) == 0 ||
+	       strmap_get(k->skipped, key, &v) == 0;
+	free(key);
+	if (!keep)
+		return 0;
+	k->rows = xreallocarray(k->rows, k->n + 1, sizeof(*k->rows));
+	k->rows[k->n++] = (struct ledger_missing){ xstrdup(m->username),
+						   xstrdup(m->course),
+						   m->roleid, m->first_seen };
+	return 0;
+}
+
+/* Inside the missing-set rewrite: re-mark the rows to keep. */
+static int
+apply_missing_keep(struct apply *a, const struct feed *feed)
+{
+	struct apply_keep k = { strmap_new(feed->nskipped + 16), NULL, 0 };
+	char *key;
+	int rv;
+
+	for (size_t i = 0; i < feed->nskipped; i++)
+		strmap_put(k.skipped, feed->skipped[i], 1);
+	for (size_t i = 0; i < feed->ncourses; i++)
+		for (size_t u = 0; u < feed->courses[i].nskipped_users; u++) {
+			xasprintf(&key, "%s\037%s", feed->courses[i].shortname,
+				  feed->courses[i].skipped_users[u]);
+			strmap_put(k.skipped, key, 1);
+			free(key);
+		}
+	rv = strmap_count(k.skipped) == 0
+		     ? 0
+		     : ledger_missing_foreach(a->ledger, apply_missing_keep_cb,
+					      &k);
+	for (size_t i = 0; i < k.n; i++) {
+		if (rv == 0 && ledger_missing_put(a->ledger, k.rows[i].username,
+						  k.rows[i].course,
+						  k.rows[i].roleid,
+						  k.rows[i].first_seen) == -1)
+			rv = -1;
+		free((char *)k.rows[i].username);
+		free((char *)k.rows[i].course);
+	}
+	free(k.rows);
+	strmap_free(k.skipped);
+	return rv;
+}
+
+static int
+apply_enrol_ops(struct apply *a, struct plan *p, const struct feed *feed,
+		bool withhold_removals)
 {
 	struct {
 		enum apply_op op;
@@ -916,7 +981,8 @@ apply_enrol_ops(struct apply *a, struct plan *p, bool withhold_removals)
 		if (steps[i].op == OP_ENROL) {
 			/* The missing set is rewritten while resolving. */
 			if (ledger_begin(a->ledger) == -1 ||
-			    ledger_missing_unmark_all(a->ledger) == -1)
+			    ledger_missing_unmark_all(a->ledger) == -1 ||
+			    apply_missing_keep(a, feed) == -1)
 				goto fail;
 			items = apply_resolve(a, steps[i].list, steps[i].n,
 					      steps[i].op, &n);
@@ -975,7 +1041,7 @@ apply_plan(struct apply *a, struct plan *p, const struct feed *feed,
 	    apply_courses_create(a, p->create, p->ncreate) == -1 ||
 	    apply_courses_update(a, p->rename, p->nrename, UPDATE_RENAME) == -1 ||
 	    apply_courses_update(a, p->unhide, p->nunhide, UPDATE_UNHIDE) == -1 ||
-	    apply_enrol_ops(a, p, withhold_removals) == -1)
+	    apply_enrol_ops(a, p, feed, withhold_removals) == -1)
 		return -1;
 	if (!withhold_removals &&
 	    apply_courses_update(a, p->hide, p->nhide, UPDATE_HIDE) == -1)

@@ -25,6 +25,7 @@
 #define FEED_CONNECT_TIMEOUT_MS 10000
 #define FEED_MAX_REDIRECTS      3
 #define FEED_SNIPPET            60 /* bytes of a bad answer quoted in *cause */
+#define FEED_REDACT_WINDOW      8192 /* bytes searched for secrets first */
 #define FEED_MAX_ITEM           1100 /* bytes of an issue item: long shortnames */
 #define FEED_MAX_TOP_KEYS       64   /* keys of the top-level object */
 #define FEED_MAX_USERNAME       100 /* Moodle's user.username column */
@@ -363,9 +364,14 @@ feed_fetch_fail(const struct config *cfg, const char *url,
 		const struct http_response *resp, const char *what,
 		char **cause)
 {
-	char *snippet;
+	char *window, *snippet;
 
-	snippet = feed_sanitise(resp->body, resp->len, FEED_SNIPPET);
+	/* Redact before cutting: a secret echoed across the cut would
+	 * otherwise leave its first part in the quote. */
+	window = feed_sanitise(resp->body, resp->len, FEED_REDACT_WINDOW);
+	feed_redact_secret(cfg, &window);
+	snippet = feed_sanitise(window, strlen(window), FEED_SNIPPET);
+	free(window);
 	if (resp->len == 0)
 		xasprintf(cause, "feed %s %s (HTTP %ld) with an empty body",
 			  url, what, resp->status);

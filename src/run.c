@@ -168,44 +168,89 @@ run_record_issues(struct run *r)
 	}
 }
 
+/* The limit for removing n of tracked things at once: a count, or a
+ * percentage with a floor (a small college and a large university both
+ * get a sensible limit from the default). */
+static int64_t
+run_limit(const struct config *c, int64_t tracked, int64_t floor)
+{
+	int64_t limit;
+
+	if (!c->sync_max_removals_percent)
+		return c->sync_max_removals;
+	limit = tracked * c->sync_max_removals / 100;
+	return limit < floor ? floor : limit;
+}
+
 /* The removal guard: too many removals at once are withheld until an
- * operator allows them or the feed recovers. */
+ * operator allows them or the feed recovers.  Enrolments (suspended or
+ * unenrolled) and courses (hidden) are measured each against their own
+ * total, so that a halved feed cannot hide half the courses. */
 static void
 run_guard(struct run *r)
 {
 	const struct config *c = r->conf;
-	int64_t removals = (int64_t)plan_removals(r->plan);
-	int64_t tracked = r->plan->tracked_enrolments + r->plan->tracked_courses;
-	int64_t limit = c->sync_max_removals;
+	const struct plan *p = r->plan;
+	int64_t enrolments = (int64_t)(p->nsuspend + p->nunenrol);
+	int64_t courses = (int64_t)p->nhide;
+	int64_t elimit = run_limit(c, p->tracked_enrolments,
+				   c->sync_removals_allowance);
+	int64_t climit = run_limit(c, p->tracked_courses, 1);
 	char *msg;
 
-	if (c->sync_max_removals_percent) {
-		limit = tracked * c->sync_max_removals / 100;
-		if (limit < c->sync_removals_allowance)
-			limit = c->sync_removals_allowance;
-	}
-	if (removals == 0 || removals <= limit) {
+	if (enrolments <= elimit && courses <= climit) {
 		ledger_meta_set(r->ledger, "removals_withheld", NULL);
 		return;
 	}
 	if (r->opts->allow_removals) {
-		log_warnx("applying %" PRId64 " removals over the limit of %" PRId64
-			  ", as allowed by the operator",
-			  removals, limit);
+		log_warnx("applying %" PRId64 " enrolment and %" PRId64
+			  " course removals over the limit, as allowed by the "
+			  "operator",
+			  enrolments, courses);
 		ledger_meta_set(r->ledger, "removals_withheld", NULL);
 		return;
 	}
 	r->withheld = true;
-	r->res->removals_withheld = removals;
-	xasprintf(&msg,
-		  "removals withheld: %" PRId64 " of %" PRId64
-		  " tracked (%" PRId64 " %%) would go, limit %" PRId64
-		  "; run `webcoursectl sync --allow-removals` to apply them",
-		  removals, tracked, tracked ? removals * 100 / tracked : 100,
-		  limit);
+	r->res->removals_withheld = enrolments + courses;
+	if (enrolments > elimit)
+		xasprintf(&msg,
+			  "removals withheld: %" PRId64 " of %" PRId64
+			  " enrolments (%" PRId64 " %%) would go, limit %" PRId64
+			  "; run `webcoursectl sync --allow-removals` to apply "
+			  "them",
+			  enrolments, p->tracked_enrolments,
+			  p->tracked_enrolments
+				  ? enrolments * 100 / p->tracked_enrolments
+				  : 100,
+			  elimit);
+	else
+		xasprintf(&msg,
+			  "removals withheld: %" PRId64 " of %" PRId64
+			  " courses (%" PRId64 " %%) would be hidden, limit %" PRId64
+			  "; run `webcoursectl sync --allow-removals` to apply "
+			  "them",
+			  courses, p->tracked_courses,
+			  p->tracked_courses ? courses * 100 / p->tracked_courses
+					     : 100,
+			  climit);
 	log_fields(LOG_WARNING, NULL, "%s", msg);
 	ledger_meta_set(r->ledger, "removals_withheld", msg);
 	free(msg);
+}
+
+/* A feed may be skipped as unchanged next time only when this run applied
+ * all of it: no withheld removals, held courses, item errors, or vanished
+ * courses still counting their absences towards hiding. */
+static bool
+run_applied_whole(const struct run *r)
+{
+	if (r->withheld || r->res->errors > 0 || r->plan->nhold > 0)
+		return false;
+	if (r->conf->sync_on_removed_course == REMOVED_COURSE_HIDE)
+		for (size_t i = 0; i < r->plan->nvanished; i++)
+			if (r->plan->vanished[i].absent_runs < 2)
+				return false;
+	return true;
 }
 
 /* The body of a run after the fetch; -1 has set the outcome. */
@@ -245,10 +290,11 @@ run_steps(struct run *r)
 	run_guard(r);
 	if (apply_plan(&r->apply, r->plan, r->feed, r->withheld) == -1)
 		goto fail_apply;
-	/* Only a feed applied whole may be skipped next time: withheld
-	 * removals, held courses and item errors are looked at again. */
-	if (!r->withheld && r->res->errors == 0 && r->plan->nhold == 0 &&
-	    run_save_validators(r) == -1)
+	/* Otherwise forget the last validators too: they belong to an older
+	 * feed, and the next run must not take that one back as unchanged. */
+	if (!run_applied_whole(r))
+		feed_validators_clear(&r->fetched);
+	if (run_save_validators(r) == -1)
 		log_warnx("cannot remember the feed's validators: %s",
 			  ledger_errmsg(r->ledger));
 	return 0;

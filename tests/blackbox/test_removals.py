@@ -98,7 +98,7 @@ try:
     t.eq(p.returncode, 0, "a run with withheld removals still completes")
     t.eq([r for r in env.writes()], [], "a halved feed: removals withheld, nothing written")
     st = json.loads(env.ctl("status", "--json").out)
-    t.ok(st.get("removals_withheld") and "25 of 60" in st["removals_withheld"],
+    t.ok(st.get("removals_withheld") and "25 of 50 enrolments" in st["removals_withheld"],
          "status says the removals are withheld", st.get("removals_withheld"))
     t.ok("removals withheld" in p.err, "the log says so", p.err)
     t.eq(st["runs"][0]["outcome"], "partial", "the run is partial")
