@@ -64,7 +64,7 @@ $(BUILD)/webcoursed: $(BUILD)/daemon.o $(BUILD)/libwebcoursed.a
 $(BUILD)/webcoursectl: $(BUILD)/ctl.o $(BUILD)/libwebcoursed.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/tap.h $(BUILD)/libwebcoursed.a
+$(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) tests/fuzz/fuzz.h $(BUILD)/libwebcoursed.a
 	$(CC) $(ALL_CFLAGS) -Itests/unit $(ALL_LDFLAGS) -o $@ $< $(BUILD)/libwebcoursed.a $(LIBS)
 
 # Install the Debian packages the build and the tests need.
@@ -132,6 +132,7 @@ uninstall:
 	  $(DESTDIR)$(MANDIR)/man8/webcoursed.8
 
 fuzz: deps
+	@$(MAKE) --no-print-directory deps DEBS="clang libclang-rt-14-dev"
 	@sh tests/fuzz/run.sh
 
 clean:

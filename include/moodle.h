@@ -142,6 +142,24 @@ int moodle_enrolled_users(struct moodle *, int64_t courseid,
 			  struct moodle_error *);
 void moodle_enrolled_users_free(struct moodle_enrolled_user *, size_t n);
 
+/* One answer and what its request asked, for moodle_parse_answer: the
+ * shortname for core_course_get_courses_by_field; n, the category id for
+ * core_course_get_categories and the number of courses sent for
+ * core_course_create_courses. */
+struct moodle_reply {
+	const char *function; /* one of moodle_required_functions */
+	long status;          /* HTTP status */
+	const char *body;
+	size_t len;
+	const char *shortname;
+	int64_t n;
+};
+/* Decode an answer exactly as the typed call for its function would, then
+ * drop the result: 0, or -1 with *err set.  For tests and the fuzz target;
+ * nothing is sent. */
+int moodle_parse_answer(const struct moodle *, const struct moodle_reply *,
+			struct moodle_error *);
+
 /* Drive a list of n items through an all-or-nothing call in batches of at
  * most moodle_capacity(fields, extra).  A batch refused with MOODLE_ITEM is
  * halved until the bad items stand alone.  call() sends [first, first+count)

@@ -170,8 +170,9 @@ moodle_clean(const struct moodle *m, const char *s, size_t max, bool ascii)
 	unsigned char c;
 	char *out;
 
-	out = xmalloc(len + 8 * (tlen > 0 ? len / tlen + 1 : 0) + 1);
-	for (i = 0; i < len; i++) {
+	/* Past max nothing is kept, so stop there (a mask adds 7 at most). */
+	out = xmalloc(max + 8);
+	for (i = 0; i < len && o <= max; i++) {
 		if (tlen > 0 && len - i >= tlen &&
 		    memcmp(s + i, m->token, tlen) == 0) {
 			memcpy(out + o, "[token]", 7);
@@ -227,16 +228,13 @@ moodle_fail(const struct moodle *m, struct moodle_error *err,
 	*err = e;
 }
 
-/* The first bytes of an answer as printable ASCII, for messages. */
+/* The first bytes of an answer (NUL-terminated, as http_perform and
+ * json_dumps leave it) as printable ASCII, for messages.  It is cleaned
+ * whole, not cut first: a token across the cut would leave its start. */
 static char *
-moodle_quote(const struct moodle *m, const char *body, size_t len)
+moodle_quote(const struct moodle *m, const char *body)
 {
-	char *raw, *q;
-
-	raw = xstrndup(body, len < MOODLE_QUOTE ? len : MOODLE_QUOTE);
-	q = moodle_clean(m, raw, MOODLE_QUOTE, true);
-	free(raw);
-	return q;
+	return moodle_clean(m, body, MOODLE_QUOTE, true);
 }
 
 struct moodle *
@@ -372,8 +370,13 @@ form_item_int(struct moodle_form *f, const char *array, size_t i,
 	form_item(f, array, i, field, buf);
 }
 
-/* Start a form with the three web service fields first, so that a cut
- * by max_input_vars can never lose them (moodle-ws 20e). */
+/* Start a form with the token and the function first, so that a cut by
+ * max_input_vars never loses them (moodle-ws 20e).  moodlewsrestformat
+ * goes last (form_seal): if PHP's real max_input_vars is lower than
+ * configured and cuts the request, even between two whole items (which
+ * Moodle would otherwise accept, enrolling only the first part: 20c), the
+ * format is lost with it and Moodle answers in XML, which stops the run
+ * instead of committing what Moodle never did. */
 static void
 form_init(struct moodle_form *f, const struct moodle *m, const char *function)
 {
@@ -382,6 +385,11 @@ form_init(struct moodle_form *f, const struct moodle *m, const char *function)
 	f->limit = m->max_input_vars - MOODLE_MARGIN_VARS;
 	form_add(f, "wstoken", m->token);
 	form_add(f, "wsfunction", function);
+}
+
+static void
+form_seal(struct moodle_form *f)
+{
 	form_add(f, "moodlewsrestformat", "json");
 }
 
@@ -506,7 +514,7 @@ moodle_fail_exception(const struct moodle *m, const char *function, json_t *obj,
 	const char *exc = json_string_value(json_object_get(obj, "exception"));
 	const struct moodle_code *c;
 
-	if (text == NULL)
+	if (text == NULL || *text == '\0')
 		text = "(no message)";
 	if (code == NULL)
 		code = exc != NULL ? exc : "exception";
@@ -556,19 +564,22 @@ moodle_answer(const struct moodle *m, const char *function,
 	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
 		p++;
 	if (strncmp(p, "<?xml", 5) == 0) {
-		q = moodle_quote(m, resp->body, resp->len);
+		q = moodle_quote(m, resp->body);
 		moodle_fail(m, err, MOODLE_FATAL, function, "xml", NULL,
 			    resp->status,
 			    "Moodle answered in XML instead of JSON, so it did "
-			    "not see moodlewsrestformat (is PHP's "
-			    "max_input_vars cutting requests?): \"%s\"",
-			    q);
+			    "not see moodlewsrestformat, which we send last: "
+			    "PHP's max_input_vars on the server is lower than "
+			    "moodle.max_input_vars (%d) and cut the request; "
+			    "set moodle.max_input_vars to the server's value: "
+			    "\"%s\"",
+			    m->max_input_vars, q);
 		free(q);
 		return -1;
 	}
 	j = json_loadb(resp->body, resp->len, JSON_DECODE_ANY, &jerr);
 	if (j == NULL) {
-		q = moodle_quote(m, resp->body, resp->len);
+		q = moodle_quote(m, resp->body);
 		moodle_fail(m, err, MOODLE_TRANSIENT, function, "badjson", NULL,
 			    resp->status,
 			    "Moodle's answer is not JSON (%s, %zu bytes): "
@@ -583,7 +594,7 @@ moodle_answer(const struct moodle *m, const char *function,
 		return -1;
 	}
 	if (json_typeof(j) != expect) {
-		q = moodle_quote(m, resp->body, resp->len);
+		q = moodle_quote(m, resp->body);
 		moodle_fail(m, err, MOODLE_TRANSIENT, function, "badanswer", NULL,
 			    resp->status,
 			    "Moodle's answer does not have the expected shape: "
@@ -610,6 +621,7 @@ moodle_call(struct moodle *m, struct moodle_form *f, json_type expect,
 	char *cause = NULL;
 	int try, rv;
 
+	form_seal(f);
 	if (f->nvars > f->limit) {
 		/* A caller bug: PHP would cut the request silently (20c). */
 		moodle_fail(m, err, MOODLE_FATAL, f->function, "toomanyvars",
@@ -682,8 +694,7 @@ moodle_bad_shape(const struct moodle *m, const char *function, json_t *j,
 {
 	char *dump = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY), *q;
 
-	q = moodle_quote(m, dump != NULL ? dump : "",
-			 dump != NULL ? strlen(dump) : 0);
+	q = moodle_quote(m, dump != NULL ? dump : "");
 	moodle_fail(m, err, MOODLE_ITEM, function, "badanswer", NULL, 200,
 		    "Moodle's answer %s: \"%s\"", what, q);
 	free(q);
@@ -725,24 +736,19 @@ json_id(json_t *obj, const char *key, int64_t *ret)
 	return 0;
 }
 
-int
-moodle_site_info(struct moodle *m, struct moodle_site_info **ret,
-		 struct moodle_error *err)
+/* The answer of core_webservice_get_site_info. */
+static int
+moodle_site_info_decode(const struct moodle *m, json_t *j,
+			struct moodle_site_info **ret, struct moodle_error *err)
 {
-	struct moodle_form f;
 	struct moodle_site_info *si;
-	json_t *j, *fns, *fn;
+	json_t *fns, *fn;
 	const char *name;
 	size_t i;
 
-	moodle_error_clear(err);
-	form_init(&f, m, "core_webservice_get_site_info");
-	if (moodle_send(m, &f, JSON_OBJECT, &j, err) == -1)
-		return -1;
 	if (!json_is_array(fns = json_object_get(j, "functions"))) {
 		moodle_bad_shape(m, "core_webservice_get_site_info", j,
 				 "has no functions list", err);
-		json_decref(j);
 		return -1;
 	}
 	si = xcalloc(1, sizeof(*si));
@@ -757,9 +763,25 @@ moodle_site_info(struct moodle *m, struct moodle_site_info **ret,
 		if ((name = json_string_value(json_object_get(fn, "name"))))
 			si->functions[si->nfunctions++] = xstrdup(name);
 	}
-	json_decref(j);
 	*ret = si;
 	return 0;
+}
+
+int
+moodle_site_info(struct moodle *m, struct moodle_site_info **ret,
+		 struct moodle_error *err)
+{
+	struct moodle_form f;
+	json_t *j;
+	int rv;
+
+	moodle_error_clear(err);
+	form_init(&f, m, "core_webservice_get_site_info");
+	if (moodle_send(m, &f, JSON_OBJECT, &j, err) == -1)
+		return -1;
+	rv = moodle_site_info_decode(m, j, ret, err);
+	json_decref(j);
+	return rv;
 }
 
 void
@@ -780,14 +802,29 @@ moodle_site_info_free(struct moodle_site_info *si)
 	free(si);
 }
 
+/* The name of category id in an answer of core_course_get_categories, or
+ * NULL when it is not listed. */
+static char *
+moodle_category_decode(json_t *j, int64_t id)
+{
+	json_t *cat;
+	int64_t cid;
+	size_t i;
+
+	json_array_foreach(j, i, cat)
+	{
+		if (json_id(cat, "id", &cid) == 0 && cid == id)
+			return json_strdup_name(cat, "name");
+	}
+	return NULL;
+}
+
 int
 moodle_category_get(struct moodle *m, int64_t id, char **ret_name,
 		    struct moodle_error *err)
 {
 	struct moodle_form f;
-	json_t *j, *cat;
-	int64_t cid;
-	size_t i;
+	json_t *j;
 
 	moodle_error_clear(err);
 	form_init(&f, m, "core_course_get_categories");
@@ -796,14 +833,7 @@ moodle_category_get(struct moodle *m, int64_t id, char **ret_name,
 	form_add(&f, "addsubcategories", "0");
 	if (moodle_send(m, &f, JSON_ARRAY, &j, err) == -1)
 		return -1;
-	*ret_name = NULL;
-	json_array_foreach(j, i, cat)
-	{
-		if (json_id(cat, "id", &cid) == 0 && cid == id) {
-			*ret_name = json_strdup_name(cat, "name");
-			break;
-		}
-	}
+	*ret_name = moodle_category_decode(j, id);
 	json_decref(j);
 	return 0;
 }
@@ -819,26 +849,20 @@ moodle_course_clear(struct moodle_course *c)
 	memset(c, 0, sizeof(*c));
 }
 
-int
-moodle_course_by_shortname(struct moodle *m, const char *shortname,
-			   struct moodle_course *ret, struct moodle_error *err)
+/* The course asked in an answer of core_course_get_courses_by_field;
+ * ret->id stays 0 when it is not listed. */
+static int
+moodle_course_decode(const struct moodle *m, json_t *j, const char *shortname,
+		     struct moodle_course *ret, struct moodle_error *err)
 {
-	struct moodle_form f;
-	json_t *j, *courses, *c, *v, *found;
+	json_t *courses, *c, *v, *found;
 	char *sn;
 	bool exact;
 	size_t i;
 
-	moodle_error_clear(err);
-	form_init(&f, m, "core_course_get_courses_by_field");
-	form_add(&f, "field", "shortname");
-	form_add(&f, "value", shortname);
-	if (moodle_send(m, &f, JSON_OBJECT, &j, err) == -1)
-		return -1;
 	if (!json_is_array(courses = json_object_get(j, "courses"))) {
 		moodle_bad_shape(m, "core_course_get_courses_by_field", j,
 				 "has no courses list", err);
-		json_decref(j);
 		return -1;
 	}
 	/* Moodle matched the shortname itself (as its database compares);
@@ -865,8 +889,26 @@ moodle_course_by_shortname(struct moodle *m, const char *shortname,
 						  : json_is_true(v);
 		json_id(found, "categoryid", &ret->categoryid);
 	}
-	json_decref(j);
 	return 0;
+}
+
+int
+moodle_course_by_shortname(struct moodle *m, const char *shortname,
+			   struct moodle_course *ret, struct moodle_error *err)
+{
+	struct moodle_form f;
+	json_t *j;
+	int rv;
+
+	moodle_error_clear(err);
+	form_init(&f, m, "core_course_get_courses_by_field");
+	form_add(&f, "field", "shortname");
+	form_add(&f, "value", shortname);
+	if (moodle_send(m, &f, JSON_OBJECT, &j, err) == -1)
+		return -1;
+	rv = moodle_course_decode(m, j, shortname, ret, err);
+	json_decref(j);
+	return rv;
 }
 
 int
@@ -885,15 +927,47 @@ moodle_courses_create_fields(const struct moodle_new_course *c, size_t n)
 	return max;
 }
 
+/* The ids of the n courses sent in an answer of core_course_create_courses;
+ * nothing is written to ret_ids on failure. */
+static int
+moodle_created_decode(const struct moodle *m, json_t *j, size_t n,
+		      int64_t *ret_ids, struct moodle_error *err)
+{
+	static const char *fn = "core_course_create_courses";
+	json_t *item;
+	int64_t *ids;
+	size_t i;
+	int rv = -1;
+
+	/* The answer lists the new courses in request order (02). */
+	if (json_array_size(j) != n) {
+		moodle_bad_shape(m, fn, j, "does not list every course", err);
+		return -1;
+	}
+	ids = xcalloc(n, sizeof(*ids));
+	json_array_foreach(j, i, item)
+	{
+		if (json_id(item, "id", &ids[i]) == -1 || ids[i] <= 0) {
+			moodle_bad_shape(m, fn, j, "lacks a course id", err);
+			goto out;
+		}
+	}
+	memcpy(ret_ids, ids, n * sizeof(*ids));
+	rv = 0;
+out:
+	free(ids);
+	return rv;
+}
+
 int
 moodle_courses_create(struct moodle *m, const struct moodle_new_course *c,
 		      size_t n, int64_t *ret_ids, struct moodle_error *err)
 {
 	static const char *fn = "core_course_create_courses";
 	struct moodle_form f;
-	json_t *j, *item;
-	int64_t *ids;
+	json_t *j;
 	size_t i;
+	int rv;
 
 	moodle_error_clear(err);
 	if (n == 0)
@@ -921,27 +995,9 @@ moodle_courses_create(struct moodle *m, const struct moodle_new_course *c,
 	}
 	if (moodle_send(m, &f, JSON_ARRAY, &j, err) == -1)
 		return -1;
-	ids = xcalloc(n, sizeof(*ids));
-	/* The answer lists the new courses in request order (02). */
-	if (json_array_size(j) != n) {
-		moodle_bad_shape(m, fn, j, "does not list every course", err);
-		goto fail;
-	}
-	json_array_foreach(j, i, item)
-	{
-		if (json_id(item, "id", &ids[i]) == -1 || ids[i] <= 0) {
-			moodle_bad_shape(m, fn, j, "lacks a course id", err);
-			goto fail;
-		}
-	}
-	memcpy(ret_ids, ids, n * sizeof(*ids));
-	free(ids);
+	rv = moodle_created_decode(m, j, n, ret_ids, err);
 	json_decref(j);
-	return 0;
-fail:
-	free(ids);
-	json_decref(j);
-	return -1;
+	return rv;
 }
 
 int
@@ -970,37 +1026,20 @@ moodle_warnings_free(struct moodle_warning *w, size_t n)
 	free(w);
 }
 
-int
-moodle_courses_update(struct moodle *m, const struct moodle_course_update *c,
-		      size_t n, struct moodle_warning **ret_warnings,
-		      size_t *ret_nwarnings, struct moodle_error *err)
+/* The warnings of an answer of core_course_update_courses. */
+static int
+moodle_warnings_decode(const struct moodle *m, json_t *j,
+		       struct moodle_warning **ret_warnings,
+		       size_t *ret_nwarnings, struct moodle_error *err)
 {
-	static const char *fn = "core_course_update_courses";
-	struct moodle_form f;
 	struct moodle_warning *w;
-	json_t *j, *list, *item;
+	json_t *list, *item;
 	size_t i, nw = 0;
 	char *s;
 
-	moodle_error_clear(err);
-	*ret_warnings = NULL;
-	*ret_nwarnings = 0;
-	if (n == 0)
-		return 0;
-	form_init(&f, m, fn);
-	for (i = 0; i < n; i++) {
-		form_item_int(&f, "courses", i, "id", c[i].id);
-		if (c[i].fullname != NULL)
-			form_item(&f, "courses", i, "fullname", c[i].fullname);
-		if (c[i].visible >= 0)
-			form_item_int(&f, "courses", i, "visible",
-				      c[i].visible);
-	}
-	if (moodle_send(m, &f, JSON_OBJECT, &j, err) == -1)
-		return -1;
 	if (!json_is_array(list = json_object_get(j, "warnings"))) {
-		moodle_bad_shape(m, fn, j, "has no warnings list", err);
-		json_decref(j);
+		moodle_bad_shape(m, "core_course_update_courses", j,
+				 "has no warnings list", err);
 		return -1;
 	}
 	w = xcalloc(json_array_size(list), sizeof(*w));
@@ -1015,10 +1054,40 @@ moodle_courses_update(struct moodle *m, const struct moodle_course_update *c,
 		free(s);
 		nw++;
 	}
-	json_decref(j);
 	*ret_warnings = w;
 	*ret_nwarnings = nw;
 	return 0;
+}
+
+int
+moodle_courses_update(struct moodle *m, const struct moodle_course_update *c,
+		      size_t n, struct moodle_warning **ret_warnings,
+		      size_t *ret_nwarnings, struct moodle_error *err)
+{
+	struct moodle_form f;
+	json_t *j;
+	size_t i;
+	int rv;
+
+	moodle_error_clear(err);
+	*ret_warnings = NULL;
+	*ret_nwarnings = 0;
+	if (n == 0)
+		return 0;
+	form_init(&f, m, "core_course_update_courses");
+	for (i = 0; i < n; i++) {
+		form_item_int(&f, "courses", i, "id", c[i].id);
+		if (c[i].fullname != NULL)
+			form_item(&f, "courses", i, "fullname", c[i].fullname);
+		if (c[i].visible >= 0)
+			form_item_int(&f, "courses", i, "visible",
+				      c[i].visible);
+	}
+	if (moodle_send(m, &f, JSON_OBJECT, &j, err) == -1)
+		return -1;
+	rv = moodle_warnings_decode(m, j, ret_warnings, ret_nwarnings, err);
+	json_decref(j);
+	return rv;
 }
 
 void
@@ -1031,17 +1100,45 @@ moodle_users_free(struct moodle_user *u, size_t n)
 	free(u);
 }
 
+/* The users of an answer of core_user_get_users_by_field. */
+static int
+moodle_users_decode(const struct moodle *m, json_t *j, struct moodle_user **ret,
+		    size_t *ret_n, struct moodle_error *err)
+{
+	struct moodle_user *u;
+	json_t *item;
+	const char *name;
+	size_t i, nu = 0;
+
+	/* Sorted by id, missing users left out (06a). */
+	u = xcalloc(json_array_size(j), sizeof(*u));
+	json_array_foreach(j, i, item)
+	{
+		name = json_string_value(json_object_get(item, "username"));
+		if (name == NULL || json_id(item, "id", &u[nu].id) == -1) {
+			moodle_bad_shape(m, "core_user_get_users_by_field", j,
+					 "lists a user without id or username",
+					 err);
+			moodle_users_free(u, nu);
+			return -1;
+		}
+		u[nu++].username = xstrdup(name);
+	}
+	*ret = u;
+	*ret_n = nu;
+	return 0;
+}
+
 int
 moodle_users_by_username(struct moodle *m, const char *const *usernames,
 			 size_t n, struct moodle_user **ret, size_t *ret_n,
 			 struct moodle_error *err)
 {
 	struct moodle_form f;
-	struct moodle_user *u;
-	json_t *j, *item;
-	const char *name;
+	json_t *j;
 	char key[32];
-	size_t i, nu = 0;
+	size_t i;
+	int rv;
 
 	moodle_error_clear(err);
 	*ret = NULL;
@@ -1056,25 +1153,9 @@ moodle_users_by_username(struct moodle *m, const char *const *usernames,
 	}
 	if (moodle_send(m, &f, JSON_ARRAY, &j, err) == -1)
 		return -1;
-	/* Sorted by id, missing users left out (06a). */
-	u = xcalloc(json_array_size(j), sizeof(*u));
-	json_array_foreach(j, i, item)
-	{
-		name = json_string_value(json_object_get(item, "username"));
-		if (name == NULL || json_id(item, "id", &u[nu].id) == -1) {
-			moodle_bad_shape(m, "core_user_get_users_by_field", j,
-					 "lists a user without id or username",
-					 err);
-			moodle_users_free(u, nu);
-			json_decref(j);
-			return -1;
-		}
-		u[nu++].username = xstrdup(name);
-	}
+	rv = moodle_users_decode(m, j, ret, ret_n, err);
 	json_decref(j);
-	*ret = u;
-	*ret_n = nu;
-	return 0;
+	return rv;
 }
 
 int
@@ -1293,6 +1374,161 @@ fail:
 	return -1;
 }
 
+/* moodle_parse_answer for each function: decode with the typed call's own
+ * code, then drop the result. */
+static int
+moodle_probe_site_info(const struct moodle *m, json_t *j,
+		       const struct moodle_reply *r, struct moodle_error *err)
+{
+	struct moodle_site_info *si = NULL;
+	int rv = moodle_site_info_decode(m, j, &si, err);
+
+	(void)r;
+	moodle_site_info_free(si);
+	return rv;
+}
+
+static int
+moodle_probe_category(const struct moodle *m, json_t *j,
+		      const struct moodle_reply *r, struct moodle_error *err)
+{
+	(void)m;
+	(void)err;
+	free(moodle_category_decode(j, r->n));
+	return 0;
+}
+
+static int
+moodle_probe_course(const struct moodle *m, json_t *j,
+		    const struct moodle_reply *r, struct moodle_error *err)
+{
+	struct moodle_course c = { 0 };
+	int rv = moodle_course_decode(
+	    m, j, r->shortname != NULL ? r->shortname : "", &c, err);
+
+	moodle_course_clear(&c);
+	return rv;
+}
+
+static int
+moodle_probe_created(const struct moodle *m, json_t *j,
+		     const struct moodle_reply *r, struct moodle_error *err)
+{
+	int64_t *ids;
+	int rv;
+
+	/* No request carries more courses than max_input_vars fields. */
+	if (r->n < 0 || r->n > m->max_input_vars) {
+		moodle_fail(m, err, MOODLE_FATAL, "core_course_create_courses",
+			    "badrequest", NULL, 0, "%" PRId64 " courses sent",
+			    r->n);
+		return -1;
+	}
+	ids = xcalloc((size_t)r->n, sizeof(*ids));
+	rv = moodle_created_decode(m, j, (size_t)r->n, ids, err);
+	free(ids);
+	return rv;
+}
+
+static int
+moodle_probe_warnings(const struct moodle *m, json_t *j,
+		      const struct moodle_reply *r, struct moodle_error *err)
+{
+	struct moodle_warning *w = NULL;
+	size_t n = 0;
+	int rv = moodle_warnings_decode(m, j, &w, &n, err);
+
+	(void)r;
+	moodle_warnings_free(w, n);
+	return rv;
+}
+
+static int
+moodle_probe_users(const struct moodle *m, json_t *j,
+		   const struct moodle_reply *r, struct moodle_error *err)
+{
+	struct moodle_user *u = NULL;
+	size_t n = 0;
+	int rv = moodle_users_decode(m, j, &u, &n, err);
+
+	(void)r;
+	moodle_users_free(u, n);
+	return rv;
+}
+
+static int
+moodle_probe_enrolled(const struct moodle *m, json_t *j,
+		      const struct moodle_reply *r, struct moodle_error *err)
+{
+	struct moodle_enrolled_user *u = NULL;
+	size_t n = 0;
+	int rv = moodle_enrolled_page(m, j, &u, &n, err);
+
+	(void)r;
+	moodle_enrolled_users_free(u, n);
+	return rv;
+}
+
+/* Every function webcoursed calls, the JSON type of its success answer and
+ * its decoder (NULL: the answer is the literal null). */
+static const struct {
+	const char *function;
+	json_type expect;
+	int (*probe)(const struct moodle *, json_t *,
+		     const struct moodle_reply *, struct moodle_error *);
+} moodle_decoders[] = {
+	{ "core_webservice_get_site_info", JSON_OBJECT,
+	  moodle_probe_site_info },
+	{ "core_course_get_categories", JSON_ARRAY, moodle_probe_category },
+	{ "core_course_get_courses_by_field", JSON_OBJECT,
+	  moodle_probe_course },
+	{ "core_course_create_courses", JSON_ARRAY, moodle_probe_created },
+	{ "core_course_update_courses", JSON_OBJECT, moodle_probe_warnings },
+	{ "core_user_get_users_by_field", JSON_ARRAY, moodle_probe_users },
+	{ "enrol_manual_enrol_users", JSON_NULL, NULL },
+	{ "enrol_manual_unenrol_users", JSON_NULL, NULL },
+	{ "core_role_assign_roles", JSON_NULL, NULL },
+	{ "core_role_unassign_roles", JSON_NULL, NULL },
+	{ "core_enrol_get_enrolled_users", JSON_ARRAY, moodle_probe_enrolled },
+};
+
+int
+moodle_parse_answer(const struct moodle *m, const struct moodle_reply *r,
+		    struct moodle_error *err)
+{
+	struct http_response resp = { 0 };
+	json_t *j;
+	size_t i;
+	int rv;
+
+	moodle_error_clear(err);
+	for (i = 0; i < nitems(moodle_decoders); i++) {
+		if (strcmp(moodle_decoders[i].function, r->function) == 0)
+			break;
+	}
+	if (i == nitems(moodle_decoders)) {
+		moodle_fail(m, err, MOODLE_FATAL, r->function, "badrequest",
+			    NULL, 0, "webcoursed does not call %s",
+			    r->function);
+		return -1;
+	}
+	/* As http_perform hands it over: a copy ending in a NUL. */
+	resp.status = r->status;
+	resp.body = xmalloc(r->len + 1);
+	memcpy(resp.body, r->body, r->len);
+	resp.body[r->len] = '\0';
+	resp.len = r->len;
+	rv = moodle_answer(m, moodle_decoders[i].function, &resp,
+			   moodle_decoders[i].expect, &j, err);
+	free(resp.body);
+	if (rv == -1)
+		return -1;
+	if (moodle_decoders[i].probe != NULL)
+		rv = moodle_decoders[i].probe(m, j, r, err);
+	json_decref(j);
+	return rv;
+}
+
 /* Send [first, first+count) through the batch's call: 0 confirmed (done()
  * told), 1 refused item by item, -1 stop with *e set. */
 static int
@@ -1334,7 +1570,8 @@ moodle_batch_run(struct moodle *m, const struct moodle_batch *b,
 		 struct moodle_error *err)
 {
 	struct moodle_error e = { 0 }, half = { 0 }, tmp;
-	size_t cap, pos = 0, count, lo, hi, mid;
+	size_t cap, pos = 0, count, lo, hi, mid = 0;
+	bool alone;
 	int rc, rv = -1;
 
 	moodle_error_clear(err);
@@ -1356,11 +1593,13 @@ moodle_batch_run(struct moodle *m, const struct moodle_batch *b,
 			pos += count;
 			continue;
 		}
-		/* [lo, hi) is refused and e is its first bad item's error. */
+		/* [lo, hi) is refused and e is its first bad item's error;
+		 * alone says whether lo was refused on its own. */
 		lo = pos;
 		hi = pos + count;
-		while (hi - lo > 1) {
-			mid = lo + (hi - lo) / 2;
+		alone = count == 1;
+		while (hi - lo > 1 || !alone) {
+			mid = hi - lo > 1 ? lo + (hi - lo) / 2 : hi;
 			if ((rc = moodle_batch_send(m, b, lo, mid - lo,
 						    &half)) == -1) {
 				moodle_error_clear(&e);
@@ -1368,14 +1607,22 @@ moodle_batch_run(struct moodle *m, const struct moodle_batch *b,
 				memset(&half, 0, sizeof(half));
 				goto stop;
 			}
-			if (rc == 0)
+			if (rc == 0 && mid == hi)
+				break; /* refused only in company: not bad */
+			if (rc == 0) {
 				lo = mid;
-			else {
+				alone = false;
+			} else {
 				hi = mid;
+				alone = mid - lo == 1;
 				tmp = e;
 				e = half;
 				half = tmp;
 			}
+		}
+		if (rc == 0 && mid == hi && !alone) {
+			pos = hi;
+			continue;
 		}
 		if (b->failed != NULL && b->failed(lo, &e, b->arg) != 0) {
 			moodle_fail(m, &e, MOODLE_FATAL, "batch", "callback",

@@ -93,17 +93,19 @@ try:
 
     # A hung sync (stopped with SIGSTOP mid-request) stops the watchdog
     # pings, so that systemd would restart the service.
-    env.double.set_fault("delay", seconds=8, count=1)
+    env.double.set_fault("delay", seconds=8, count=-1)
     mark = len(n.poll())
     d.send_signal(signal.SIGUSR1)
     n.wait("STATUS=syncing: checking Moodle", after=mark)
-    child = int(open("/proc/%d/task/%d/children" % (d.pid, d.pid)).read().split()[0])
+    kids = "/proc/%d/task/%d/children" % (d.pid, d.pid)
+    child = int(wait_for(lambda: open(kids).read().split(), 10, "the sync process")[0])
     os.kill(child, signal.SIGSTOP)
     first = n.wait("STATUS=syncing: no progress", after=mark)[0]
     at = n.poll().index(first)
     later = n.wait("STATUS=syncing: no progress", after=at + 1)[0]
     between = n.poll()[at:n.poll().index(later)]
     t.eq([m for m in between if m == "WATCHDOG=1"], [], "a hung sync gets no WATCHDOG=1")
+    env.double.clear_faults()
     os.kill(child, signal.SIGCONT)
     idle = n.wait("STATUS=idle", after=at)[0]
     n.wait("WATCHDOG=1", after=n.poll().index(idle), timeout=10)
