@@ -19,7 +19,7 @@ enum on_removed_course { REMOVED_COURSE_KEEP, REMOVED_COURSE_HIDE };
 
 struct config_role {
 	char *name; /* lower case, as written in the feed's "roleid" */
-	int id;	    /* Moodle role id */
+	int id;     /* Moodle role id */
 };
 
 /* A loaded, validated configuration.  Durations are in milliseconds. */
@@ -37,7 +37,7 @@ struct config {
 	int64_t moodle_timeout_ms;
 	int moodle_max_input_vars;
 	char *moodle_ca_file;
-	int moodle_retries;	       /* tries for a transient failure */
+	int moodle_retries;            /* tries for a transient failure */
 	int64_t moodle_retry_delay_ms; /* first back-off, doubled per try */
 
 	int64_t sync_interval_ms;
@@ -47,8 +47,8 @@ struct config {
 	bool sync_update_names;
 	enum on_removed_participant sync_on_removed_participant;
 	enum on_removed_course sync_on_removed_course;
-	int64_t sync_max_removals;     /* a count, or a percentage: */
-	bool sync_max_removals_percent; /* true when written "N%" */
+	int64_t sync_max_removals;       /* a count, or a percentage: */
+	bool sync_max_removals_percent;  /* true when written "N%" */
 	int64_t sync_removals_allowance; /* always allowed, whatever the % */
 	char *sync_course_format;
 	bool sync_course_visible;
@@ -64,7 +64,8 @@ struct config {
 
 	/* Secrets, loaded from files or systemd credentials; never logged. */
 	char *moodle_token;
-	char *source_auth_header; /* a full "Name: value" header line, or NULL */
+	char
+	    *source_auth_header; /* a full "Name: value" header line, or NULL */
 };
 
 /* Load and validate path into a fresh config.  On failure return -1 and set

@@ -17,15 +17,15 @@ void log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *, ...) __attribute__((format(printf, 1, 2)));
 __attribute__((noreturn)) void fatal(const char *, ...)
-	__attribute__((format(printf, 1, 2)));
+    __attribute__((format(printf, 1, 2)));
 __attribute__((noreturn)) void fatalx(const char *, ...)
-	__attribute__((format(printf, 1, 2)));
+    __attribute__((format(printf, 1, 2)));
 
 /* A log line with extra journal fields: fields is a NULL-terminated array of
  * "KEY=value" strings (e.g. "MOODLE_ERRORCODE=wsnoinstance").  On stderr the
  * fields are not printed. */
 void log_fields(int prio, const char *const *fields, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 void vlog_fields(int prio, const char *const *fields, const char *fmt,
 		 va_list ap);
 

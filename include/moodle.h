@@ -22,7 +22,7 @@ struct moodle_error {
 	enum moodle_status kind;
 	char *function;
 	char *errorcode; /* Moodle's errorcode, or ours: "http503", "badjson" */
-	char *message;	 /* one line for a person; no secrets */
+	char *message;   /* one line for a person; no secrets */
 	char *debuginfo;
 	long http_status;
 };
@@ -88,7 +88,7 @@ int moodle_courses_create(struct moodle *, const struct moodle_new_course *,
 struct moodle_course_update {
 	int64_t id;
 	const char *fullname; /* NULL: unchanged */
-	int visible;	      /* -1: unchanged */
+	int visible;          /* -1: unchanged */
 };
 struct moodle_warning {
 	int64_t itemid;
@@ -126,9 +126,8 @@ struct moodle_role_assignment {
 };
 int moodle_role_assign(struct moodle *, const struct moodle_role_assignment *,
 		       size_t n, struct moodle_error *);
-int moodle_role_unassign(struct moodle *,
-			 const struct moodle_role_assignment *, size_t n,
-			 struct moodle_error *);
+int moodle_role_unassign(struct moodle *, const struct moodle_role_assignment *,
+			 size_t n, struct moodle_error *);
 
 struct moodle_enrolled_user {
 	int64_t id;
@@ -184,10 +183,9 @@ int moodle_batch_run(struct moodle *, const struct moodle_batch *,
 int moodle_enrol_fields(const struct moodle_enrolment *, size_t n);
 int moodle_unenrol_fields(const struct moodle_enrolment *, size_t n);
 int moodle_courses_create_fields(const struct moodle_new_course *, size_t n);
-int moodle_courses_update_fields(const struct moodle_course_update *,
-				 size_t n);
-#define MOODLE_ROLE_FIELDS 4   /* roleid, userid, contextlevel, instanceid */
+int moodle_courses_update_fields(const struct moodle_course_update *, size_t n);
+#define MOODLE_ROLE_FIELDS   4 /* roleid, userid, contextlevel, instanceid */
 #define MOODLE_LOOKUP_FIELDS 1 /* values[i] */
-#define MOODLE_LOOKUP_EXTRA 1  /* field=username */
+#define MOODLE_LOOKUP_EXTRA  1 /* field=username */
 
 #endif

@@ -15,11 +15,12 @@ typedef void (*run_progress_fn)(void *arg, const char *phase, size_t done,
 				size_t total);
 
 struct run_options {
-	bool allow_removals;	       /* release the removal guard */
-	volatile sig_atomic_t *cancel; /* non-zero: stop at the next safe point */
+	bool allow_removals; /* release the removal guard */
+	volatile sig_atomic_t
+	    *cancel; /* non-zero: stop at the next safe point */
 	run_progress_fn progress;
 	void (*tick)(void *arg); /* heartbeat while waiting on the network */
-	void *arg;		 /* for progress and tick */
+	void *arg;               /* for progress and tick */
 };
 
 /* Run once with the ledger locked by the caller.  Fills *ret (free its

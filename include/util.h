@@ -29,7 +29,8 @@ int64_t now_monotonic_ms(void);
 void format_time(int64_t t, char *buf, size_t len);
 
 /* Replace path atomically with content (write temp file, fsync, rename). */
-int write_file_atomic(const char *path, const char *data, size_t len, char **cause);
+int write_file_atomic(const char *path, const char *data, size_t len,
+		      char **cause);
 
 /* A string -> int64 hash map for the hot paths (ids by shortname or
  * username).  Keys are copied. */

@@ -17,8 +17,8 @@
 
 /* Moodle error codes after which we know the item changed nothing. */
 static const char *const apply_certain_codes[] = {
-	"shortnametaken", "invalidparameter",	 "codingerror",
-	"wsnoinstance",	  "wsusercannotassign", "errorinvalidparam",
+	"shortnametaken", "invalidparameter",        "codingerror",
+	"wsnoinstance",   "wsusercannotassign",      "errorinvalidparam",
 	"invalidrecord",  "errorcatcontextnotvalid",
 };
 
@@ -28,7 +28,7 @@ enum apply_op { OP_ENROL, OP_ROLE_ADD, OP_ROLE_REMOVE, OP_SUSPEND, OP_UNENROL };
 struct apply_op_desc {
 	const char *phase;    /* progress and log wording */
 	const char *function; /* for the error table */
-	int fields;	      /* form variables per item */
+	int fields;           /* form variables per item */
 };
 
 static const struct apply_op_desc apply_ops[] = {
@@ -108,7 +108,8 @@ apply_ledger_failed(struct apply *a)
 {
 	ledger_rollback(a->ledger);
 	free(a->cause);
-	xasprintf(&a->cause, "ledger write failed: %s", ledger_errmsg(a->ledger));
+	xasprintf(&a->cause, "ledger write failed: %s",
+		  ledger_errmsg(a->ledger));
 	return -1;
 }
 
@@ -134,8 +135,8 @@ apply_item_error(struct apply *a, const char *kind, const char *course,
 	log_fields(LOG_WARNING, fields, "%s %s failed: %s: %s%s", kind, item,
 		   code, message,
 		   a->counts->errors == APPLY_LOG_ITEMS
-			   ? " (further item errors: webcoursectl errors)"
-			   : "");
+		       ? " (further item errors: webcoursectl errors)"
+		       : "");
 }
 
 static bool
@@ -175,8 +176,8 @@ apply_batch_call(struct moodle *m, size_t first, size_t count, void *arg,
 				items[i]->courseid
 			};
 		rv = b->op == OP_ROLE_ADD
-			     ? moodle_role_assign(m, ra, count, err)
-			     : moodle_role_unassign(m, ra, count, err);
+			 ? moodle_role_assign(m, ra, count, err)
+			 : moodle_role_unassign(m, ra, count, err);
 		free(ra);
 		return rv;
 	}
@@ -279,8 +280,7 @@ fail:
 
 /* Does Moodle hold user e with role e->roleid in its course? */
 static int
-apply_enrolment_present(struct apply *a, const struct plan_enrol *e,
-			bool *ret)
+apply_enrolment_present(struct apply *a, const struct plan_enrol *e, bool *ret)
 {
 	struct moodle_enrolled_user *users = NULL;
 	struct moodle_error err = { 0 };
@@ -320,10 +320,13 @@ apply_batch_failed(size_t index, const struct moodle_error *err, void *arg)
 		strmap_put(b->a->maps->failed, key, 1);
 		free(key);
 	}
-	if (err->errorcode != NULL && strcmp(err->errorcode, "codingerror") == 0)
-		ledger_user_delete(b->a->ledger, e->username); /* deleted user */
+	if (err->errorcode != NULL &&
+	    strcmp(err->errorcode, "codingerror") == 0)
+		ledger_user_delete(b->a->ledger,
+				   e->username); /* deleted user */
 	item = apply_item_name(e);
-	apply_item_error(b->a, "enrol", e->course, item, apply_ops[b->op].function,
+	apply_item_error(b->a, "enrol", e->course, item,
+			 apply_ops[b->op].function,
 			 err->errorcode ? err->errorcode : "error",
 			 err->message ? err->message : "");
 	free(item);
@@ -336,8 +339,13 @@ apply_op_run(struct apply *a, enum apply_op op, struct plan_enrol **items,
 	     size_t n, bool from_missing)
 {
 	struct apply_batch b = { a, op, items, n, 0, from_missing };
-	struct moodle_batch mb = { n, apply_ops[op].fields, 0, apply_batch_call,
-				   apply_batch_done, apply_batch_failed, &b };
+	struct moodle_batch mb = { n,
+				   apply_ops[op].fields,
+				   0,
+				   apply_batch_call,
+				   apply_batch_done,
+				   apply_batch_failed,
+				   &b };
 
 	if (n == 0)
 		return 0;
@@ -371,8 +379,8 @@ apply_lookup_call(struct moodle *m, size_t first, size_t count, void *arg,
 	moodle_users_free(lk->found, lk->nfound);
 	lk->found = NULL;
 	lk->nfound = 0;
-	return moodle_users_by_username(m, lk->names + first, count,
-					&lk->found, &lk->nfound, err);
+	return moodle_users_by_username(m, lk->names + first, count, &lk->found,
+					&lk->nfound, err);
 }
 
 static int
@@ -422,8 +430,13 @@ static int
 apply_lookup(struct apply *a, const char **names, size_t n)
 {
 	struct apply_lookup lk = { a, names, n, NULL, 0 };
-	struct moodle_batch mb = { n, 1, 1, apply_lookup_call,
-				   apply_lookup_done, apply_lookup_failed, &lk };
+	struct moodle_batch mb = { n,
+				   1,
+				   1,
+				   apply_lookup_call,
+				   apply_lookup_done,
+				   apply_lookup_failed,
+				   &lk };
 	int rv;
 
 	if (n > 0)
@@ -482,7 +495,8 @@ apply_course_holdings(struct apply *a, int64_t courseid)
 	char key[80];
 	size_t n = 0;
 
-	if (moodle_enrolled_users(a->moodle, courseid, &users, &n, &err) == -1) {
+	if (moodle_enrolled_users(a->moodle, courseid, &users, &n, &err) ==
+	    -1) {
 		int rv = err.kind == MOODLE_ITEM ? 0 : -1;
 
 		if (rv == -1)
@@ -492,8 +506,8 @@ apply_course_holdings(struct apply *a, int64_t courseid)
 	}
 	for (size_t i = 0; i < n; i++)
 		for (size_t r = 0; r < users[i].nroles; r++) {
-			apply_present_key(key, sizeof(key), courseid, users[i].id,
-					  users[i].roleids[r]);
+			apply_present_key(key, sizeof(key), courseid,
+					  users[i].id, users[i].roleids[r]);
 			strmap_put(a->maps->present, key, 1);
 		}
 	moodle_enrolled_users_free(users, n);
@@ -515,7 +529,8 @@ apply_course_adopt(struct apply *a, const struct plan_course *pc)
 		if (err.kind == MOODLE_ITEM) {
 			apply_item_error(a, "course", pc->shortname,
 					 pc->shortname, err.function,
-					 err.errorcode ? err.errorcode : "error",
+					 err.errorcode ? err.errorcode
+						       : "error",
 					 err.message ? err.message : "");
 			rv = 0;
 		} else
@@ -562,12 +577,16 @@ apply_create_call(struct moodle *m, size_t first, size_t count, void *arg,
 	for (size_t i = 0; i < count; i++) {
 		const struct plan_course *pc = cr->items[first + i];
 
-		nc[i] = (struct moodle_new_course){
-			pc->shortname,	 pc->fullname,	 pc->idnumber,
-			pc->summary,	 cr->a->conf->sync_course_format,
-			pc->categoryid, pc->visible,	 pc->startdate,
-			pc->enddate
-		};
+		nc[i] =
+		    (struct moodle_new_course){ pc->shortname,
+						pc->fullname,
+						pc->idnumber,
+						pc->summary,
+						cr->a->conf->sync_course_format,
+						pc->categoryid,
+						pc->visible,
+						pc->startdate,
+						pc->enddate };
 	}
 	rv = moodle_courses_create(m, nc, count, cr->ids + first, err);
 	free(nc);
@@ -583,7 +602,8 @@ apply_create_done(size_t first, size_t count, void *arg)
 	if (ledger_begin(a->ledger) == -1)
 		goto fail;
 	for (size_t i = first; i < first + count; i++)
-		if (apply_course_record(a, cr->items[i], cr->ids[i], true) == -1)
+		if (apply_course_record(a, cr->items[i], cr->ids[i], true) ==
+		    -1)
 			goto fail;
 	if (ledger_commit(a->ledger) == -1)
 		goto fail;
@@ -601,7 +621,8 @@ apply_create_failed(size_t index, const struct moodle_error *err, void *arg)
 	const struct plan_course *pc = cr->items[index];
 
 	/* Someone created it between our look-up and our create: adopt. */
-	if (err->errorcode != NULL && strcmp(err->errorcode, "shortnametaken") == 0)
+	if (err->errorcode != NULL &&
+	    strcmp(err->errorcode, "shortnametaken") == 0)
 		return apply_course_adopt(cr->a, pc) == -1 ? -1 : 0;
 	apply_item_error(cr->a, "course", pc->shortname, pc->shortname,
 			 "core_course_create_courses",
@@ -616,8 +637,13 @@ apply_courses_create(struct apply *a, struct plan_course *list, size_t n)
 {
 	struct plan_course **todo = xcalloc(n, sizeof(*todo));
 	struct apply_create cr = { a, todo, 0, xcalloc(n, sizeof(int64_t)) };
-	struct moodle_batch mb = { 0, 6, 0, apply_create_call,
-				   apply_create_done, apply_create_failed, &cr };
+	struct moodle_batch mb = { 0,
+				   6,
+				   0,
+				   apply_create_call,
+				   apply_create_done,
+				   apply_create_failed,
+				   &cr };
 	int rv = -1, r;
 
 	for (size_t i = 0; i < n; i++) {
@@ -737,10 +763,11 @@ apply_update_done(size_t first, size_t count, void *arg)
 			if (u->warnings[k].itemid == pc->moodle_id)
 				w = &u->warnings[k];
 		if (w != NULL) {
-			apply_item_error(a, "course", pc->shortname,
-					 pc->shortname, "core_course_update_courses",
-					 w->warningcode ? w->warningcode : "warning",
-					 w->message ? w->message : "");
+			apply_item_error(
+			    a, "course", pc->shortname, pc->shortname,
+			    "core_course_update_courses",
+			    w->warningcode ? w->warningcode : "warning",
+			    w->message ? w->message : "");
 			continue;
 		}
 		memset(&lc, 0, sizeof(lc));
@@ -782,12 +809,17 @@ apply_update_failed(size_t index, const struct moodle_error *err, void *arg)
 }
 
 static int
-apply_courses_update(struct apply *a, const struct plan_course *list,
-		     size_t n, enum apply_update what)
+apply_courses_update(struct apply *a, const struct plan_course *list, size_t n,
+		     enum apply_update what)
 {
 	struct apply_updates u = { a, list, n, what, NULL, 0 };
-	struct moodle_batch mb = { n, 2, 0, apply_update_call,
-				   apply_update_done, apply_update_failed, &u };
+	struct moodle_batch mb = { n,
+				   2,
+				   0,
+				   apply_update_call,
+				   apply_update_done,
+				   apply_update_failed,
+				   &u };
 	int rv = apply_batch_run(a, &mb);
 
 	moodle_warnings_free(u.warnings, u.nwarnings);
@@ -807,11 +839,13 @@ apply_courses_seen(struct apply *a, const struct plan *p,
 		return apply_ledger_failed(a);
 	for (size_t i = 0; i < feed->ncourses + p->nvanished; i++) {
 		bool seen = i < feed->ncourses;
-		const char *shortname = seen ? feed->courses[i].shortname
-					     : p->vanished[i - feed->ncourses].shortname;
+		const char *shortname =
+		    seen ? feed->courses[i].shortname
+			 : p->vanished[i - feed->ncourses].shortname;
 
 		memset(&lc, 0, sizeof(lc));
-		if ((found = ledger_course_get(a->ledger, shortname, &lc)) == -1)
+		if ((found = ledger_course_get(a->ledger, shortname, &lc)) ==
+		    -1)
 			goto fail;
 		if (found == 1)
 			continue; /* not ours (held, failed to create) */
@@ -820,7 +854,8 @@ apply_courses_seen(struct apply *a, const struct plan *p,
 			lc.last_seen = a->now;
 			lc.participants = (int)feed->courses[i].nparticipants;
 		} else
-			lc.absent_runs = p->vanished[i - feed->ncourses].absent_runs;
+			lc.absent_runs =
+			    p->vanished[i - feed->ncourses].absent_runs;
 		if (ledger_course_put(a->ledger, &lc) == -1) {
 			ledger_course_clear(&lc);
 			goto fail;
@@ -857,10 +892,12 @@ apply_resolve(struct apply *a, struct plan_enrol *list, size_t n,
 		    strmap_get(a->maps->users, e->username, &id) == 0)
 			e->userid = id;
 		if (e->userid == 0 && op == OP_ENROL) {
-			if (ledger_missing_put(a->ledger, e->username, e->course,
-					       e->roleid, a->now) == -1)
+			if (ledger_missing_put(a->ledger, e->username,
+					       e->course, e->roleid,
+					       a->now) == -1)
 				log_warnx("cannot record missing user %s: %s",
-					  e->username, ledger_errmsg(a->ledger));
+					  e->username,
+					  ledger_errmsg(a->ledger));
 			continue;
 		}
 		if (e->userid <= 0)
@@ -914,9 +951,9 @@ apply_missing_keep_cb(const struct ledger_missing *m, void *arg)
 	if (!keep)
 		return 0;
 	k->rows = xreallocarray(k->rows, k->n + 1, sizeof(*k->rows));
-	k->rows[k->n++] = (struct ledger_missing){ xstrdup(m->username),
-						   xstrdup(m->course),
-						   m->roleid, m->first_seen };
+	k->rows[k->n++] =
+	    (struct ledger_missing){ xstrdup(m->username), xstrdup(m->course),
+				     m->roleid, m->first_seen };
 	return 0;
 }
 
@@ -938,14 +975,13 @@ apply_missing_keep(struct apply *a, const struct feed *feed)
 			free(key);
 		}
 	rv = strmap_count(k.skipped) == 0
-		     ? 0
-		     : ledger_missing_foreach(a->ledger, apply_missing_keep_cb,
-					      &k);
+		 ? 0
+		 : ledger_missing_foreach(a->ledger, apply_missing_keep_cb, &k);
 	for (size_t i = 0; i < k.n; i++) {
-		if (rv == 0 && ledger_missing_put(a->ledger, k.rows[i].username,
-						  k.rows[i].course,
-						  k.rows[i].roleid,
-						  k.rows[i].first_seen) == -1)
+		if (rv == 0 &&
+		    ledger_missing_put(a->ledger, k.rows[i].username,
+				       k.rows[i].course, k.rows[i].roleid,
+				       k.rows[i].first_seen) == -1)
 			rv = -1;
 		free((char *)k.rows[i].username);
 		free((char *)k.rows[i].course);
@@ -1039,8 +1075,10 @@ apply_plan(struct apply *a, struct plan *p, const struct feed *feed,
 		return -1;
 	if (apply_lookup(a, p->lookup, p->nlookup) == -1 ||
 	    apply_courses_create(a, p->create, p->ncreate) == -1 ||
-	    apply_courses_update(a, p->rename, p->nrename, UPDATE_RENAME) == -1 ||
-	    apply_courses_update(a, p->unhide, p->nunhide, UPDATE_UNHIDE) == -1 ||
+	    apply_courses_update(a, p->rename, p->nrename, UPDATE_RENAME) ==
+		-1 ||
+	    apply_courses_update(a, p->unhide, p->nunhide, UPDATE_UNHIDE) ==
+		-1 ||
 	    apply_enrol_ops(a, p, feed, withhold_removals) == -1)
 		return -1;
 	if (!withhold_removals &&
@@ -1065,13 +1103,14 @@ apply_missing_cb(const struct ledger_missing *m, void *arg)
 
 	if (ml->n == ml->cap) {
 		ml->cap = ml->cap ? ml->cap * 2 : 64;
-		ml->items = xreallocarray(ml->items, ml->cap, sizeof(*ml->items));
-		ml->lookup = xreallocarray(ml->lookup, ml->cap,
-					   sizeof(*ml->lookup));
+		ml->items =
+		    xreallocarray(ml->items, ml->cap, sizeof(*ml->items));
+		ml->lookup =
+		    xreallocarray(ml->lookup, ml->cap, sizeof(*ml->lookup));
 	}
-	ml->items[ml->n] = (struct plan_enrol){ xstrdup(m->course),
-						xstrdup(m->username), m->roleid,
-						0, 0, false };
+	ml->items[ml->n] = (struct plan_enrol){
+		xstrdup(m->course), xstrdup(m->username), m->roleid, 0, 0, false
+	};
 	if (strmap_get(ml->names, m->username, &dummy) == -1) {
 		strmap_put(ml->names, m->username, 1);
 		ml->lookup[ml->nlookup++] = ml->items[ml->n].username;
@@ -1180,9 +1219,11 @@ apply_recover(struct apply *a)
 		for (size_t i = 0; i < nusers; i++)
 			if (users[i].id == userid)
 				for (size_t r = 0; r < users[i].nroles; r++)
-					present |= users[i].roleids[r] == roleid;
-		if (present && ledger_enrol_put(a->ledger, f[0], f[1], (int)roleid,
-						LEDGER_ENROL_ACTIVE) == -1) {
+					present |=
+					    users[i].roleids[r] == roleid;
+		if (present &&
+		    ledger_enrol_put(a->ledger, f[0], f[1], (int)roleid,
+				     LEDGER_ENROL_ACTIVE) == -1) {
 			ledger_rollback(a->ledger);
 			goto fail_ledger;
 		}

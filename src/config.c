@@ -18,9 +18,9 @@
 #include "util.h"
 
 #define CONFIG_MAX_ERRORS 100
-#define CONFIG_MAX_ROLES 100
-#define CONFIG_MAX_BYTES (1024 * 1024)
-#define CONFIG_LINE_BUF 1024
+#define CONFIG_MAX_ROLES  100
+#define CONFIG_MAX_BYTES  (1024 * 1024)
+#define CONFIG_LINE_BUF   1024
 #define CONFIG_SECRET_MAX 8192
 
 enum config_section {
@@ -37,7 +37,7 @@ enum config_section {
 
 static const char *const config_sections[SEC_COUNT] = {
 	[SEC_SOURCE] = "source", [SEC_MOODLE] = "moodle", [SEC_SYNC] = "sync",
-	[SEC_ROLES] = "roles",	 [SEC_STATE] = "state",	  [SEC_LOG] = "log",
+	[SEC_ROLES] = "roles",   [SEC_STATE] = "state",   [SEC_LOG] = "log",
 };
 
 enum config_type {
@@ -55,8 +55,8 @@ enum config_type {
 
 #define CF_REQUIRED 0x1 /* no default: the file must set it */
 #define CF_EMPTY_OK 0x2 /* may be empty (a path: then unset) */
-#define CF_LOWER 0x4	/* stored in lower case */
-#define CF_SITE 0x8	/* a Moodle site address, not a service URL */
+#define CF_LOWER    0x4 /* stored in lower case */
+#define CF_SITE     0x8 /* a Moodle site address, not a service URL */
 
 /* A word and what it stands for: enum values, booleans, URL schemes. */
 struct config_name {
@@ -85,13 +85,11 @@ struct config_key {
 _Static_assert(sizeof(enum new_courses) == sizeof(int), "enum is an int");
 _Static_assert(sizeof(enum on_removed_participant) == sizeof(int),
 	       "enum is an int");
-_Static_assert(sizeof(enum on_removed_course) == sizeof(int),
-	       "enum is an int");
+_Static_assert(sizeof(enum on_removed_course) == sizeof(int), "enum is an int");
 
 static const struct config_name config_bools[] = {
-	{ "yes", 1 },  { "no", 0 }, { "true", 1 }, { "false", 0 },
-	{ "on", 1 },   { "off", 0 }, { "1", 1 },   { "0", 0 },
-	{ NULL, 0 },
+	{ "yes", 1 }, { "no", 0 }, { "true", 1 }, { "false", 0 }, { "on", 1 },
+	{ "off", 0 }, { "1", 1 },  { "0", 0 },    { NULL, 0 },
 };
 
 static const struct config_name config_new_courses[] = {
@@ -114,25 +112,34 @@ static const struct config_name config_removed_course[] = {
 };
 
 static const struct config_name config_log_levels[] = {
-	{ "debug", LOG_DEBUG },	    { "info", LOG_INFO }, { "notice", LOG_NOTICE },
-	{ "warning", LOG_WARNING }, { "err", LOG_ERR },	  { NULL, 0 },
+	{ "debug", LOG_DEBUG },   { "info", LOG_INFO },
+	{ "notice", LOG_NOTICE }, { "warning", LOG_WARNING },
+	{ "err", LOG_ERR },       { NULL, 0 },
 };
 
 static const struct config_name config_feed_schemes[] = {
-	{ "http", 0 }, { "https", 0 }, { "file", 0 }, { NULL, 0 },
+	{ "http", 0 },
+	{ "https", 0 },
+	{ "file", 0 },
+	{ NULL, 0 },
 };
 
 static const struct config_name config_site_schemes[] = {
-	{ "http", 0 }, { "https", 0 }, { NULL, 0 },
+	{ "http", 0 },
+	{ "https", 0 },
+	{ NULL, 0 },
 };
 
 /* The roles every config starts with; [roles] adds to and overrides them. */
 static const struct config_name config_default_roles[] = {
-	{ "student", 5 }, { "teacher", 3 }, { "professor", 3 }, { NULL, 0 },
+	{ "student", 5 },
+	{ "teacher", 3 },
+	{ "professor", 3 },
+	{ NULL, 0 },
 };
 
 static const struct config_unit config_duration_units[] = {
-	{ "ms", 1 },	     { "s", 1000 },	   { "m", 60 * 1000 },
+	{ "ms", 1 },          { "s", 1000 },         { "m", 60 * 1000 },
 	{ "h", 3600 * 1000 }, { "d", 86400 * 1000 }, { NULL, 0 },
 };
 
@@ -156,10 +163,11 @@ static const struct config_key config_keys[] = {
 	  "file holding the HTTP header sent with the feed request" },
 	{ SEC_SOURCE, "timeout", CT_DURATION, "60s", 1000, DAY_MS, NULL,
 	  OFF(source_timeout_ms), 0, 0, "limit on one whole feed transfer" },
-	{ SEC_SOURCE, "max_size", CT_SIZE, "256M", 1024, INT64_C(16) << 30, NULL,
-	  OFF(source_max_size), 0, 0, "largest feed body accepted" },
+	{ SEC_SOURCE, "max_size", CT_SIZE, "256M", 1024, INT64_C(16) << 30,
+	  NULL, OFF(source_max_size), 0, 0, "largest feed body accepted" },
 	{ SEC_SOURCE, "ca_file", CT_PATH, NULL, 0, 0, NULL, OFF(source_ca_file),
-	  0, CF_EMPTY_OK, "CA bundle for the feed server instead of the system's" },
+	  0, CF_EMPTY_OK,
+	  "CA bundle for the feed server instead of the system's" },
 
 	{ SEC_MOODLE, "url", CT_URL, NULL, 0, 0, config_site_schemes,
 	  OFF(moodle_url), 0, CF_REQUIRED | CF_SITE,
@@ -173,7 +181,8 @@ static const struct config_key config_keys[] = {
 	  OFF(moodle_max_input_vars), 0, 0,
 	  "PHP max_input_vars of the Moodle server: form fields per call" },
 	{ SEC_MOODLE, "ca_file", CT_PATH, NULL, 0, 0, NULL, OFF(moodle_ca_file),
-	  0, CF_EMPTY_OK, "CA bundle for the Moodle server instead of the system's" },
+	  0, CF_EMPTY_OK,
+	  "CA bundle for the Moodle server instead of the system's" },
 	{ SEC_MOODLE, "retries", CT_INT, "5", 1, 20, NULL, OFF(moodle_retries),
 	  0, 0, "tries of a call that failed for a transient reason" },
 	{ SEC_MOODLE, "retry_delay", CT_DURATION, "2s", 100, 3600 * 1000, NULL,
@@ -183,7 +192,8 @@ static const struct config_key config_keys[] = {
 	{ SEC_SYNC, "interval", CT_DURATION, "15m", 1000, 30 * DAY_MS, NULL,
 	  OFF(sync_interval_ms), 0, 0, "time between the starts of two runs" },
 	{ SEC_SYNC, "category_id", CT_INT, "1", 1, INT_MAX, NULL,
-	  OFF(sync_category_id), 0, 0, "Moodle category that new courses go in" },
+	  OFF(sync_category_id), 0, 0,
+	  "Moodle category that new courses go in" },
 	{ SEC_SYNC, "default_role", CT_STRING, "student", 0, 0, NULL,
 	  OFF(sync_default_role), 0, CF_LOWER,
 	  "role of participants whose feed entry names none" },
@@ -206,7 +216,8 @@ static const struct config_key config_keys[] = {
 	  OFF(sync_removals_allowance), 0, 0,
 	  "removals always allowed per run, whatever the percentage" },
 	{ SEC_SYNC, "course_format", CT_STRING, "topics", 0, 0, NULL,
-	  OFF(sync_course_format), 0, 0, "Moodle course format of new courses" },
+	  OFF(sync_course_format), 0, 0,
+	  "Moodle course format of new courses" },
 	{ SEC_SYNC, "course_visible", CT_BOOL, "yes", 0, 0, config_bools,
 	  OFF(sync_course_visible), 0, 0, "whether new courses are visible" },
 	{ SEC_SYNC, "idnumber_prefix", CT_STRING, "webcoursed:", 0, 0, NULL,
@@ -275,8 +286,8 @@ config_error(struct config_parse *cp, int line, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	cp->errors = xreallocarray(cp->errors, cp->nerrors + 1,
-				   sizeof(*cp->errors));
+	cp->errors =
+	    xreallocarray(cp->errors, cp->nerrors + 1, sizeof(*cp->errors));
 	e = &cp->errors[cp->nerrors++];
 	e->line = line;
 	xasprintf(&e->text, "%s:%d: %s", cp->path, line, msg);
@@ -331,7 +342,7 @@ config_name_list(const struct config_name *names, char *buf, size_t len)
 	buf[0] = '\0';
 	for (i = 0; i < n && off < len; i++)
 		off += (size_t)snprintf(buf + off, len - off, "%s%s",
-					i == 0	       ? ""
+					i == 0       ? ""
 					: i == n - 1 ? " or "
 						     : ", ",
 					names[i].name);
@@ -471,7 +482,7 @@ config_set_url(struct config_parse *cp, const struct config_key *k,
 		fatalx("curl_url: out of memory");
 	config_name_list(k->names, schemes, sizeof(schemes));
 	if (curl_url_set(u, CURLUPART_URL, value, CURLU_NON_SUPPORT_SCHEME) !=
-		    CURLUE_OK ||
+		CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
 		config_error(cp, cp->line, "%s.%s is not an absolute URL", sect,
 			     k->name);
@@ -615,9 +626,9 @@ config_set_value(struct config_parse *cp, const struct config_key *k,
 		return config_set_url(cp, k, value, field);
 	case CT_DURATION:
 	case CT_SIZE:
-		if ((k->type == CT_DURATION ? config_parse_duration(value, &v)
-					    : config_parse_size(value, &v)) ==
-		    -1) {
+		if ((k->type == CT_DURATION
+			 ? config_parse_duration(value, &v)
+			 : config_parse_size(value, &v)) == -1) {
 			config_error(cp, cp->line, "bad %s \"%s\" for %s.%s",
 				     k->type == CT_DURATION ? "duration"
 							    : "size",
@@ -631,8 +642,9 @@ config_set_value(struct config_parse *cp, const struct config_key *k,
 	case CT_INT:
 	case CT_INT64:
 		if (parse_int64(value, INT64_MIN, INT64_MAX, &v) == -1) {
-			config_error(cp, cp->line, "bad integer \"%s\" for %s.%s",
-				     value, sect, k->name);
+			config_error(cp, cp->line,
+				     "bad integer \"%s\" for %s.%s", value,
+				     sect, k->name);
 			return -1;
 		}
 		if (config_check_range(cp, k, value, v) == -1)
@@ -688,12 +700,13 @@ config_add_role(struct config_parse *cp, const char *name, int id)
 	}
 	if (i == c->nroles) {
 		if (c->nroles == CONFIG_MAX_ROLES) {
-			config_error(cp, cp->line, "too many roles (at most %d)",
+			config_error(cp, cp->line,
+				     "too many roles (at most %d)",
 				     CONFIG_MAX_ROLES);
 			return;
 		}
-		c->roles = xreallocarray(c->roles, c->nroles + 1,
-					 sizeof(*c->roles));
+		c->roles =
+		    xreallocarray(c->roles, c->nroles + 1, sizeof(*c->roles));
 		c->roles[i].name = xstrdup(name);
 		config_lower(c->roles[i].name);
 		c->nroles++;
@@ -748,11 +761,14 @@ config_check_line(struct config_parse *cp, char *s)
 	if (*s != '[') {
 		/* libinih stops a key line at an inline " ;" comment */
 		for (n = 1; s[n] != '\0'; n++)
-			if (s[n] == ';' && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+			if (s[n] == ';' &&
+			    (s[n - 1] == ' ' || s[n - 1] == '\t'))
 				break;
 		if (*s == '=' || *s == ':') {
-			config_error(cp, cp->line, "missing key name before "
-						   "\"%c\"", *s);
+			config_error(cp, cp->line,
+				     "missing key name before "
+				     "\"%c\"",
+				     *s);
 			return -1;
 		}
 		if (strcspn(s, "=:") >= n) {
@@ -845,8 +861,8 @@ config_key_cb(void *arg, const char *section, const char *name,
 	if (cp->section == SEC_BAD)
 		return 1;
 	if (cp->section == SEC_NONE) {
-		config_error(cp, cp->line, "key \"%s\" is outside any [section]",
-			     name);
+		config_error(cp, cp->line,
+			     "key \"%s\" is outside any [section]", name);
 		return 1;
 	}
 	if (cp->section == SEC_ROLES) {
@@ -860,10 +876,9 @@ config_key_cb(void *arg, const char *section, const char *name,
 	}
 	i = (size_t)(k - config_keys);
 	if (cp->key_lines[i] != 0) {
-		config_error(cp, cp->line,
-			     "duplicate key %s.%s (first set on line %d)",
-			     config_sections[k->section], k->name,
-			     cp->key_lines[i]);
+		config_error(
+		    cp, cp->line, "duplicate key %s.%s (first set on line %d)",
+		    config_sections[k->section], k->name, cp->key_lines[i]);
 		return 1;
 	}
 	cp->key_lines[i] = cp->line;
@@ -989,13 +1004,12 @@ config_load_secret(struct config_parse *cp, const struct config_secret *sec)
 			goto out;
 		}
 		if (S_ISREG(st.st_mode) && (st.st_mode & 077) != 0) {
-			config_error(cp, line,
-				     "%s is %s by group or others (mode %04o); "
-				     "chmod 600 it",
-				     label,
-				     (st.st_mode & 044) ? "readable"
-							: "writable",
-				     (unsigned)(st.st_mode & 07777));
+			config_error(
+			    cp, line,
+			    "%s is %s by group or others (mode %04o); "
+			    "chmod 600 it",
+			    label, (st.st_mode & 044) ? "readable" : "writable",
+			    (unsigned)(st.st_mode & 07777));
 			goto out;
 		}
 	} else {
@@ -1187,7 +1201,7 @@ config_print_keys(FILE *fp)
 		k = &config_keys[i];
 		fprintf(fp, "%s.%s\t%s\t%s\n", config_sections[k->section],
 			k->name,
-			k->def != NULL		    ? k->def
+			k->def != NULL             ? k->def
 			: (k->flags & CF_REQUIRED) ? "(required)"
 						   : "(none)",
 			k->help);

@@ -197,7 +197,8 @@ ctl_plan(struct ctl *c, int argc, char **argv)
 	http = http_new(NULL);
 	if (feed_fetch(c->conf, http, NULL, &body, &len, &fresh, &cause) !=
 	    FEED_FETCH_NEW) {
-		fprintf(stderr, "webcoursectl: %s\n", cause ? cause : "fetch failed");
+		fprintf(stderr, "webcoursectl: %s\n",
+			cause ? cause : "fetch failed");
 		goto out;
 	}
 	if (feed_decode(c->conf, body, len, &feed, &cause) == -1) {
@@ -313,8 +314,8 @@ ctl_decide(struct ctl *c, int argc, char **argv, int to, bool allow_all)
 	struct ledger *l;
 	int first, rv = CTL_OK, found;
 
-	if (ctl_flags(argc, argv, allow_all ? flags : flags + 1, all,
-		      &first) == -1)
+	if (ctl_flags(argc, argv, allow_all ? flags : flags + 1, all, &first) ==
+	    -1)
 		return CTL_USAGE;
 	if (all[0] == (first < argc)) {
 		fprintf(stderr, "webcoursectl %s: give SHORTNAME... %s\n",
@@ -326,8 +327,8 @@ ctl_decide(struct ctl *c, int argc, char **argv, int to, bool allow_all)
 	if (all[0] && ledger_course_foreach(l, ctl_held_cb, &held) == -1)
 		goto fail;
 	for (int i = first; i < argc; i++) {
-		held.names = xreallocarray(held.names, held.n + 1,
-					   sizeof(*held.names));
+		held.names =
+		    xreallocarray(held.names, held.n + 1, sizeof(*held.names));
 		held.names[held.n++] = xstrdup(argv[i]);
 	}
 	if (ledger_begin(l) == -1)
@@ -340,7 +341,8 @@ ctl_decide(struct ctl *c, int argc, char **argv, int to, bool allow_all)
 		}
 		if (found == 1 || (lc.status != LEDGER_COURSE_PENDING &&
 				   lc.status != LEDGER_COURSE_APPROVED)) {
-			fprintf(stderr, "webcoursectl: %s is not awaiting approval\n",
+			fprintf(stderr,
+				"webcoursectl: %s is not awaiting approval\n",
 				held.names[i]);
 			rv = CTL_FAILED;
 		} else {
@@ -350,7 +352,9 @@ ctl_decide(struct ctl *c, int argc, char **argv, int to, bool allow_all)
 				ledger_rollback(l);
 				goto fail;
 			}
-			printf("%s %s\n", to == LEDGER_COURSE_APPROVED ? "approved" : "rejected",
+			printf("%s %s\n",
+			       to == LEDGER_COURSE_APPROVED ? "approved"
+							    : "rejected",
 			       held.names[i]);
 		}
 		ledger_course_clear(&lc);

@@ -34,9 +34,9 @@
 #include "run.h"
 #include "util.h"
 
-#define DAEMON_FIRST_RUN_MS 500	   /* first run shortly after start */
+#define DAEMON_FIRST_RUN_MS   500   /* first run shortly after start */
 #define DAEMON_BACKOFF_MAX_MS 60000 /* first back-off, at most */
-#define DAEMON_STOP_GRACE_MS 8000   /* then the run is killed */
+#define DAEMON_STOP_GRACE_MS  8000  /* then the run is killed */
 
 /* The daemon's one context. */
 struct daemon {
@@ -195,7 +195,8 @@ daemon_pipe_cb(evutil_socket_t fd, short what, void *arg)
 	ssize_t n;
 
 	(void)what;
-	n = read(fd, d->pipebuf + d->pipelen, sizeof(d->pipebuf) - 1 - d->pipelen);
+	n = read(fd, d->pipebuf + d->pipelen,
+		 sizeof(d->pipebuf) - 1 - d->pipelen);
 	if (n <= 0) {
 		if (n == -1 && errno == EAGAIN)
 			return;
@@ -451,9 +452,11 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-		"usage: webcoursed [-c FILE] [-f] [--once] [-t] [-v] [--version] [-h]\n"
+		"usage: webcoursed [-c FILE] [-f] [--once] [-t] [-v] "
+		"[--version] [-h]\n"
 		"  -c, --config FILE  configuration file (default %s)\n"
-		"  -f, --foreground   log to stderr (default: the journal under systemd)\n"
+		"  -f, --foreground   log to stderr (default: the journal "
+		"under systemd)\n"
 		"      --once         do one sync and exit (0 ok, 1 failed)\n"
 		"  -t, --test         check the configuration and exit\n"
 		"  -v, --verbose      log debug messages\n"
@@ -568,7 +571,8 @@ main(int argc, char **argv)
 	if ((d.base = event_base_new()) == NULL)
 		fatalx("event_base_new failed");
 	for (size_t i = 0; i < nitems(signals); i++) {
-		d.ev_sig[i] = evsignal_new(d.base, signals[i], daemon_signal_cb, &d);
+		d.ev_sig[i] =
+		    evsignal_new(d.base, signals[i], daemon_signal_cb, &d);
 		evsignal_add(d.ev_sig[i], NULL);
 	}
 	d.ev_timer = evtimer_new(d.base, daemon_timer_cb, &d);
@@ -576,8 +580,8 @@ main(int argc, char **argv)
 	if ((d.watchdog_ms = notify_watchdog_ms()) > 0) {
 		tv = (struct timeval){ d.watchdog_ms / 3000,
 				       (d.watchdog_ms / 3 % 1000) * 1000 };
-		d.ev_watchdog = event_new(d.base, -1, EV_PERSIST,
-					  daemon_watchdog_cb, &d);
+		d.ev_watchdog =
+		    event_new(d.base, -1, EV_PERSIST, daemon_watchdog_cb, &d);
 		event_add(d.ev_watchdog, &tv);
 	}
 	daemon_arm(&d, DAEMON_FIRST_RUN_MS);

@@ -466,8 +466,9 @@ ledger_configure(struct ledger *l, char **cause)
 	mode = ledger_col_text(st, 0);
 	/* ":memory:" (a throw-away ledger for `webcoursectl plan` before the
 	 * first run) has no WAL; everything else must. */
-	if (mode == NULL || (strcmp(mode, "wal") != 0 &&
-			     strcmp(sqlite3_db_filename(l->db, "main"), "") != 0)) {
+	if (mode == NULL ||
+	    (strcmp(mode, "wal") != 0 &&
+	     strcmp(sqlite3_db_filename(l->db, "main"), "") != 0)) {
 		xasprintf(cause, "ledger %s cannot use WAL mode (journal %s)",
 			  l->path, mode != NULL ? mode : "unknown");
 		goto out;

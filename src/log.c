@@ -24,9 +24,10 @@ static struct {
 } log_conf = { "webcoursed", 0, LOG_INFO };
 
 static const char *const log_prio_names[] = {
-	[LOG_EMERG] = "emerg",	 [LOG_ALERT] = "alert", [LOG_CRIT] = "crit",
-	[LOG_ERR] = "error",	 [LOG_WARNING] = "warning",
-	[LOG_NOTICE] = "notice", [LOG_INFO] = "info",	[LOG_DEBUG] = "debug",
+	[LOG_EMERG] = "emerg",     [LOG_ALERT] = "alert",
+	[LOG_CRIT] = "crit",       [LOG_ERR] = "error",
+	[LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
+	[LOG_INFO] = "info",       [LOG_DEBUG] = "debug",
 };
 
 void

@@ -595,8 +595,8 @@ moodle_answer(const struct moodle *m, const char *function,
 	}
 	if (json_typeof(j) != expect) {
 		q = moodle_quote(m, resp->body);
-		moodle_fail(m, err, MOODLE_TRANSIENT, function, "badanswer", NULL,
-			    resp->status,
+		moodle_fail(m, err, MOODLE_TRANSIENT, function, "badanswer",
+			    NULL, resp->status,
 			    "Moodle's answer does not have the expected shape: "
 			    "\"%s\"",
 			    q);

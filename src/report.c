@@ -144,22 +144,21 @@ report_run_json(const struct ledger_run *r)
 	format_time(r->started, started, sizeof(started));
 	format_time(r->ended, ended, sizeof(ended));
 	return json_pack(
-		"{s:I, s:s, s:s?, s:s, s:s?, s:{s:I, s:I, s:I, s:I, s:I, s:I, "
-		"s:I, s:I, s:I, s:I, s:I, s:I}}",
-		"id", (json_int_t)r->id, "started", started, "ended",
-		r->ended ? ended : NULL, "outcome", r->outcome, "message",
-		r->message, "counts", "courses_created",
-		(json_int_t)r->courses_created, "courses_adopted",
-		(json_int_t)r->courses_adopted, "courses_renamed",
-		(json_int_t)r->courses_renamed, "courses_hidden",
-		(json_int_t)r->courses_hidden, "courses_pending",
-		(json_int_t)r->courses_pending, "enrolled",
-		(json_int_t)r->enrolled, "role_changes",
-		(json_int_t)r->role_changes, "suspended",
-		(json_int_t)r->suspended, "unenrolled",
-		(json_int_t)r->unenrolled, "missing_users",
-		(json_int_t)r->missing_users, "errors", (json_int_t)r->errors,
-		"removals_withheld", (json_int_t)r->removals_withheld);
+	    "{s:I, s:s, s:s?, s:s, s:s?, s:{s:I, s:I, s:I, s:I, s:I, s:I, "
+	    "s:I, s:I, s:I, s:I, s:I, s:I}}",
+	    "id", (json_int_t)r->id, "started", started, "ended",
+	    r->ended ? ended : NULL, "outcome", r->outcome, "message",
+	    r->message, "counts", "courses_created",
+	    (json_int_t)r->courses_created, "courses_adopted",
+	    (json_int_t)r->courses_adopted, "courses_renamed",
+	    (json_int_t)r->courses_renamed, "courses_hidden",
+	    (json_int_t)r->courses_hidden, "courses_pending",
+	    (json_int_t)r->courses_pending, "enrolled", (json_int_t)r->enrolled,
+	    "role_changes", (json_int_t)r->role_changes, "suspended",
+	    (json_int_t)r->suspended, "unenrolled", (json_int_t)r->unenrolled,
+	    "missing_users", (json_int_t)r->missing_users, "errors",
+	    (json_int_t)r->errors, "removals_withheld",
+	    (json_int_t)r->removals_withheld);
 }
 
 struct report_courses {
@@ -179,11 +178,11 @@ report_courses_cb(const struct ledger_course *c, void *arg)
 	else if (c->status == LEDGER_COURSE_PENDING ||
 		 c->status == LEDGER_COURSE_APPROVED)
 		json_array_append_new(
-			rc->pending,
-			json_pack("{s:s, s:s?, s:i, s:b}", "shortname",
-				  c->shortname, "fullname", c->fullname,
-				  "participants", c->participants, "approved",
-				  c->status == LEDGER_COURSE_APPROVED));
+		    rc->pending,
+		    json_pack("{s:s, s:s?, s:i, s:b}", "shortname",
+			      c->shortname, "fullname", c->fullname,
+			      "participants", c->participants, "approved",
+			      c->status == LEDGER_COURSE_APPROVED));
 	return 0;
 }
 
@@ -241,47 +240,50 @@ report_status_text(json_t *o, FILE *f)
 			json_integer_value(json_object_get(r, "id")),
 			json_string_value(json_object_get(r, "started")),
 			json_string_value(json_object_get(r, "outcome")),
-			json_string_value(json_object_get(r, "message"))
-				?: "");
+			json_string_value(json_object_get(r, "message")) ?: "");
 	}
 	if ((s = json_string_value(json_object_get(o, "next_run"))) != NULL)
 		fprintf(f, "next run:          %s\n", s);
 	c = json_object_get(o, "courses");
-	fprintf(f, "courses:           %" JSON_INTEGER_FORMAT " tracked, %" JSON_INTEGER_FORMAT " hidden\n",
+	fprintf(f,
+		"courses:           %" JSON_INTEGER_FORMAT
+		" tracked, %" JSON_INTEGER_FORMAT " hidden\n",
 		json_integer_value(json_object_get(c, "tracked")),
 		json_integer_value(json_object_get(c, "hidden")));
 	c = json_object_get(o, "enrolments");
-	fprintf(f, "enrolments:        %" JSON_INTEGER_FORMAT " active, %" JSON_INTEGER_FORMAT " suspended\n",
+	fprintf(f,
+		"enrolments:        %" JSON_INTEGER_FORMAT
+		" active, %" JSON_INTEGER_FORMAT " suspended\n",
 		json_integer_value(json_object_get(c, "active")),
 		json_integer_value(json_object_get(c, "suspended")));
 	fprintf(f, "missing users:     %" JSON_INTEGER_FORMAT "%s\n",
 		json_integer_value(json_object_get(o, "missing_users")),
 		json_integer_value(json_object_get(o, "missing_users"))
-			? " (webcoursectl missing-users)"
-			: "");
+		    ? " (webcoursectl missing-users)"
+		    : "");
 	if ((s = json_string_value(json_object_get(o, "removals_withheld"))) !=
 	    NULL)
 		fprintf(f, "WARNING:           %s\n", s);
 	pending = json_object_get(o, "awaiting_approval");
 	if (json_array_size(pending) > 0)
-		fprintf(f, "awaiting approval: %zu courses "
-			   "(webcoursectl approve SHORTNAME... | --all)\n",
+		fprintf(f,
+			"awaiting approval: %zu courses "
+			"(webcoursectl approve SHORTNAME... | --all)\n",
 			json_array_size(pending));
 	json_array_foreach(pending, i, c)
 	{
-		fprintf(f, "  %-20s %s (%" JSON_INTEGER_FORMAT " participants)%s\n",
-			json_string_value(json_object_get(c, "shortname")),
-			json_string_value(json_object_get(c, "fullname")) ?: "",
-			json_integer_value(json_object_get(c, "participants")),
-			json_is_true(json_object_get(c, "approved"))
-				? ", approved"
-				: "");
+		fprintf(
+		    f, "  %-20s %s (%" JSON_INTEGER_FORMAT " participants)%s\n",
+		    json_string_value(json_object_get(c, "shortname")),
+		    json_string_value(json_object_get(c, "fullname")) ?: "",
+		    json_integer_value(json_object_get(c, "participants")),
+		    json_is_true(json_object_get(c, "approved")) ? ", approved"
+								 : "");
 	}
 }
 
 int
-report_status(const struct config *conf, struct ledger *l, FILE *f,
-	      bool json)
+report_status(const struct config *conf, struct ledger *l, FILE *f, bool json)
 {
 	json_t *o;
 
@@ -310,12 +312,11 @@ report_errors_cb(const struct ledger_error *e, void *arg)
 
 	re->n++;
 	if (re->array != NULL)
-		json_array_append_new(re->array,
-				      json_pack("{s:I, s:s, s:s, s:s, s:s}",
-						"run", (json_int_t)e->run_id,
-						"kind", e->kind, "item", e->item,
-						"code", e->code, "message",
-						e->message));
+		json_array_append_new(
+		    re->array,
+		    json_pack("{s:I, s:s, s:s, s:s, s:s}", "run",
+			      (json_int_t)e->run_id, "kind", e->kind, "item",
+			      e->item, "code", e->code, "message", e->message));
 	else
 		fprintf(re->f, "%-12s %-30s %-20s %s\n", e->kind, e->item,
 			e->code, e->message);

@@ -36,8 +36,8 @@ struct run {
 
 /* Meta keys of the last fully applied feed. */
 static const char *const run_validator_keys[] = { "feed_etag",
-						   "feed_last_modified",
-						   "feed_digest" };
+						  "feed_last_modified",
+						  "feed_digest" };
 
 static void
 run_progress(struct run *r, const char *phase)
@@ -90,7 +90,8 @@ run_save_validators(struct run *r)
 		return -1;
 	for (size_t i = 0; i < nitems(run_validator_keys); i++)
 		if (ledger_meta_set(r->ledger, run_validator_keys[i],
-				    *run_validator_field(&r->fetched, i)) == -1) {
+				    *run_validator_field(&r->fetched, i)) ==
+		    -1) {
 			ledger_rollback(r->ledger);
 			return -1;
 		}
@@ -155,12 +156,14 @@ run_record_issues(struct run *r)
 		bool first = true;
 
 		for (size_t k = 0; k < i && first; k++)
-			first = strcmp(f->issues[k].code, f->issues[i].code) != 0;
+			first =
+			    strcmp(f->issues[k].code, f->issues[i].code) != 0;
 		if (!first)
 			continue;
 		count = 0;
 		for (size_t k = i; k < f->nissues; k++)
-			count += strcmp(f->issues[k].code, f->issues[i].code) == 0;
+			count +=
+			    strcmp(f->issues[k].code, f->issues[i].code) == 0;
 		log_warnx("feed: %zu %s record%s skipped (%s), e.g. %s: %s",
 			  count, f->issues[i].kind, count == 1 ? "" : "s",
 			  f->issues[i].code, f->issues[i].item,
@@ -193,8 +196,8 @@ run_guard(struct run *r)
 	const struct plan *p = r->plan;
 	int64_t enrolments = (int64_t)(p->nsuspend + p->nunenrol);
 	int64_t courses = (int64_t)p->nhide;
-	int64_t elimit = run_limit(c, p->tracked_enrolments,
-				   c->sync_removals_allowance);
+	int64_t elimit =
+	    run_limit(c, p->tracked_enrolments, c->sync_removals_allowance);
 	int64_t climit = run_limit(c, p->tracked_courses, 1);
 	char *msg;
 
@@ -215,24 +218,26 @@ run_guard(struct run *r)
 	if (enrolments > elimit)
 		xasprintf(&msg,
 			  "removals withheld: %" PRId64 " of %" PRId64
-			  " enrolments (%" PRId64 " %%) would go, limit %" PRId64
+			  " enrolments (%" PRId64
+			  " %%) would go, limit %" PRId64
 			  "; run `webcoursectl sync --allow-removals` to apply "
 			  "them",
 			  enrolments, p->tracked_enrolments,
 			  p->tracked_enrolments
-				  ? enrolments * 100 / p->tracked_enrolments
-				  : 100,
+			      ? enrolments * 100 / p->tracked_enrolments
+			      : 100,
 			  elimit);
 	else
-		xasprintf(&msg,
-			  "removals withheld: %" PRId64 " of %" PRId64
-			  " courses (%" PRId64 " %%) would be hidden, limit %" PRId64
-			  "; run `webcoursectl sync --allow-removals` to apply "
-			  "them",
-			  courses, p->tracked_courses,
-			  p->tracked_courses ? courses * 100 / p->tracked_courses
-					     : 100,
-			  climit);
+		xasprintf(
+		    &msg,
+		    "removals withheld: %" PRId64 " of %" PRId64
+		    " courses (%" PRId64 " %%) would be hidden, limit %" PRId64
+		    "; run `webcoursectl sync --allow-removals` to apply "
+		    "them",
+		    courses, p->tracked_courses,
+		    p->tracked_courses ? courses * 100 / p->tracked_courses
+				       : 100,
+		    climit);
 	log_fields(LOG_WARNING, NULL, "%s", msg);
 	ledger_meta_set(r->ledger, "removals_withheld", msg);
 	free(msg);
@@ -266,10 +271,12 @@ run_steps(struct run *r)
 	fr = feed_fetch(r->conf, r->http, &r->last, &r->body, &r->len,
 			&r->fetched, &cause);
 	if (fr == FEED_FETCH_ERROR || fr == FEED_FETCH_CANCELLED)
-		return run_fail(r, "failed", cause ? cause : xstrdup("fetch failed"));
+		return run_fail(r, "failed",
+				cause ? cause : xstrdup("fetch failed"));
 	if (fr == FEED_FETCH_NEW) {
 		run_progress(r, "decoding feed");
-		if (feed_decode(r->conf, r->body, r->len, &r->feed, &cause) == -1)
+		if (feed_decode(r->conf, r->body, r->len, &r->feed, &cause) ==
+		    -1)
 			return run_fail(r, "failed", cause);
 		free(r->body);
 		r->body = NULL;
@@ -301,8 +308,9 @@ run_steps(struct run *r)
 fail_apply:
 	if (r->res->outcome != NULL && strcmp(r->res->outcome, "running") != 0)
 		return -1; /* run_check_moodle said why */
-	return run_fail(r, "failed",
-			xstrdup(r->apply.cause ? r->apply.cause : "apply failed"));
+	return run_fail(
+	    r, "failed",
+	    xstrdup(r->apply.cause ? r->apply.cause : "apply failed"));
 }
 
 static void
@@ -355,8 +363,8 @@ run_sync(const struct config *conf, struct ledger *l,
 	r.moodle = moodle_new(conf, opts->cancel);
 	http_set_tick(r.http, run_tick, (void *)opts);
 	moodle_set_tick(r.moodle, run_tick, (void *)opts);
-	r.apply = (struct apply){ conf, l, r.moodle, opts, res, res->started,
-				  NULL, NULL };
+	r.apply = (struct apply){ conf,         l,    r.moodle, opts, res,
+				  res->started, NULL, NULL };
 
 	rv = run_steps(&r);
 
@@ -369,7 +377,8 @@ run_sync(const struct config *conf, struct ledger *l,
 	res->ended = now_epoch();
 	if (rv == 0) {
 		free(res->outcome);
-		res->outcome = xstrdup(res->errors || r.withheld ? "partial" : "ok");
+		res->outcome =
+		    xstrdup(res->errors || r.withheld ? "partial" : "ok");
 		summary = run_summary(res);
 		free(res->message);
 		xasprintf(&res->message, "sync done in %.1f s: %s",

@@ -100,7 +100,8 @@ read_secret_file(const char *path, size_t max, char **ret, char **cause)
 	while ((n = read(fd, buf + len, max + 1 - len)) > 0) {
 		len += (size_t)n;
 		if (len > max) {
-			xasprintf(cause, "%s: larger than %zu bytes", path, max);
+			xasprintf(cause, "%s: larger than %zu bytes", path,
+				  max);
 			goto out;
 		}
 	}
@@ -173,8 +174,7 @@ format_time(int64_t t, char *buf, size_t len)
 }
 
 int
-write_file_atomic(const char *path, const char *data, size_t len,
-		  char **cause)
+write_file_atomic(const char *path, const char *data, size_t len, char **cause)
 {
 	char *tmp = NULL;
 	size_t off = 0;
@@ -282,7 +282,7 @@ strmap_put(struct strmap *m, const char *key, int64_t value)
 		for (size_t i = 0; i < oldsize; i++)
 			if (old[i].key != NULL)
 				*strmap_slot(m->slots, m->size, old[i].key) =
-					old[i];
+				    old[i];
 		free(old);
 	}
 	e = strmap_slot(m->slots, m->size, key);

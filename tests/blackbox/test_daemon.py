@@ -10,6 +10,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import Env, SLOWDOWN, wait_for, feed_of  # noqa: E402
+from hostile import Lines  # noqa: E402
 from tap import Tap  # noqa: E402
 
 t = Tap()
@@ -49,6 +50,7 @@ try:
     sockpath = os.path.join(env.dir, "notify.sock")
     n = Notify(sockpath)
     d = env.daemon(env={"NOTIFY_SOCKET": sockpath, "WATCHDOG_USEC": str(3000000 * SLOWDOWN)})
+    output = Lines(d.stdout)  # drained all along: a full pipe would block the daemon
     n.wait("READY=1")
     t.ok(True, "READY=1 is sent")
     n.wait("STATUS=idle; last sync", timeout=30)
@@ -87,9 +89,16 @@ try:
 
     # SIGUSR1: a run now.
     before = len(syncs(env))
+    mark = len(n.poll())
     d.send_signal(signal.SIGUSR1)
-    wait_for(lambda: len(syncs(env)) > before, 10, "a run after SIGUSR1")
-    t.ok(True, "SIGUSR1 starts a run")
+    try:
+        wait_for(lambda: len(syncs(env)) > before, 10, "a run after SIGUSR1")
+        t.ok(True, "SIGUSR1 starts a run")
+    except TimeoutError:
+        d.kill()
+        t.ok(False, "SIGUSR1 starts a run", output.text()[-3000:] +
+             "\n" + "\n".join(n.poll()[mark - 5:]))
+        t.done()
 
     # A hung sync (stopped with SIGSTOP mid-request) stops the watchdog
     # pings, so that systemd would restart the service.
@@ -130,7 +139,8 @@ try:
     rc = d.wait(20 * SLOWDOWN)
     took = time.monotonic() - start
     env.double.clear_faults()
-    out = d.stdout.read().decode()
+    output.thread.join(10)
+    out = output.text()
     t.eq(rc, 0, "SIGTERM mid-run exits 0")
     t.ok(took < 10 * SLOWDOWN, "and within 10 s (took %.1f s)" % took)
     t.ok(n.has("STOPPING=1"), "STOPPING=1 is sent")
@@ -151,10 +161,9 @@ env = Env(sync={"interval": "8s"})
 try:
     env.double.set_fault("http503", count=-1)
     d = env.daemon()
-    t0 = time.monotonic()
+    output = Lines(d.stdout)
     wait_for(lambda: len([r for r in env.double.log() if r["status"] == 503]) >= 9, 40,
              "three failed runs")
-    times = []
     # Each failed run makes `retries` (3) attempts at site info; group them.
     log = env.double.log()
     t.ok(all(r["function"] == "core_webservice_get_site_info" for r in log),
@@ -164,7 +173,9 @@ try:
              "recovery")
     t.ok(True, "the daemon recovers when Moodle does")
     d.send_signal(signal.SIGTERM)
-    out = d.communicate(timeout=20 * SLOWDOWN)[0].decode()
+    d.wait(20 * SLOWDOWN)
+    output.thread.join(10)
+    out = output.text()
     t.ok("will retry in 1 s" in out and "will retry in 2 s" in out,
          "the back-off doubles (1 s, 2 s, ...)", out[-2000:])
 finally:

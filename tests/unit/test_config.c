@@ -14,7 +14,7 @@
 #include "tap.h"
 #include "util.h"
 
-#define TOKEN "s3cr3t-token-4f9a1c"
+#define TOKEN      "s3cr3t-token-4f9a1c"
 #define CRED_TOKEN "cred-token-77e2b0"
 
 static const char *top;
@@ -81,7 +81,8 @@ write_file(const char *path, const char *text, mode_t mode)
 	FILE *f = fopen(path, "w");
 
 	if (f == NULL || fputs(text, f) == EOF || fclose(f) != 0) {
-		printf("Bail out! cannot write %s: %s\n", path, strerror(errno));
+		printf("Bail out! cannot write %s: %s\n", path,
+		       strerror(errno));
 		exit(1);
 	}
 	chmod(path, mode);
@@ -195,7 +196,8 @@ check_full(const struct config *c)
 	char *dir, *want;
 
 	xasprintf(&dir, "%s/tests/config/valid", top);
-	is_str(c->source_url, "file:///srv/feed/courses.json", "full: file URL");
+	is_str(c->source_url, "file:///srv/feed/courses.json",
+	       "full: file URL");
 	ok(c->source_auth_header_file == NULL, "full: empty path is unset");
 	is_int(c->source_timeout_ms, 45000, "full: 45s");
 	is_int(c->source_max_size, 64 * 1024, "full: 64K");
@@ -308,8 +310,8 @@ test_case_dir(const char *kind)
 			ok(rv == -1 && c == NULL, "invalid/%s is refused",
 			   name);
 			is_str(errors, want, "invalid/%s errors", name);
-			ok(errors == NULL || strstr(errors, "0123456789abcdef") ==
-						     NULL,
+			ok(errors == NULL ||
+			       strstr(errors, "0123456789abcdef") == NULL,
 			   "invalid/%s shows no token", name);
 			free(want);
 			free(text);
@@ -361,13 +363,12 @@ test_secret_files(void)
 	struct config *c;
 
 	unsetenv("CREDENTIALS_DIRECTORY");
-	xasprintf(&text,
-		  "[source]\n"
-		  "url = https://feed.example.edu/courses.json\n"
-		  "\n"
-		  "[moodle]\n"
-		  "url = https://moodle.example.edu\n"
-		  "token_file = moodle-token\n");
+	xasprintf(&text, "[source]\n"
+			 "url = https://feed.example.edu/courses.json\n"
+			 "\n"
+			 "[moodle]\n"
+			 "url = https://moodle.example.edu\n"
+			 "token_file = moodle-token\n");
 	write_file(tok, TOKEN "\n", 0644);
 	errors = load_text("sec.conf", text, NULL);
 	xasprintf(&want,
@@ -561,7 +562,8 @@ test_credentials(void)
 	chmod(tok, 0600);
 	errors = load_text("cred.conf", text, &c);
 	if (c != NULL)
-		is_str(c->moodle_token, TOKEN, "no credential: token_file read");
+		is_str(c->moodle_token, TOKEN,
+		       "no credential: token_file read");
 	else
 		ok(0, "no credential: token_file read: %s", errors);
 	config_free(c);
@@ -581,15 +583,14 @@ static void
 test_secret_never_shown(void)
 {
 	static const char text[] =
-		"[source]\n"
-		"url = https://user:" TOKEN "@feed.example.edu/x?k=" TOKEN "\n"
-		"auth_header_file = Bearer " TOKEN "\n"
-		"[moodle]\n"
-		"url = https://moodle.example.edu/x?wstoken=" TOKEN "\n"
-		"token_file = " TOKEN "\n"
-		"token = " TOKEN "\n"
-		"wstoken: " TOKEN "\n"
-		TOKEN "\n";
+	    "[source]\n"
+	    "url = https://user:" TOKEN "@feed.example.edu/x?k=" TOKEN "\n"
+	    "auth_header_file = Bearer " TOKEN "\n"
+	    "[moodle]\n"
+	    "url = https://moodle.example.edu/x?wstoken=" TOKEN "\n"
+	    "token_file = " TOKEN "\n"
+	    "token = " TOKEN "\n"
+	    "wstoken: " TOKEN "\n" TOKEN "\n";
 	char *errors, *line;
 	int n = 0;
 
@@ -718,7 +719,8 @@ test_syntaxes(void)
 		v = -1;
 		rv = config_parse_duration(durations[i].s, &v);
 		if (durations[i].want == -1)
-			is_int(rv, -1, "duration \"%s\" refused", durations[i].s);
+			is_int(rv, -1, "duration \"%s\" refused",
+			       durations[i].s);
 		else
 			ok(rv == 0 && v == durations[i].want,
 			   "duration \"%s\" is %lld ms (got %lld)",
@@ -745,7 +747,7 @@ test_removals(void)
 		int64_t want;
 		bool percent;
 	} cases[] = {
-		{ "10%", 10, true },	{ "0%", 0, true },  { "100%", 100, true },
+		{ "10%", 10, true },   { "0%", 0, true }, { "100%", 100, true },
 		{ "200", 200, false }, { "0", 0, false },
 	};
 	char *text, *errors;
@@ -757,7 +759,7 @@ test_removals(void)
 			  cases[i].s);
 		errors = load_text("removals.conf", text, &c);
 		ok(c != NULL && c->sync_max_removals == cases[i].want &&
-			   c->sync_max_removals_percent == cases[i].percent,
+		       c->sync_max_removals_percent == cases[i].percent,
 		   "max_removals = %s", cases[i].s);
 		config_free(c);
 		free(errors);
@@ -783,7 +785,7 @@ test_print_keys(void)
 
 		n++;
 		if (!ok(tab1 != NULL && tab2 != NULL && tab2[1] != '\0' &&
-				strchr(tab2 + 1, '\t') == NULL,
+			    strchr(tab2 + 1, '\t') == NULL,
 			"key line has key, default and help: %s", line))
 			continue;
 		*tab1 = '\0';
@@ -840,9 +842,10 @@ main(void)
 	rmdir(credir);
 	free(cred);
 	free(credir);
-	for (const char *const *f = (const char *const[]){
-		     "sec.conf", "cred.conf", "leak.conf", "crlf.conf",
-		     "many.conf", "removals.conf", NULL };
+	for (const char *const *f =
+		 (const char *const[]){ "sec.conf", "cred.conf", "leak.conf",
+					"crlf.conf", "many.conf",
+					"removals.conf", NULL };
 	     *f != NULL; f++) {
 		char *p = tmp_path(*f);
 

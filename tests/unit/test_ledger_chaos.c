@@ -55,8 +55,10 @@ count_course(struct ledger *l, const char *course)
 static int
 write_batch(struct ledger *l)
 {
-	struct ledger_course c = { .shortname = "CHAOS", .fullname = "Chaos",
-				   .moodle_id = 99, .created = true };
+	struct ledger_course c = { .shortname = "CHAOS",
+				   .fullname = "Chaos",
+				   .moodle_id = 99,
+				   .created = true };
 	char user[32];
 
 	if (ledger_begin(l) == -1)
@@ -66,8 +68,8 @@ write_batch(struct ledger *l)
 	for (int i = 0; i < BATCH; i++) {
 		snprintf(user, sizeof(user), "chaos%03d", i);
 		if (ledger_user_put(l, user, 1000 + i) == -1 ||
-		    ledger_enrol_put(l, "CHAOS", user, 5, LEDGER_ENROL_ACTIVE) ==
-			    -1)
+		    ledger_enrol_put(l, "CHAOS", user, 5,
+				     LEDGER_ENROL_ACTIVE) == -1)
 			goto fail;
 	}
 	if (ledger_meta_set(l, "inflight_enrol", NULL) == -1)
@@ -89,8 +91,9 @@ integrity_ok(const char *path)
 		goto out;
 	if (sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) ==
 	    SQLITE_OK) {
-		ok = sqlite3_step(st) == SQLITE_ROW &&
-		     strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0;
+		ok =
+		    sqlite3_step(st) == SQLITE_ROW &&
+		    strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0;
 		sqlite3_finalize(st);
 	}
 out:
@@ -103,7 +106,8 @@ main(void)
 {
 	sqlite3_mem_methods chaos;
 	char dir[] = "/tmp/webcoursed-chaos-XXXXXX", *path = NULL, *cause;
-	struct ledger_course base = { .shortname = "BASE", .fullname = "Base",
+	struct ledger_course base = { .shortname = "BASE",
+				      .fullname = "Base",
 				      .moodle_id = 7 };
 	struct ledger *l;
 	int failures = 0, partial = 0, broken = 0, lost = 0, n;
@@ -120,8 +124,8 @@ main(void)
 	xasprintf(&path, "%s/ledger.db", dir);
 	ok(ledger_open(path, false, &l, &cause) == 0, "open a fresh ledger");
 	ok(ledger_course_put(l, &base) == 0 &&
-		   ledger_enrol_put(l, "BASE", "keeper", 5,
-				    LEDGER_ENROL_ACTIVE) == 0,
+	       ledger_enrol_put(l, "BASE", "keeper", 5, LEDGER_ENROL_ACTIVE) ==
+		   0,
 	   "committed baseline");
 	ledger_free(l);
 
@@ -159,9 +163,9 @@ main(void)
 
 	unlink(path);
 	for (const char *suffix = "-wal"; suffix != NULL;
-	     suffix = strcmp(suffix, "-wal") == 0 ? "-shm"
+	     suffix = strcmp(suffix, "-wal") == 0   ? "-shm"
 		      : strcmp(suffix, "-shm") == 0 ? ".lock"
-						     : NULL) {
+						    : NULL) {
 		char *f;
 
 		xasprintf(&f, "%s%s", path, suffix);

@@ -612,8 +612,8 @@ test_errors(void)
 	 * run: a proxy's login page must not be split item by item. */
 	expect_fault(m, "{\"mode\": \"garbage\", \"count\": -1}",
 		     MOODLE_TRANSIENT, "badjson", "not JSON", "garbage answer");
-	expect_fault(m, "{\"mode\": \"html\", \"count\": -1}",
-		     MOODLE_TRANSIENT, "badjson", "<", "HTML answer quoted");
+	expect_fault(m, "{\"mode\": \"html\", \"count\": -1}", MOODLE_TRANSIENT,
+		     "badjson", "<", "HTML answer quoted");
 	expect_fault(m, "{\"mode\": \"invalidtoken\"}", MOODLE_FATAL,
 		     "invalidtoken", "moodle.token_file", "invalid token");
 	expect_fault(
@@ -635,8 +635,7 @@ test_errors(void)
 		     "property on null\\\"}\"}",
 		     MOODLE_ITEM, "Error", "Attempt to assign",
 		     "exception without errorcode (05c)");
-	expect_fault(m,
-		     "{\"mode\": \"error\", \"body\": \"\", \"count\": -1}",
+	expect_fault(m, "{\"mode\": \"error\", \"body\": \"\", \"count\": -1}",
 		     MOODLE_TRANSIENT, "badjson", NULL, "empty answer");
 	expect_fault(m,
 		     "{\"mode\": \"error\", \"body\": \"{\\\"courses\\\":[\", "
