@@ -91,7 +91,11 @@ try:
     d = env.daemon(env=denv)
     lines = Lines(d.stdout)
     ends = lambda: lines.count("sync done") + lines.count("sync failed")  # noqa: E731
-    wait_for(lambda: ends() >= 1, 60, "the first run")
+    try:
+        wait_for(lambda: ends() >= 1, 60, "the first run")
+    except TimeoutError:
+        print("# daemon output so far:\n# " + lines.text()[-3000:].replace("\n", "\n# "))
+        raise
     samples = {}
     start = time.monotonic()
     for run in range(2, RUNS + 1):
