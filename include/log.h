@@ -10,7 +10,6 @@
  * level is a syslog priority (LOG_INFO by default, LOG_DEBUG with -v). */
 void log_init(const char *procname, int to_stderr, int level);
 void log_setlevel(int level);
-int log_getlevel(void);
 
 void log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
 void log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));

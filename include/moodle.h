@@ -183,7 +183,6 @@ int moodle_batch_run(struct moodle *, const struct moodle_batch *,
 int moodle_enrol_fields(const struct moodle_enrolment *, size_t n);
 int moodle_unenrol_fields(const struct moodle_enrolment *, size_t n);
 int moodle_courses_create_fields(const struct moodle_new_course *, size_t n);
-int moodle_courses_update_fields(const struct moodle_course_update *, size_t n);
 #define MOODLE_ROLE_FIELDS   4 /* roleid, userid, contextlevel, instanceid */
 #define MOODLE_LOOKUP_FIELDS 1 /* values[i] */
 #define MOODLE_LOOKUP_EXTRA  1 /* field=username */

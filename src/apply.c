@@ -22,7 +22,9 @@ static const char *const apply_certain_codes[] = {
 	"invalidrecord",  "errorcatcontextnotvalid",
 };
 
-/* The enrolment-shaped operations, in the order a run applies them. */
+/* The enrolment-shaped operations, in the order a run applies them.
+ * Fields per item: enrol sends roleid, userid, courseid (no suspend, which
+ * re-activates); suspend adds suspend=1; unenrol sends userid, courseid. */
 enum apply_op { OP_ENROL, OP_ROLE_ADD, OP_ROLE_REMOVE, OP_SUSPEND, OP_UNENROL };
 
 struct apply_op_desc {
@@ -33,9 +35,10 @@ struct apply_op_desc {
 
 static const struct apply_op_desc apply_ops[] = {
 	[OP_ENROL] = { "enrolling", "enrol_manual_enrol_users", 3 },
-	[OP_ROLE_ADD] = { "assigning roles", "core_role_assign_roles", 4 },
+	[OP_ROLE_ADD] = { "assigning roles", "core_role_assign_roles",
+			  MOODLE_ROLE_FIELDS },
 	[OP_ROLE_REMOVE] = { "unassigning roles", "core_role_unassign_roles",
-			     4 },
+			     MOODLE_ROLE_FIELDS },
 	[OP_SUSPEND] = { "suspending", "enrol_manual_enrol_users", 4 },
 	[OP_UNENROL] = { "unenrolling", "enrol_manual_unenrol_users", 2 },
 };
@@ -562,6 +565,7 @@ out:
 struct apply_create {
 	struct apply *a;
 	struct plan_course **items;
+	struct moodle_new_course *courses; /* items as Moodle takes them */
 	size_t n;
 	int64_t *ids;
 };
@@ -571,26 +575,9 @@ apply_create_call(struct moodle *m, size_t first, size_t count, void *arg,
 		  struct moodle_error *err)
 {
 	struct apply_create *cr = arg;
-	struct moodle_new_course *nc = xcalloc(count, sizeof(*nc));
-	int rv;
 
-	for (size_t i = 0; i < count; i++) {
-		const struct plan_course *pc = cr->items[first + i];
-
-		nc[i] =
-		    (struct moodle_new_course){ pc->shortname,
-						pc->fullname,
-						pc->idnumber,
-						pc->summary,
-						cr->a->conf->sync_course_format,
-						pc->categoryid,
-						pc->visible,
-						pc->startdate,
-						pc->enddate };
-	}
-	rv = moodle_courses_create(m, nc, count, cr->ids + first, err);
-	free(nc);
-	return rv;
+	return moodle_courses_create(m, cr->courses + first, count,
+				     cr->ids + first, err);
 }
 
 static int
@@ -635,10 +622,11 @@ apply_create_failed(size_t index, const struct moodle_error *err, void *arg)
 static int
 apply_courses_create(struct apply *a, struct plan_course *list, size_t n)
 {
-	struct plan_course **todo = xcalloc(n, sizeof(*todo));
-	struct apply_create cr = { a, todo, 0, xcalloc(n, sizeof(int64_t)) };
+	struct apply_create cr = { a, xcalloc(n, sizeof(*cr.items)),
+				   xcalloc(n, sizeof(*cr.courses)), 0,
+				   xcalloc(n, sizeof(int64_t)) };
 	struct moodle_batch mb = { 0,
-				   6,
+				   0,
 				   0,
 				   apply_create_call,
 				   apply_create_done,
@@ -647,28 +635,36 @@ apply_courses_create(struct apply *a, struct plan_course *list, size_t n)
 	int rv = -1, r;
 
 	for (size_t i = 0; i < n; i++) {
+		const struct plan_course *pc = &list[i];
+
 		apply_progress(a, "matching courses", i, n);
 		if (apply_cancelled(a)) {
 			a->cause = xstrdup("cancelled");
 			goto out;
 		}
-		if ((r = apply_course_adopt(a, &list[i])) == -1)
+		if ((r = apply_course_adopt(a, pc)) == -1)
 			goto out;
-		if (r == 0)
-			todo[cr.n++] = &list[i];
-	}
-	/* Count the optional fields the widest item sends. */
-	for (size_t i = 0; i < cr.n; i++) {
-		int f = 6 + (todo[i]->summary != NULL) +
-			(todo[i]->startdate != 0) + (todo[i]->enddate != 0);
-		if (f > mb.fields)
-			mb.fields = f;
+		if (r == 1)
+			continue;
+		cr.courses[cr.n] =
+		    (struct moodle_new_course){ pc->shortname,
+						pc->fullname,
+						pc->idnumber,
+						pc->summary,
+						a->conf->sync_course_format,
+						pc->categoryid,
+						pc->visible,
+						pc->startdate,
+						pc->enddate };
+		cr.items[cr.n++] = &list[i];
 	}
 	mb.n = cr.n;
+	mb.fields = moodle_courses_create_fields(cr.courses, cr.n);
 	rv = apply_batch_run(a, &mb);
 out:
 	free(cr.ids);
-	free(todo);
+	free(cr.courses);
+	free(cr.items);
 	return rv;
 }
 

@@ -45,12 +45,6 @@ log_setlevel(int level)
 	log_conf.level = level;
 }
 
-int
-log_getlevel(void)
-{
-	return log_conf.level;
-}
-
 static void
 log_stderr(int prio, const char *msg)
 {

@@ -1000,20 +1000,6 @@ moodle_courses_create(struct moodle *m, const struct moodle_new_course *c,
 	return rv;
 }
 
-int
-moodle_courses_update_fields(const struct moodle_course_update *c, size_t n)
-{
-	int max = 1, k;
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		k = 1 + (c[i].fullname != NULL) + (c[i].visible >= 0);
-		if (k > max)
-			max = k;
-	}
-	return max;
-}
-
 void
 moodle_warnings_free(struct moodle_warning *w, size_t n)
 {
