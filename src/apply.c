@@ -28,19 +28,22 @@ static const char *const apply_certain_codes[] = {
 enum apply_op { OP_ENROL, OP_ROLE_ADD, OP_ROLE_REMOVE, OP_SUSPEND, OP_UNENROL };
 
 struct apply_op_desc {
+	const char *kind;     /* for the error table */
 	const char *phase;    /* progress and log wording */
-	const char *function; /* for the error table */
+	const char *function; /* for the error table and the journal */
 	int fields;           /* form variables per item */
 };
 
 static const struct apply_op_desc apply_ops[] = {
-	[OP_ENROL] = { "enrolling", "enrol_manual_enrol_users", 3 },
-	[OP_ROLE_ADD] = { "assigning roles", "core_role_assign_roles",
+	[OP_ENROL] = { "enrol", "enrolling", "enrol_manual_enrol_users", 3 },
+	[OP_ROLE_ADD] = { "role", "assigning roles", "core_role_assign_roles",
 			  MOODLE_ROLE_FIELDS },
-	[OP_ROLE_REMOVE] = { "unassigning roles", "core_role_unassign_roles",
-			     MOODLE_ROLE_FIELDS },
-	[OP_SUSPEND] = { "suspending", "enrol_manual_enrol_users", 4 },
-	[OP_UNENROL] = { "unenrolling", "enrol_manual_unenrol_users", 2 },
+	[OP_ROLE_REMOVE] = { "role", "unassigning roles",
+			     "core_role_unassign_roles", MOODLE_ROLE_FIELDS },
+	[OP_SUSPEND] = { "suspend", "suspending", "enrol_manual_enrol_users",
+			 4 },
+	[OP_UNENROL] = { "unenrol", "unenrolling", "enrol_manual_unenrol_users",
+			 2 },
 };
 
 /* State of one batched operation over a list of plan items. */
@@ -206,7 +209,10 @@ apply_batch_call(struct moodle *m, size_t first, size_t count, void *arg,
 				items[i]->course, items[i]->username,
 				items[i]->roleid, items[i]->courseid);
 		fclose(f);
-		ledger_meta_set(b->a->ledger, "inflight_enrol", intent);
+		if (ledger_meta_set(b->a->ledger, "inflight_enrol", intent) ==
+		    -1)
+			log_warnx("cannot note the enrolments in flight: %s",
+				  ledger_errmsg(b->a->ledger));
 		free(intent);
 	}
 	rv = b->op == OP_UNENROL ? moodle_unenrol(m, en, count, err)
@@ -323,12 +329,15 @@ apply_batch_failed(size_t index, const struct moodle_error *err, void *arg)
 		strmap_put(b->a->maps->failed, key, 1);
 		free(key);
 	}
+	/* codingerror: "User ID does not exist or is deleted" (09a), so the
+	 * cached id is stale; the next run looks the user up again. */
 	if (err->errorcode != NULL &&
-	    strcmp(err->errorcode, "codingerror") == 0)
-		ledger_user_delete(b->a->ledger,
-				   e->username); /* deleted user */
+	    strcmp(err->errorcode, "codingerror") == 0 &&
+	    ledger_user_delete(b->a->ledger, e->username) == -1)
+		log_warnx("cannot forget the id of %s: %s", e->username,
+			  ledger_errmsg(b->a->ledger));
 	item = apply_item_name(e);
-	apply_item_error(b->a, "enrol", e->course, item,
+	apply_item_error(b->a, apply_ops[b->op].kind, e->course, item,
 			 apply_ops[b->op].function,
 			 err->errorcode ? err->errorcode : "error",
 			 err->message ? err->message : "");
@@ -434,8 +443,8 @@ apply_lookup(struct apply *a, const char **names, size_t n)
 {
 	struct apply_lookup lk = { a, names, n, NULL, 0 };
 	struct moodle_batch mb = { n,
-				   1,
-				   1,
+				   MOODLE_LOOKUP_FIELDS,
+				   MOODLE_LOOKUP_EXTRA,
 				   apply_lookup_call,
 				   apply_lookup_done,
 				   apply_lookup_failed,
