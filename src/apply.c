@@ -1176,76 +1176,62 @@ out:
 int
 apply_recover(struct apply *a)
 {
-	struct moodle_enrolled_user *users = NULL;
-	struct moodle_error err = { 0 };
-	char *intent = NULL, *line, *next;
-	int64_t lastcourse = 0, userid;
-	size_t nusers = 0;
+	struct strmap *fetched = NULL; /* courses whose holdings we have */
+	char *intent = NULL, *line, *next, key[80];
+	int64_t roleid, courseid, userid, dummy;
 	int rv = -1;
 
+	if (a->maps == NULL)
+		apply_maps_init(a);
 	if (ledger_meta_get(a->ledger, "inflight_enrol", &intent) == -1)
-		goto fail_ledger;
+		return apply_ledger_failed(a);
 	if (intent == NULL)
 		return 0;
 	log_info("checking the enrolments in flight when the last run stopped");
+	fetched = strmap_new(16);
 	if (ledger_begin(a->ledger) == -1)
-		goto fail_ledger;
-	for (line = intent; line != NULL && *line != '\0'; line = next) {
+		goto fail;
+	for (line = intent; *line != '\0'; line = next) {
 		char *f[4] = { line, NULL, NULL, NULL };
-		int64_t roleid, courseid;
-		bool present = false;
 
 		if ((next = strchr(line, '\n')) != NULL)
 			*next++ = '\0';
+		else
+			next = line + strlen(line);
 		for (int k = 1; k < 4; k++)
-			if ((f[k] = strchr(f[k - 1], '\037')) != NULL)
-				*f[k]++ = '\0';
-			else
+			if ((f[k] = strchr(f[k - 1], '\037')) == NULL)
 				goto skip;
+			else
+				*f[k]++ = '\0';
 		if (parse_int64(f[2], 1, INT32_MAX, &roleid) == -1 ||
 		    parse_int64(f[3], 1, INT64_MAX, &courseid) == -1 ||
 		    ledger_user_get(a->ledger, f[1], &userid) != 0)
 			goto skip;
-		if (courseid != lastcourse) {
-			moodle_enrolled_users_free(users, nusers);
-			users = NULL;
-			nusers = 0;
-			if (moodle_enrolled_users(a->moodle, courseid, &users,
-						  &nusers, &err) == -1) {
-				if (err.kind != MOODLE_ITEM) {
-					apply_stop(a, &err);
-					ledger_rollback(a->ledger);
-					goto out;
-				}
-				moodle_error_clear(&err);
+		snprintf(key, sizeof(key), "%" PRId64, courseid);
+		if (strmap_get(fetched, key, &dummy) == -1) {
+			if (apply_course_holdings(a, courseid) == -1) {
+				ledger_rollback(a->ledger);
+				goto out;
 			}
-			lastcourse = courseid;
+			strmap_put(fetched, key, 1);
 		}
-		for (size_t i = 0; i < nusers; i++)
-			if (users[i].id == userid)
-				for (size_t r = 0; r < users[i].nroles; r++)
-					present |=
-					    users[i].roleids[r] == roleid;
-		if (present &&
+		apply_present_key(key, sizeof(key), courseid, userid,
+				  (int)roleid);
+		if (strmap_get(a->maps->present, key, &dummy) == 0 &&
 		    ledger_enrol_put(a->ledger, f[0], f[1], (int)roleid,
-				     LEDGER_ENROL_ACTIVE) == -1) {
-			ledger_rollback(a->ledger);
-			goto fail_ledger;
-		}
+				     LEDGER_ENROL_ACTIVE) == -1)
+			goto fail;
 	skip:;
 	}
 	if (ledger_meta_set(a->ledger, "inflight_enrol", NULL) == -1 ||
-	    ledger_commit(a->ledger) == -1) {
-		ledger_rollback(a->ledger);
-		goto fail_ledger;
-	}
+	    ledger_commit(a->ledger) == -1)
+		goto fail;
 	rv = 0;
 	goto out;
-fail_ledger:
-	xasprintf(&a->cause, "ledger failed: %s", ledger_errmsg(a->ledger));
+fail:
+	apply_ledger_failed(a);
 out:
-	moodle_enrolled_users_free(users, nusers);
-	moodle_error_clear(&err);
+	strmap_free(fetched);
 	free(intent);
 	return rv;
 }

@@ -257,6 +257,7 @@ struct ledger {
 	sqlite3 *db;
 	char *path;
 	bool readonly;
+	bool memory; /* ":memory:": a throw-away ledger (`plan` before a run) */
 	bool in_txn;
 	int version;
 	int lockfd;
@@ -464,11 +465,8 @@ ledger_configure(struct ledger *l, char **cause)
 	    sqlite3_step(st) != SQLITE_ROW)
 		goto fail;
 	mode = ledger_col_text(st, 0);
-	/* ":memory:" (a throw-away ledger for `webcoursectl plan` before the
-	 * first run) has no WAL; everything else must. */
-	if (mode == NULL ||
-	    (strcmp(mode, "wal") != 0 &&
-	     strcmp(sqlite3_db_filename(l->db, "main"), "") != 0)) {
+	/* An in-memory database has no WAL; everything else must. */
+	if (mode == NULL || (strcmp(mode, "wal") != 0 && !l->memory)) {
 		xasprintf(cause, "ledger %s cannot use WAL mode (journal %s)",
 			  l->path, mode != NULL ? mode : "unknown");
 		goto out;
@@ -591,7 +589,7 @@ ledger_prepare_file(struct ledger *l, char **cause)
 				  strerror(errno));
 		return -1;
 	}
-	if (strcmp(l->path, ":memory:") == 0)
+	if (l->memory)
 		return 0;
 	fd = open(l->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
 	if (fd == -1) {
@@ -612,6 +610,7 @@ ledger_open(const char *path, bool readonly, struct ledger **ret, char **cause)
 	l = xcalloc(1, sizeof *l);
 	l->path = xstrdup(path);
 	l->readonly = readonly;
+	l->memory = strcmp(path, ":memory:") == 0;
 	l->lockfd = -1;
 	if (ledger_prepare_file(l, cause) == -1)
 		goto fail;
