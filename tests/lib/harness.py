@@ -18,9 +18,7 @@ if not os.path.isabs(BUILD):
     BUILD = os.path.join(TOP, BUILD)
 WEBCOURSED = os.environ.get("WEBCOURSED") or os.path.join(BUILD, "webcoursed")
 WEBCOURSECTL = os.environ.get("WEBCOURSECTL") or os.path.join(BUILD, "webcoursectl")
-SEED_FEED = os.path.join(TOP, "..", "shared", "examples", "seed-feed.json")
-if not os.path.exists(SEED_FEED):
-    SEED_FEED = os.path.join(TOP, "tests", "data", "seed-feed.json")
+SEED_FEED = os.path.join(TOP, "tests", "data", "seed-feed.json")
 
 sys.path.insert(0, os.path.join(TOP, "tests", "moodle-double"))
 sys.path.insert(0, os.path.join(TOP, "tests", "lib"))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """In-memory stand-in for the REST web services of Moodle 4.4 (see moodle-ws/).
 
-It answers the way the Moodle recorded in ../shared/moodle-ws answered, byte for
+It answers the way the Moodle recorded in tests/data/moodle-ws answered, byte for
 byte where those recordings show it (tests/moodle-double/test_replay.py checks
 all of them): PHP's form parsing with its max_input_vars cut, HTTP-200 error
 bodies, all-or-nothing batches, username cleaning, tokens and their service's

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Replay every recorded Moodle exchange in ../shared/moodle-ws against the double.
+"""Replay every recorded Moodle exchange in tests/data/moodle-ws against the double.
 
 The recordings were made one after another on one site, so they are replayed
 in the order they were recorded (their "# Date:" line, file name breaking
@@ -25,7 +25,7 @@ sys.path.insert(0, HERE)
 from tap import Tap  # noqa: E402
 from moodle_double import MoodleDouble  # noqa: E402
 
-RECORDINGS = os.path.join(TOP, "..", "shared", "moodle-ws")
+RECORDINGS = os.path.join(TOP, "tests", "data", "moodle-ws")
 VOLATILE = re.compile(rb'"(timecreated|timemodified|cacherev)":[0-9]+')
 BODY_RX = re.compile(rb"===== (REQUEST|RESPONSE) BODY \((?:exact bytes, )?(\d+) bytes"
                      rb"(?:, verbatim)?\) =====\n")
@@ -116,9 +116,8 @@ def why_not(rec):
 def main():
     t = Tap()
     if not os.path.isdir(RECORDINGS):
-        print("ok 1 - # SKIP recordings not found at %s" % RECORDINGS)
-        print("1..1")
-        return
+        t.ok(False, "the recordings are in the tree at %s" % RECORDINGS)
+        t.done()
     files = sorted(f for f in os.listdir(RECORDINGS)
                    if f.endswith(".txt") and f != "INDEX.txt")
     recs = []
