@@ -6,10 +6,11 @@
 
 struct config;
 
-/* Call Moodle with the configured URL and token and print "ok: ..." or
- * "NOT OK: ..." per check (site, functions, category, roles) and
- * "warning: ..." for debugging left on.  0 when every check passed, 1
- * otherwise. */
+/* Call Moodle with the configured URL and token and print one line per
+ * check (config, token, functions, category, roles, debugging): "ok: ",
+ * "NOT OK: ", "skipped: " (with why: Moodle did not answer, nothing to try
+ * the roles in) or "warning: " (debugging left on), then the counts.  0
+ * when no check failed, 1 otherwise. */
 int check_run(const struct config *, FILE *out);
 
 #endif

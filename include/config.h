@@ -78,8 +78,9 @@ int config_role_id(const struct config *, const char *name);
 /* Feed role name for a Moodle role id (first match), or NULL. */
 const char *config_role_name(const struct config *, int id);
 
-/* Print every key with its default and help, for --help and the man page
- * test: "section.key\tdefault\thelp" lines. */
+/* Print every key with its default and help, for --help: a "[section]"
+ * line, then per key "  key  default  help" in aligned columns, the help
+ * wrapped within 80 columns on indented lines. */
 void config_print_keys(FILE *);
 
 /* The value syntaxes of the file, for callers and tests: a duration

@@ -74,6 +74,13 @@ int moodle_course_by_shortname(struct moodle *, const char *shortname,
 			       struct moodle_course *ret,
 			       struct moodle_error *);
 void moodle_course_clear(struct moodle_course *);
+/* The courses core_course_get_courses_by_field lists for field = value
+ * ("category" lists a whole category in one call: moodle-ws 31a; an
+ * unknown category is an empty list, 31b). */
+int moodle_courses_by_field(struct moodle *, const char *field,
+			    const char *value, struct moodle_course **ret,
+			    size_t *ret_n, struct moodle_error *);
+void moodle_courses_free(struct moodle_course *, size_t n);
 
 struct moodle_new_course {
 	const char *shortname, *fullname, *idnumber, *summary, *format;

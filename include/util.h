@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define nitems(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -27,6 +28,11 @@ int64_t now_monotonic_ms(void);
 
 /* ISO-8601 UTC "YYYY-MM-DDTHH:MM:SSZ" for t into buf (at least 21 bytes). */
 void format_time(int64_t t, char *buf, size_t len);
+
+/* Print text from column col, wrapped before UTIL_WIDTH columns; the
+ * lines after the first start with indent blanks.  Ends the line. */
+#define UTIL_WIDTH 79
+void print_wrapped(FILE *, size_t col, size_t indent, const char *text);
 
 /* Replace path atomically with content (write temp file, fsync, rename). */
 int write_file_atomic(const char *path, const char *data, size_t len,

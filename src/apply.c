@@ -560,8 +560,8 @@ apply_course_adopt(struct apply *a, const struct plan_course *pc)
 		goto out;
 	}
 	a->counts->courses_adopted++;
-	log_info("course %s exists in Moodle (id %" PRId64 "): adopted",
-		 pc->shortname, mc.id);
+	log_debug("course %s exists in Moodle (id %" PRId64 "): adopted",
+		  pc->shortname, mc.id);
 	if (apply_course_holdings(a, mc.id) == -1)
 		goto out;
 	rv = 1;
@@ -667,6 +667,10 @@ apply_courses_create(struct apply *a, struct plan_course *list, size_t n)
 						pc->enddate };
 		cr.items[cr.n++] = &list[i];
 	}
+	if (a->counts->courses_adopted > 0)
+		log_info("%" PRId64 " courses of the feed already exist in "
+			 "Moodle: adopted by shortname",
+			 a->counts->courses_adopted);
 	mb.n = cr.n;
 	mb.fields = moodle_courses_create_fields(cr.courses, cr.n);
 	rv = apply_batch_run(a, &mb);

@@ -22,6 +22,7 @@
 #define CONFIG_MAX_BYTES  (1024 * 1024)
 #define CONFIG_LINE_BUF   1024
 #define CONFIG_SECRET_MAX 8192
+#define CONFIG_HELP_DEF_W 12 /* --help: longer defaults get their own line */
 
 enum config_section {
 	SEC_NONE = -1, /* before the first [section] */
@@ -1191,19 +1192,45 @@ config_role_name(const struct config *c, int id)
 	return NULL;
 }
 
+/* A key's default as --help shows it. */
+static const char *
+config_key_default(const struct config_key *k)
+{
+	if (k->def != NULL)
+		return k->def;
+	return (k->flags & CF_REQUIRED) ? "(required)" : "(none)";
+}
+
 void
 config_print_keys(FILE *fp)
 {
 	const struct config_key *k;
-	size_t i;
+	size_t name_w = 0, def_w = 0, col;
+	int section = -1;
+	const char *def;
 
-	for (i = 0; i < nitems(config_keys); i++) {
+	for (size_t i = 0; i < nitems(config_keys); i++) {
 		k = &config_keys[i];
-		fprintf(fp, "%s.%s\t%s\t%s\n", config_sections[k->section],
-			k->name,
-			k->def != NULL             ? k->def
-			: (k->flags & CF_REQUIRED) ? "(required)"
-						   : "(none)",
-			k->help);
+		if (strlen(k->name) > name_w)
+			name_w = strlen(k->name);
+		def = config_key_default(k);
+		if (strlen(def) > def_w && strlen(def) <= CONFIG_HELP_DEF_W)
+			def_w = strlen(def);
+	}
+	for (size_t i = 0; i < nitems(config_keys); i++) {
+		k = &config_keys[i];
+		if ((int)k->section != section) {
+			section = (int)k->section;
+			fprintf(fp, "[%s]\n", config_sections[section]);
+		}
+		def = config_key_default(k);
+		col = (size_t)fprintf(fp, "  %-*s  %-*s  ", (int)name_w,
+				      k->name, (int)def_w, def);
+		/* A long default (a path) gets the line to itself. */
+		if (strlen(def) > def_w) {
+			col = 2 + name_w + 2 + def_w + 2;
+			fprintf(fp, "\n%*s", (int)col, "");
+		}
+		print_wrapped(fp, col, 2 + name_w + 2 + def_w + 2, k->help);
 	}
 }

@@ -24,49 +24,90 @@
 /* Exit statuses: 0 ok, 1 failed, 2 usage. */
 enum { CTL_OK = 0, CTL_FAILED = 1, CTL_USAGE = 2 };
 
-struct ctl {
-	const char *conf_path;
-	struct config *conf;
-	bool verbose;
-};
+#define CTL_MAX_OPTS 8
 
+struct ctl;
+
+/* A command's options: "--json" is a flag, "--user=" takes a value. */
 struct ctl_command {
 	const char *name;
 	const char *args;
 	const char *help;
-	int (*fn)(struct ctl *, int, char **);
+	const char *const opts[CTL_MAX_OPTS];
+	bool operands; /* takes SHORTNAME... */
+	int (*fn)(struct ctl *);
 };
 
-static int ctl_status(struct ctl *, int, char **);
-static int ctl_plan(struct ctl *, int, char **);
-static int ctl_sync(struct ctl *, int, char **);
-static int ctl_approve(struct ctl *, int, char **);
-static int ctl_reject(struct ctl *, int, char **);
-static int ctl_missing_users(struct ctl *, int, char **);
-static int ctl_errors(struct ctl *, int, char **);
-static int ctl_check(struct ctl *, int, char **);
+struct ctl {
+	const char *conf_path;
+	struct config *conf;
+	bool verbose;
+	const struct ctl_command *cmd;
+	const char *opt[CTL_MAX_OPTS]; /* per cmd->opts: value, "" or NULL */
+	char **operands;
+	int noperands;
+};
+
+static int ctl_status(struct ctl *);
+static int ctl_plan(struct ctl *);
+static int ctl_sync(struct ctl *);
+static int ctl_approve(struct ctl *);
+static int ctl_reject(struct ctl *);
+static int ctl_missing_users(struct ctl *);
+static int ctl_errors(struct ctl *);
+static int ctl_check(struct ctl *);
 
 static const struct ctl_command ctl_commands[] = {
-	{ "status", "[--json]",
+	{ "status",
+	  "[--json]",
 	  "last runs, counts, next run, withheld removals, courses awaiting "
 	  "approval, missing users",
+	  { "--json" },
+	  false,
 	  ctl_status },
-	{ "plan", "[--json] [--verbose]",
+	{ "plan",
+	  "[--json] [--verbose]",
 	  "fetch the feed and print what a run would do; writes nothing",
+	  { "--json", "--verbose" },
+	  false,
 	  ctl_plan },
-	{ "sync", "[--allow-removals]",
-	  "one run now, in the foreground, with progress", ctl_sync },
-	{ "approve", "SHORTNAME...|--all",
+	{ "sync",
+	  "[--allow-removals]",
+	  "one run now, in the foreground, with progress",
+	  { "--allow-removals" },
+	  false,
+	  ctl_sync },
+	{ "approve",
+	  "SHORTNAME...|--all",
 	  "let held new courses be created (sync.new_courses = approve)",
+	  { "--all" },
+	  true,
 	  ctl_approve },
-	{ "reject", "SHORTNAME...", "never create these held courses",
+	{ "reject",
+	  "SHORTNAME...",
+	  "never create these held courses",
+	  { NULL },
+	  true,
 	  ctl_reject },
-	{ "missing-users", "[--json]",
-	  "users of the feed not found in Moodle, as CSV", ctl_missing_users },
-	{ "errors", "[--json]", "per-item errors of the last run", ctl_errors },
-	{ "check", "",
+	{ "missing-users",
+	  "[--json]",
+	  "users of the feed not found in Moodle, as CSV",
+	  { "--json" },
+	  false,
+	  ctl_missing_users },
+	{ "errors",
+	  "[--json]",
+	  "why the last run failed, and the per-item errors of the last run "
+	  "that had any",
+	  { "--json" },
+	  false,
+	  ctl_errors },
+	{ "check",
+	  "",
 	  "check config, token, web service functions, category and roles "
 	  "against Moodle",
+	  { NULL },
+	  false,
 	  ctl_check },
 };
 
@@ -75,41 +116,88 @@ usage(FILE *f)
 {
 	fprintf(f, "usage: webcoursectl [-c FILE] [-v] COMMAND [ARGS]\n"
 		   "       webcoursectl --version | --help\n\ncommands:\n");
-	for (size_t i = 0; i < nitems(ctl_commands); i++)
-		fprintf(f, "  %-14s %-22s %s\n", ctl_commands[i].name,
-			ctl_commands[i].args, ctl_commands[i].help);
+	for (size_t i = 0; i < nitems(ctl_commands); i++) {
+		fprintf(f, "  %s%s%s\n      ", ctl_commands[i].name,
+			*ctl_commands[i].args ? " " : "", ctl_commands[i].args);
+		print_wrapped(f, 6, 6, ctl_commands[i].help);
+	}
 	fprintf(f, "\nThe default configuration file is %s.\n",
 		CONFIG_DEFAULT_PATH);
 }
 
-/* Flags of a command: only those in `allowed`, else a usage error. */
+/* What was wrong on the command line, and where to read more. */
 static int
-ctl_flags(int argc, char **argv, const char *const *allowed, bool *set,
-	  int *ret_first_arg)
+ctl_usage_error(const char *arg, const char *what)
 {
+	if (arg != NULL)
+		fprintf(stderr, "webcoursectl: \"%s\" %s\n", arg, what);
+	else
+		fprintf(stderr, "webcoursectl: %s\n", what);
+	fprintf(stderr, "Try 'webcoursectl --help' for the commands and "
+			"options.\n");
+	return CTL_USAGE;
+}
+
+/* The command's options and operands, before anything is loaded: a
+ * mistake is a usage error whatever the config.  "--user U" and
+ * "--user=U" both give a value. */
+static int
+ctl_parse_error(const char *arg, const char *what)
+{
+	ctl_usage_error(arg, what);
+	return -1;
+}
+
+static int
+ctl_parse(struct ctl *c, int argc, char **argv)
+{
+	const struct ctl_command *cmd = c->cmd;
 	int i;
 
 	for (i = 1; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
-		size_t k;
+		size_t k, len = strcspn(argv[i], "=");
+		const char *o;
 
-		for (k = 0; allowed[k] != NULL; k++)
-			if (strcmp(argv[i], allowed[k]) == 0)
-				break;
-		if (allowed[k] == NULL) {
-			fprintf(stderr, "webcoursectl %s: unknown option %s\n",
-				argv[0], argv[i]);
-			return -1;
+		if (strcmp(argv[i], "--") == 0) {
+			i++;
+			break;
 		}
-		set[k] = true;
+		for (k = 0; k < CTL_MAX_OPTS && (o = cmd->opts[k]) != NULL; k++)
+			if (strncmp(o, argv[i], len) == 0 &&
+			    (o[len] == '\0' || o[len] == '='))
+				break;
+		if (k == CTL_MAX_OPTS || cmd->opts[k] == NULL)
+			return ctl_parse_error(argv[i], "is not an option of "
+							"this command");
+		if (o[len] != '=') {
+			if (argv[i][len] == '=')
+				return ctl_parse_error(argv[i],
+						       "takes no value");
+			c->opt[k] = "";
+		} else if (argv[i][len] == '=')
+			c->opt[k] = argv[i] + len + 1;
+		else if (i + 1 < argc)
+			c->opt[k] = argv[++i];
+		else
+			return ctl_parse_error(argv[i], "needs a value");
 	}
-	if (ret_first_arg != NULL)
-		*ret_first_arg = i;
-	else if (i != argc) {
-		fprintf(stderr, "webcoursectl %s: unexpected argument %s\n",
-			argv[0], argv[i]);
-		return -1;
-	}
+	if (i < argc && !cmd->operands)
+		return ctl_parse_error(argv[i], "is not expected here");
+	c->operands = argv + i;
+	c->noperands = argc - i;
 	return 0;
+}
+
+/* The value of an option of the command (NULL: not given). */
+static const char *
+ctl_opt(const struct ctl *c, const char *name)
+{
+	for (size_t k = 0; k < CTL_MAX_OPTS && c->cmd->opts[k] != NULL; k++)
+		if (strncmp(c->cmd->opts[k], name, strlen(name)) == 0 &&
+		    (c->cmd->opts[k][strlen(name)] == '\0' ||
+		     c->cmd->opts[k][strlen(name)] == '='))
+			return c->opt[k];
+	return NULL;
 }
 
 static int
@@ -125,18 +213,32 @@ ctl_open(struct ctl *c, bool readonly, struct ledger **ret)
 	return 0;
 }
 
+/* For reading: the ledger, or before the first run an empty one (a fresh
+ * install is not an error). */
+static int
+ctl_open_read(struct ctl *c, struct ledger **ret)
+{
+	char *cause = NULL;
+
+	if (access(c->conf->state_database, F_OK) == 0 || errno != ENOENT)
+		return ctl_open(c, true, ret);
+	if (ledger_open(":memory:", false, ret, &cause) == -1) {
+		fprintf(stderr, "webcoursectl: %s\n", cause);
+		free(cause);
+		return -1;
+	}
+	return 0;
+}
+
 /* Read-only reports: status, missing-users, errors. */
 static int
-ctl_report(struct ctl *c, int argc, char **argv, int what)
+ctl_report(struct ctl *c, int what)
 {
-	static const char *const flags[] = { "--json", NULL };
-	bool json[1] = { false };
+	bool json[1] = { ctl_opt(c, "--json") != NULL };
 	struct ledger *l;
 	int rv;
 
-	if (ctl_flags(argc, argv, flags, json, NULL) == -1)
-		return CTL_USAGE;
-	if (ctl_open(c, true, &l) == -1)
+	if (ctl_open_read(c, &l) == -1)
 		return CTL_FAILED;
 	if (what == 0)
 		rv = report_status(c->conf, l, stdout, json[0]);
@@ -152,30 +254,28 @@ ctl_report(struct ctl *c, int argc, char **argv, int what)
 }
 
 static int
-ctl_status(struct ctl *c, int argc, char **argv)
+ctl_status(struct ctl *c)
 {
-	return ctl_report(c, argc, argv, 0);
+	return ctl_report(c, 0);
 }
 
 static int
-ctl_missing_users(struct ctl *c, int argc, char **argv)
+ctl_missing_users(struct ctl *c)
 {
-	return ctl_report(c, argc, argv, 1);
+	return ctl_report(c, 1);
 }
 
 static int
-ctl_errors(struct ctl *c, int argc, char **argv)
+ctl_errors(struct ctl *c)
 {
-	return ctl_report(c, argc, argv, 2);
+	return ctl_report(c, 2);
 }
 
 /* Fetch and decode the feed without validators, plan against the ledger
  * (or an empty one before the first run), print.  Writes nothing. */
 static int
-ctl_plan(struct ctl *c, int argc, char **argv)
+ctl_plan(struct ctl *c)
 {
-	static const char *const flags[] = { "--json", "--verbose", NULL };
-	bool set[2] = { false, false };
 	struct feed_validators fresh = { 0 };
 	struct http *http = NULL;
 	struct ledger *l = NULL;
@@ -185,15 +285,8 @@ ctl_plan(struct ctl *c, int argc, char **argv)
 	size_t len = 0;
 	int rv = CTL_FAILED;
 
-	if (ctl_flags(argc, argv, flags, set, NULL) == -1)
-		return CTL_USAGE;
-	if (access(c->conf->state_database, F_OK) == 0) {
-		if (ctl_open(c, true, &l) == -1)
-			return CTL_FAILED;
-	} else if (ledger_open(":memory:", false, &l, &cause) == -1) {
-		fprintf(stderr, "webcoursectl: %s\n", cause);
-		goto out;
-	}
+	if (ctl_open_read(c, &l) == -1)
+		return CTL_FAILED;
 	http = http_new(NULL);
 	if (feed_fetch(c->conf, http, NULL, &body, &len, &fresh, &cause) !=
 	    FEED_FETCH_NEW) {
@@ -212,10 +305,12 @@ ctl_plan(struct ctl *c, int argc, char **argv)
 		fprintf(stderr, "webcoursectl: plan: %s\n", cause);
 		goto out;
 	}
-	if (set[0])
+	if (ctl_opt(c, "--json") != NULL)
 		plan_print_json(plan, stdout);
 	else
-		plan_print(plan, stdout, set[1] ? 0 : CTL_PLAN_LINES);
+		plan_print(plan, stdout,
+			   ctl_opt(c, "--verbose") != NULL ? 0
+							   : CTL_PLAN_LINES);
 	rv = CTL_OK;
 out:
 	plan_free(plan);
@@ -253,18 +348,15 @@ ctl_progress(void *arg, const char *phase, size_t done, size_t total)
 }
 
 static int
-ctl_sync(struct ctl *c, int argc, char **argv)
+ctl_sync(struct ctl *c)
 {
-	static const char *const flags[] = { "--allow-removals", NULL };
-	bool allow[1] = { false }, tty = isatty(STDERR_FILENO);
+	bool tty = isatty(STDERR_FILENO);
 	struct run_options opts = { 0 };
 	struct ledger_run res;
 	struct ledger *l;
 	char *cause = NULL;
 	int rv;
 
-	if (ctl_flags(argc, argv, flags, allow, NULL) == -1)
-		return CTL_USAGE;
 	if (ctl_open(c, false, &l) == -1)
 		return CTL_FAILED;
 	if (ledger_lock(l, &cause) == -1) {
@@ -275,12 +367,12 @@ ctl_sync(struct ctl *c, int argc, char **argv)
 	}
 	signal(SIGINT, ctl_term_cb);
 	signal(SIGTERM, ctl_term_cb);
-	opts.allow_removals = allow[0];
+	opts.allow_removals = ctl_opt(c, "--allow-removals") != NULL;
 	opts.cancel = &ctl_cancel;
 	opts.progress = ctl_progress;
 	opts.arg = &tty;
+	/* The run logs its outcome once (stderr here); no second copy. */
 	rv = run_sync(c->conf, l, &opts, &res);
-	printf("%s: %s\n", res.outcome, res.message ? res.message : "");
 	run_result_clear(&res);
 	ledger_free(l);
 	return rv == 0 ? CTL_OK : CTL_FAILED;
@@ -305,31 +397,27 @@ ctl_held_cb(const struct ledger_course *lc, void *arg)
 
 /* Move held courses to `to` (approved or rejected). */
 static int
-ctl_decide(struct ctl *c, int argc, char **argv, int to, bool allow_all)
+ctl_decide(struct ctl *c, int to)
 {
-	static const char *const flags[] = { "--all", NULL };
-	bool all[1] = { false };
+	bool all = ctl_opt(c, "--all") != NULL;
 	struct ctl_held held = { NULL, 0 };
 	struct ledger_course lc;
 	struct ledger *l;
-	int first, rv = CTL_OK, found;
+	int rv = CTL_OK, found;
 
-	if (ctl_flags(argc, argv, allow_all ? flags : flags + 1, all, &first) ==
-	    -1)
-		return CTL_USAGE;
-	if (all[0] == (first < argc)) {
-		fprintf(stderr, "webcoursectl %s: give SHORTNAME... %s\n",
-			argv[0], allow_all ? "or --all" : "");
-		return CTL_USAGE;
-	}
+	if (all == (c->noperands > 0))
+		return ctl_usage_error(c->cmd->name,
+				       all ? "takes SHORTNAME... or --all, "
+					     "not both"
+					   : "needs SHORTNAME...");
 	if (ctl_open(c, false, &l) == -1)
 		return CTL_FAILED;
-	if (all[0] && ledger_course_foreach(l, ctl_held_cb, &held) == -1)
+	if (all && ledger_course_foreach(l, ctl_held_cb, &held) == -1)
 		goto fail;
-	for (int i = first; i < argc; i++) {
+	for (int i = 0; i < c->noperands; i++) {
 		held.names =
 		    xreallocarray(held.names, held.n + 1, sizeof(*held.names));
-		held.names[held.n++] = xstrdup(argv[i]);
+		held.names[held.n++] = xstrdup(c->operands[i]);
 	}
 	if (ledger_begin(l) == -1)
 		goto fail;
@@ -377,24 +465,20 @@ out:
 }
 
 static int
-ctl_approve(struct ctl *c, int argc, char **argv)
+ctl_approve(struct ctl *c)
 {
-	return ctl_decide(c, argc, argv, LEDGER_COURSE_APPROVED, true);
+	return ctl_decide(c, LEDGER_COURSE_APPROVED);
 }
 
 static int
-ctl_reject(struct ctl *c, int argc, char **argv)
+ctl_reject(struct ctl *c)
 {
-	return ctl_decide(c, argc, argv, LEDGER_COURSE_REJECTED, false);
+	return ctl_decide(c, LEDGER_COURSE_REJECTED);
 }
 
 static int
-ctl_check(struct ctl *c, int argc, char **argv)
+ctl_check(struct ctl *c)
 {
-	static const char *const flags[] = { NULL };
-
-	if (ctl_flags(argc, argv, flags, NULL, NULL) == -1)
-		return CTL_USAGE;
 	return check_run(c->conf, stdout) == 0 ? CTL_OK : CTL_FAILED;
 }
 
@@ -413,7 +497,8 @@ main(int argc, char **argv)
 	int ch, rv;
 
 	/* "+": stop at the command, whose own flags follow it. */
-	while ((ch = getopt_long(argc, argv, "+c:vh", longopts, NULL)) != -1) {
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+:c:vh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			c.conf_path = optarg;
@@ -428,19 +513,21 @@ main(int argc, char **argv)
 			usage(stdout);
 			return CTL_OK;
 		default:
-			usage(stderr);
-			return CTL_USAGE;
+			return ctl_usage_error(argv[optind - 1],
+					       ch == ':' ? "needs an argument"
+							 : "is not an option");
 		}
 	}
 	argc -= optind;
 	argv += optind;
-	if (argc == 0) {
-		usage(stderr);
-		return CTL_USAGE;
-	}
+	if (argc == 0)
+		return ctl_usage_error(NULL, "no command given");
 	for (size_t i = 0; i < nitems(ctl_commands); i++) {
 		if (strcmp(argv[0], ctl_commands[i].name) != 0)
 			continue;
+		c.cmd = &ctl_commands[i];
+		if (ctl_parse(&c, argc, argv) == -1)
+			return CTL_USAGE;
 		if (config_load(c.conf_path, &c.conf, &errors) == -1) {
 			fprintf(stderr, "%s%s", errors,
 				errors[strlen(errors) - 1] == '\n' ? "" : "\n");
@@ -449,11 +536,9 @@ main(int argc, char **argv)
 		}
 		log_init("webcoursectl", 1,
 			 c.verbose ? LOG_DEBUG : c.conf->log_level);
-		rv = ctl_commands[i].fn(&c, argc, argv);
+		rv = c.cmd->fn(&c);
 		config_free(c.conf);
 		return rv;
 	}
-	fprintf(stderr, "webcoursectl: unknown command \"%s\"\n", argv[0]);
-	usage(stderr);
-	return CTL_USAGE;
+	return ctl_usage_error(argv[0], "is an unknown command");
 }

@@ -454,7 +454,8 @@ usage(FILE *f)
 	fprintf(f,
 		"usage: webcoursed [-c FILE] [-f] [--once] [-t] [-v] "
 		"[--version] [-h]\n"
-		"  -c, --config FILE  configuration file (default %s)\n"
+		"  -c, --config FILE  configuration file\n"
+		"                     (default %s)\n"
 		"  -f, --foreground   log to stderr (default: the journal "
 		"under systemd)\n"
 		"      --once         do one sync and exit (0 ok, 1 failed)\n"
@@ -463,8 +464,20 @@ usage(FILE *f)
 		"      --version      print the version\n"
 		"  -h, --help         this help\n",
 		CONFIG_DEFAULT_PATH);
-	fprintf(f, "\nconfiguration keys (webcoursed.conf(5)):\n");
+	fprintf(f, "\nconfiguration keys, their defaults and meaning "
+		   "(webcoursed.conf(5)):\n");
 	config_print_keys(f);
+}
+
+/* What was wrong on the command line, and where to read more: 2. */
+static int
+usage_error(const char *arg, const char *what)
+{
+	fprintf(stderr,
+		"webcoursed: \"%s\" %s\n"
+		"Try 'webcoursed --help' for the options.\n",
+		arg, what);
+	return 2;
 }
 
 static void
@@ -512,7 +525,9 @@ main(int argc, char **argv)
 	struct timeval tv;
 	int ch, rv = 0;
 
-	while ((ch = getopt_long(argc, argv, "c:ftvh", longopts, NULL)) != -1) {
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":c:ftvh", longopts, NULL)) !=
+	       -1) {
 		switch (ch) {
 		case 'c':
 			d.conf_path = optarg;
@@ -536,14 +551,15 @@ main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		default:
-			usage(stderr);
-			return 2;
+			return usage_error(argv[optind - 1],
+					   ch == ':' ? "needs an argument"
+						     : "is not an option");
 		}
 	}
-	if (optind != argc) {
-		usage(stderr);
-		return 2;
-	}
+	if (optind != argc)
+		return usage_error(argv[optind],
+				   "is not expected: webcoursed takes no "
+				   "arguments");
 
 	if (config_load(d.conf_path, &d.conf, &errors) == -1) {
 		print_errors(errors);

@@ -849,66 +849,107 @@ moodle_course_clear(struct moodle_course *c)
 	memset(c, 0, sizeof(*c));
 }
 
-/* The course asked in an answer of core_course_get_courses_by_field;
- * ret->id stays 0 when it is not listed. */
-static int
-moodle_course_decode(const struct moodle *m, json_t *j, const char *shortname,
-		     struct moodle_course *ret, struct moodle_error *err)
+void
+moodle_courses_free(struct moodle_course *c, size_t n)
 {
-	json_t *courses, *c, *v, *found;
-	char *sn;
-	bool exact;
-	size_t i;
+	for (size_t i = 0; c != NULL && i < n; i++)
+		moodle_course_clear(&c[i]);
+	free(c);
+}
+
+/* The courses of an answer of core_course_get_courses_by_field, in
+ * Moodle's order. */
+static int
+moodle_courses_decode(const struct moodle *m, json_t *j,
+		      struct moodle_course **ret, size_t *ret_n,
+		      struct moodle_error *err)
+{
+	struct moodle_course *out;
+	json_t *courses, *c, *v;
+	size_t i, n = 0;
 
 	if (!json_is_array(courses = json_object_get(j, "courses"))) {
 		moodle_bad_shape(m, "core_course_get_courses_by_field", j,
 				 "has no courses list", err);
 		return -1;
 	}
-	/* Moodle matched the shortname itself (as its database compares);
-	 * prefer an exact match when it lists several. */
-	memset(ret, 0, sizeof(*ret));
-	found = NULL;
+	out = xcalloc(json_array_size(courses) + 1, sizeof(*out));
 	json_array_foreach(courses, i, c)
 	{
-		sn = json_strdup_name(c, "shortname");
-		if (found == NULL || strcmp(sn, shortname) == 0)
-			found = c;
-		exact = strcmp(sn, shortname) == 0;
-		free(sn);
-		if (exact)
-			break;
+		struct moodle_course *mc = &out[n];
+
+		if (json_id(c, "id", &mc->id) == -1)
+			continue;
+		mc->shortname = json_strdup_name(c, "shortname");
+		mc->fullname = json_strdup_name(c, "fullname");
+		if (json_is_string(v = json_object_get(c, "idnumber")))
+			mc->idnumber = xstrdup(json_string_value(v));
+		v = json_object_get(c, "visible");
+		mc->visible = json_is_integer(v) ? (int)json_integer_value(v)
+						 : json_is_true(v);
+		json_id(c, "categoryid", &mc->categoryid);
+		n++;
 	}
-	if (found != NULL && json_id(found, "id", &ret->id) == 0) {
-		ret->shortname = json_strdup_name(found, "shortname");
-		ret->fullname = json_strdup_name(found, "fullname");
-		if (json_is_string(v = json_object_get(found, "idnumber")))
-			ret->idnumber = xstrdup(json_string_value(v));
-		v = json_object_get(found, "visible");
-		ret->visible = json_is_integer(v) ? (int)json_integer_value(v)
-						  : json_is_true(v);
-		json_id(found, "categoryid", &ret->categoryid);
-	}
+	*ret = out;
+	*ret_n = n;
 	return 0;
 }
 
 int
-moodle_course_by_shortname(struct moodle *m, const char *shortname,
-			   struct moodle_course *ret, struct moodle_error *err)
+moodle_courses_by_field(struct moodle *m, const char *field, const char *value,
+			struct moodle_course **ret, size_t *ret_n,
+			struct moodle_error *err)
 {
 	struct moodle_form f;
 	json_t *j;
 	int rv;
 
 	moodle_error_clear(err);
+	*ret = NULL;
+	*ret_n = 0;
 	form_init(&f, m, "core_course_get_courses_by_field");
-	form_add(&f, "field", "shortname");
-	form_add(&f, "value", shortname);
+	form_add(&f, "field", field);
+	form_add(&f, "value", value);
 	if (moodle_send(m, &f, JSON_OBJECT, &j, err) == -1)
 		return -1;
-	rv = moodle_course_decode(m, j, shortname, ret, err);
+	rv = moodle_courses_decode(m, j, ret, ret_n, err);
 	json_decref(j);
 	return rv;
+}
+
+/* Moodle matched the shortname itself (as its database compares): prefer
+ * an exact match when it lists several.  ret->id stays 0 when none. */
+static void
+moodle_course_pick(struct moodle_course *list, size_t n, const char *shortname,
+		   struct moodle_course *ret)
+{
+	size_t pick = 0;
+
+	memset(ret, 0, sizeof(*ret));
+	if (n == 0)
+		return;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(list[i].shortname, shortname) == 0) {
+			pick = i;
+			break;
+		}
+	*ret = list[pick];
+	memset(&list[pick], 0, sizeof(list[pick]));
+}
+
+int
+moodle_course_by_shortname(struct moodle *m, const char *shortname,
+			   struct moodle_course *ret, struct moodle_error *err)
+{
+	struct moodle_course *list;
+	size_t n;
+
+	if (moodle_courses_by_field(m, "shortname", shortname, &list, &n,
+				    err) == -1)
+		return -1;
+	moodle_course_pick(list, n, shortname, ret);
+	moodle_courses_free(list, n);
+	return 0;
 }
 
 int
@@ -1388,11 +1429,14 @@ static int
 moodle_probe_course(const struct moodle *m, json_t *j,
 		    const struct moodle_reply *r, struct moodle_error *err)
 {
-	struct moodle_course c = { 0 };
-	int rv = moodle_course_decode(
-	    m, j, r->shortname != NULL ? r->shortname : "", &c, err);
+	struct moodle_course *list = NULL, c;
+	size_t n = 0;
+	int rv = moodle_courses_decode(m, j, &list, &n, err);
 
+	moodle_course_pick(list, n, r->shortname != NULL ? r->shortname : "",
+			   &c);
 	moodle_course_clear(&c);
+	moodle_courses_free(list, n);
 	return rv;
 }
 

@@ -232,7 +232,8 @@ report_status_text(json_t *o, FILE *f)
 	size_t i;
 
 	if (json_array_size(runs) == 0)
-		fprintf(f, "last run:          none yet\n");
+		fprintf(f,
+			"last run:          none: no run has happened yet\n");
 	json_array_foreach(runs, i, r)
 	{
 		fprintf(f, "%s #%" JSON_INTEGER_FORMAT " %s %s: %s\n",
@@ -310,7 +311,9 @@ report_errors_cb(const struct ledger_error *e, void *arg)
 {
 	struct report_errors *re = arg;
 
-	re->n++;
+	if (re->n++ == 0 && re->array == NULL)
+		fprintf(re->f, "item errors recorded by run #%" PRId64 ":\n",
+			e->run_id);
 	if (re->array != NULL)
 		json_array_append_new(
 		    re->array,
@@ -323,18 +326,44 @@ report_errors_cb(const struct ledger_error *e, void *arg)
 	return 0;
 }
 
+/* The last run, when it failed or was cancelled, counts as an error of
+ * kind "run"; then the item errors of the last run that recorded any. */
 int
 report_errors(struct ledger *l, FILE *f, bool json)
 {
 	struct report_errors re = { f, json ? json_array() : NULL, 0 };
+	struct ledger_run *runs = NULL;
+	size_t nruns = 0;
+	bool failed;
+	char item[32];
 	int rv;
 
+	if (ledger_runs_recent(l, 1, &runs, &nruns) == -1) {
+		json_decref(re.array);
+		return -1;
+	}
+	failed = nruns == 1 && (strcmp(runs[0].outcome, "failed") == 0 ||
+				strcmp(runs[0].outcome, "cancelled") == 0);
+	if (failed && json) {
+		snprintf(item, sizeof(item), "#%" PRId64, runs[0].id);
+		json_array_append_new(
+		    re.array, json_pack("{s:I, s:s, s:s, s:s, s:s}", "run",
+					(json_int_t)runs[0].id, "kind", "run",
+					"item", item, "code", runs[0].outcome,
+					"message", runs[0].message ?: ""));
+	} else if (failed)
+		fprintf(f, "the last run, #%" PRId64 ", %s: %s\n", runs[0].id,
+			runs[0].outcome, runs[0].message ?: "");
 	rv = ledger_error_foreach(l, 0, report_errors_cb, &re);
 	if (rv == 0 && json) {
 		json_dumpf(re.array, f, JSON_INDENT(2));
 		fputc('\n', f);
-	} else if (rv == 0 && re.n == 0)
-		fprintf(f, "no errors in the last run\n");
+	} else if (rv == 0 && re.n == 0 && !failed && nruns == 1)
+		fprintf(f, "no errors in the last run (#%" PRId64 ")\n",
+			runs[0].id);
+	else if (rv == 0 && re.n == 0 && nruns == 0)
+		fprintf(f, "no run has happened yet\n");
+	ledger_runs_free(runs, nruns);
 	json_decref(re.array);
 	return rv;
 }

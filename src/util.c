@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,6 +172,34 @@ format_time(int64_t t, char *buf, size_t len)
 	if (gmtime_r(&tt, &tm) == NULL ||
 	    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
 		snprintf(buf, len, "%" PRId64, t);
+}
+
+void
+print_wrapped(FILE *f, size_t col, size_t indent, const char *text)
+{
+	const char *p = text;
+	bool empty = true; /* no word on this line yet */
+	size_t n;
+
+	for (;;) {
+		p += strspn(p, " ");
+		if ((n = strcspn(p, " ")) == 0)
+			break;
+		if (!empty && col + 1 + n > UTIL_WIDTH) {
+			fprintf(f, "\n%*s", (int)indent, "");
+			col = indent;
+			empty = true;
+		}
+		if (!empty) {
+			fputc(' ', f);
+			col++;
+		}
+		fwrite(p, 1, n, f);
+		col += n;
+		p += n;
+		empty = false;
+	}
+	fputc('\n', f);
 }
 
 int

@@ -28,7 +28,8 @@ def serve_dir(path):
 
 
 def banner(text):
-    print("\n\033[1m== %s ==\033[0m" % text, flush=True)
+    bold, plain = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")
+    print("\n%s== %s ==%s" % (bold, text, plain), flush=True)
 
 
 def main():

@@ -37,12 +37,22 @@ for opt in re.findall(r"(?<![a-z])(--?[a-z][a-z-]*)", options):
              opt.replace("-", "\\-") in page, "webcoursed.8 documents %s" % opt)
     else:
         t.ok(opt.replace("-", "\\-") in page, "webcoursed.8 documents %s" % opt)
+t.eq([l for l in help_out.splitlines() if len(l) > 79], [],
+     "webcoursed --help stays within 80 columns")
 rc, _, err = run(WEBCOURSED, "--bogus")
 t.eq(rc, 2, "an unknown option is a usage error (2)")
+t.ok("--bogus" in err and "--help" in err and len(err.splitlines()) <= 2,
+     "it names the option and where to get help, in two lines", err)
 
 rc, out, _ = run(WEBCOURSECTL, "--help")
 t.eq(rc, 0, "webcoursectl --help exits 0")
-commands = re.findall(r"^  ([a-z-]+) ", out, re.M)
+t.eq([l for l in out.splitlines() if len(l) > 79], [],
+     "webcoursectl --help stays within 80 columns")
+for argv in (["--bogus"], ["status", "--bogus"], ["-c"]):
+    rc, _, err = run(WEBCOURSECTL, *argv)
+    t.ok(rc == 2 and argv[-1] in err and "--help" in err and len(err.splitlines()) <= 2,
+         "webcoursectl %s: says what was wrong and where to get help" % " ".join(argv), err)
+commands = re.findall(r"^  ([a-z-]+)(?: |$)", out, re.M)
 t.eq(commands, ["status", "plan", "sync", "approve", "reject", "missing-users",
                 "errors", "check"], "the command table has DESIGN.md's commands")
 page = man("webcoursectl.1")
@@ -61,11 +71,15 @@ try:
     example = open(os.path.join(TOP, "etc", "webcoursed.conf")).read()
     rc, out, err = run(WEBCOURSED, "-t", "-c", env.conf)
     t.ok(rc == 0 and out.strip() == "configuration OK", "-t prints configuration OK", out + err)
+    section = None
     for line in keys_part.splitlines():
-        key = line.strip().split()[0] if line.strip() else ""
-        if "." not in key or key.startswith("("):
+        if line.startswith("["):
+            section = line.strip("[]")
             continue
-        sec, name = key.split(".", 1)
+        if not line.startswith("  ") or line.startswith("   ") or section is None:
+            continue
+        name = line.split()[0]
+        key = "%s.%s" % (section, name)
         t.ok(re.search(r"\b%s\b" % re.escape(name), page), "webcoursed.conf.5 documents %s" % key)
         t.ok(re.search(r"^#?\s*%s\s*=" % re.escape(name), example, re.M),
              "etc/webcoursed.conf shows %s" % key)

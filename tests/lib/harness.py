@@ -1,6 +1,7 @@
 """Black-box test harness: temp config and state, the Moodle double and a
 feed on loopback, the real binaries, and waiting on conditions with
 deadlines (never a bare sleep)."""
+import atexit
 import json
 import os
 import shlex
@@ -53,12 +54,29 @@ def wrapper():
     return shlex.split(w) if w else []
 
 
+# Every Env still open when the test ends, however it ends (an exception in
+# the middle, a failed assertion at start-up): closed at exit, so no temp
+# directory with a token file is left behind.
+_open_envs = []
+
+
+def _close_all():
+    for env in list(_open_envs):
+        env.close()
+
+
+atexit.register(_close_all)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 class Env:
     """One test world: a temp dir with config, token, ledger and feed file,
     a Moodle double, and helpers to run the binaries."""
 
     def __init__(self, feed=None, double=None, max_input_vars=5000, **sections):
         self.dir = tempfile.mkdtemp(prefix="webcoursed-test-")
+        self.procs = []
+        _open_envs.append(self)
         self.double = double or MoodleDouble(max_input_vars=max_input_vars)
         if double is None:
             self.double.start()
@@ -84,7 +102,6 @@ class Env:
         for sec, kv in sections.items():
             self.sections.setdefault(sec, {}).update(kv)
         self.write_config()
-        self.procs = []
 
     def write_config(self, path=None, extra=""):
         lines = []
@@ -168,6 +185,8 @@ class Env:
             return list(csv.reader(f))
 
     def close(self):
+        if self in _open_envs:
+            _open_envs.remove(self)
         for p in self.procs:
             if p.poll() is None:
                 p.kill()

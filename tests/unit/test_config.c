@@ -767,37 +767,56 @@ test_removals(void)
 	}
 }
 
-/* config_print_keys: every key once, three fields; the man page names all. */
+/* config_print_keys: every key once under its section, with a default and
+ * help; no line past 79 columns; the man page names all. */
 static void
 test_print_keys(void)
 {
-	char *buf = NULL, *line, *save = NULL, *page, *path;
-	size_t len = 0, i, n = 0;
-	int seen[nitems(all_keys)] = { 0 };
+	char *buf = NULL, *line, *save = NULL, *page, *path, *key = NULL;
+	char section[32] = "";
+	size_t len = 0, i, n = 0, help_col = 0;
+	int seen[nitems(all_keys)] = { 0 }, long_lines = 0, misaligned = 0;
 	FILE *f = open_memstream(&buf, &len);
 
 	config_print_keys(f);
 	fclose(f);
 	for (line = strtok_r(buf, "\n", &save); line != NULL;
 	     line = strtok_r(NULL, "\n", &save)) {
-		char *tab1 = strchr(line, '\t');
-		char *tab2 = tab1 != NULL ? strchr(tab1 + 1, '\t') : NULL;
+		size_t col;
 
-		n++;
-		if (!ok(tab1 != NULL && tab2 != NULL && tab2[1] != '\0' &&
-			    strchr(tab2 + 1, '\t') == NULL,
-			"key line has key, default and help: %s", line))
+		long_lines += strlen(line) > 79;
+		if (line[0] == '[') {
+			snprintf(section, sizeof(section), "%.*s",
+				 (int)strcspn(line + 1, "]"), line + 1);
 			continue;
-		*tab1 = '\0';
+		}
+		if (line[0] != ' ' || line[2] == ' ')
+			continue; /* help continued, or a long default's help */
+		/* "  key  default  help": the help starts in one column. */
+		col = 2 + strcspn(line + 2, " ");
+		col += strspn(line + col, " ");
+		col += strcspn(line + col, " ");
+		col += strspn(line + col, " ");
+		if (line[col] != '\0') {
+			if (help_col == 0)
+				help_col = col;
+			misaligned += col != help_col;
+		}
+		n++;
+		xasprintf(&key, "%s.%.*s", section, (int)strcspn(line + 2, " "),
+			  line + 2);
 		for (i = 0; i < nitems(all_keys); i++)
-			if (strcmp(all_keys[i], line) == 0)
+			if (strcmp(all_keys[i], key) == 0)
 				seen[i]++;
+		free(key);
 	}
 	is_int(n, nitems(all_keys), "config_print_keys prints %zu keys",
 	       nitems(all_keys));
 	for (i = 0; i < nitems(all_keys); i++)
 		is_int(seen[i], 1, "config_print_keys lists %s once",
 		       all_keys[i]);
+	is_int(long_lines, 0, "no line of the key table is over 79 columns");
+	is_int(misaligned, 0, "the help column is aligned");
 	free(buf);
 
 	xasprintf(&path, "%s/man/webcoursed.conf.5", top);

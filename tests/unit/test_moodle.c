@@ -883,7 +883,7 @@ test_check(void)
 
 	out = run_check(D.token, 999, &rc);
 	is_int(rc, 1, "check with a missing category fails");
-	ok(strstr(out, "NOT OK: category 999") != NULL, "says so");
+	ok(strstr(out, "NOT OK: category: category 999") != NULL, "says so");
 	free(out);
 
 	lim = limited_token();
@@ -905,7 +905,7 @@ test_check(void)
 	   "double: debugging on");
 	out = run_check(D.token, 2, &rc);
 	is_int(rc, 0, "debugging on is a warning, not a failure");
-	ok(strstr(out, "warning: Moodle shows debugging") != NULL,
+	ok(strstr(out, "warning: debugging: Moodle shows debugging") != NULL,
 	   "warns about debugging");
 	free(out);
 	double_post(&D, "/__double/config", "{\"debug\": false}");
