@@ -762,7 +762,10 @@ class Site:
                 del cr[userid]
 
     def is_active(self, course, ue, now):
-        return (course["manual"] == "enabled" and ue[0] == 0 and ue[1] <= now
+        """get_enrolled_join()'s active enrolment: enabled instance, active status,
+        ue.timestart < now < timeend (or no end), now = round(time(), -2)."""
+        now = (now + 50) // 100 * 100
+        return (course["manual"] == "enabled" and ue[0] == 0 and ue[1] < now
                 and (ue[2] == 0 or ue[2] > now))
 
     # -- control-side helpers ---------------------------------------------------------------
@@ -968,38 +971,55 @@ def _course_out(call, c):
 
 
 def f_get_courses_by_field(call, p):
+    """core_course_external::get_courses_by_field() (course/externallib.php): every
+    field but ids reads get_records('course', [field => value], 'id ASC'), so a
+    category comes sorted by id (31a) and an unknown one is an empty list (31b)."""
     site = call.site
     field, value = p["field"], p["value"]
     if field == "":
         found = [site.courses[i] for i in sorted(site.courses)]
     elif field == "id":
-        c = site.courses.get(php_intval(value))
+        c = site.courses.get(php_intval(value))  # clean_param(PARAM_INT)
         found = [c] if c else []
     elif field == "category":
         cat = php_intval(value)
         found = [site.courses[i] for i in sorted(site.courses)
                  if site.courses[i]["category"] == cat]
     elif field == "ids":
-        ids = []
-        for x in re.sub(r"[^0-9,]", "", value).split(","):
-            if x != "" and int(x) not in ids:
-                ids.append(int(x))
-        if any(i not in site.courses for i in ids):
-            # validate_courses() leaves a hole and the caller dereferences it (05c, 26f)
-            raise WSError("Error", None,
-                          'Attempt to assign property "contextvalidated" on null')
-        found = [site.courses[i] for i in ids]
+        found = _courses_by_ids(site, re.sub(r"[^0-9,]", "", value))
     elif field == "shortname":
-        cid = site.by_shortname.get(strip_tags(value))
+        cid = site.by_shortname.get(strip_tags(value))  # clean_param(PARAM_TEXT)
         found = [site.courses[cid]] if cid is not None else []
     elif field == "idnumber":
         cid = site.by_course_idnumber.get(value)
         found = [site.courses[cid]] if cid is not None else []
-    elif field == "sectionid":
-        found = []
     else:
+        # 4.4 knows id, ids, shortname, idnumber and category only.
         raise InvalidParam("Invalid field name")
     return {"courses": [_course_out(call, c) for c in found], "warnings": []}
+
+
+def _courses_by_ids(site, seq):
+    """field=ids: explode(',') of the PARAM_SEQUENCE value, then
+    core_external\\util::validate_courses($ids, [], false, true)."""
+    ids = seq.split(",")
+    if "" in ids:
+        # The category preload query gets '' for a bigint column: PostgreSQL refuses it.
+        raise WSError("dml_read_exception", "dmlreadexception", "Error reading from database",
+                      'ERROR:  invalid input syntax for type bigint: ""')
+    unique = []
+    for x in ids:  # array_unique(): string comparison, first one kept
+        if x not in unique:
+            unique.append(x)
+    found = []
+    for x in unique:
+        cid = int(x)
+        if str(cid) != x or cid not in site.courses:
+            # The course is not loaded under that key, validate_courses() marks the
+            # missing entry and PHP 8 stops on the null (05c, 26f).
+            raise WSError("Error", None, 'Attempt to assign property "contextvalidated" on null')
+        found.append(site.courses[cid])
+    return found
 
 
 COURSE_FIELDS = {
@@ -1333,64 +1353,120 @@ ENROLLED_FIELDS = ("username", "firstname", "lastname", "email", "department", "
                    "profileimageurl", "roles", "enrolledcourses")
 
 
-def _bool_option(v):
-    return v.lower() in ("1", "true", "yes", "on") or (v not in ("", "0") and
-                                                        v.lower() not in ("false", "no", "off"))
+# Roles whose default definition (lib/db/access.php archetypes) allows a capability:
+# enough for withcapability. A capability not listed here answers as one no role has
+# (an empty list, as Moodle does for an unknown name) and the log says so.
+CAPABILITY_ROLES = {
+    "moodle/course:update": {1, 3},
+    "moodle/course:view": {1},
+    "moodle/course:enrolreview": {1, 3},
+    "moodle/course:manageactivities": {1, 3},
+    "moodle/course:markcomplete": {1, 3, 4},
+    "moodle/course:isincompletionreports": {5},
+    "moodle/grade:viewall": {1, 3, 4},
+    "moodle/grade:edit": {1, 3},
+    "moodle/role:assign": {1, 3},
+    "moodle/site:accessallgroups": {1, 3, 4},
+    "mod/assign:submit": {5},
+    "mod/assign:grade": {1, 3, 4},
+}
+USERSWITHOUTGROUP = -1
+
+
+def php_empty(v):
+    """PHP's empty() of a string: only "" and "0" are empty ("false" is not)."""
+    return v in ("", "0")
 
 
 def f_get_enrolled_users(call, p):
+    """core_enrol_external::get_enrolled_users() (enrol/externallib.php, 3.11+):
+    the options are read first (a bad sortby fails before the course is looked
+    up), unknown option names are ignored, then get_enrolled_sql()."""
     site = call.site
     cid = p["courseid"]
-    course = site.courses.get(cid)
-    if course is None:
-        raise missing_record("course")
+    withcapability = ""
+    groupid = 0
     onlyactive = onlysuspended = False
-    fields = None
+    fields = []
     limitfrom = limitnumber = 0
     sortby, sortdir = "id", "ASC"
     for opt in p["options"]:
         name, value = opt["name"], opt["value"]
-        if name == "onlyactive":
-            onlyactive = _bool_option(value)
+        if name == "withcapability":
+            withcapability = value
+        elif name == "groupid":
+            groupid = php_intval(value)
+        elif name == "onlyactive":
+            onlyactive = not php_empty(value)
         elif name == "onlysuspended":
-            onlysuspended = _bool_option(value)
-        elif name == "userfields":
-            fields = {f.strip() for f in value.split(",")}
+            onlysuspended = not php_empty(value)
+        elif name == "userfields":  # clean_param(PARAM_ALPHANUMEXT) of each, appended
+            fields.extend(re.sub(r"[^a-zA-Z0-9_-]", "", f) for f in value.split(","))
         elif name == "limitfrom":
             limitfrom = php_intval(value)
         elif name == "limitnumber":
             limitnumber = php_intval(value)
         elif name == "sortby":
             if value not in ("id", "firstname", "lastname", "siteorder"):
-                raise InvalidParam("Invalid value for sortby parameter (value: %s)" % value)
+                raise InvalidParam("Invalid value for sortby parameter (value: %s),allowed "
+                                   "values are: id,firstname,lastname,siteorder" % value)
             sortby = value
         elif name == "sortdirection":
-            if value.upper() not in ("ASC", "DESC"):
-                raise InvalidParam("Invalid value for sortdirection parameter (value: %s)"
-                                   "Allowed values are: ASC, DESC" % value)
             sortdir = value.upper()
+            if sortdir not in ("ASC", "DESC"):
+                raise InvalidParam("Invalid value for sortdirection parameter\n"
+                                   "                        (value: %s),allowed values are: "
+                                   "ASC,DESC" % sortdir)
+    course = site.courses.get(cid)
+    if course is None:
+        raise missing_record("course")
     if onlyactive and onlysuspended:
-        raise coding_error("Both onlyactive and onlysuspended are set, this is not allowed")
-    ce = site.enrolments.get(cid, {})
+        raise coding_error("Both onlyactive and onlysuspended are set, this is probably not "
+                           "what you want!")
     now = call.now
-    uids = list(ce)
-    if onlyactive:
-        uids = [u for u in uids if site.is_active(course, ce[u], now)]
-    elif onlysuspended:
-        uids = [u for u in uids if not site.is_active(course, ce[u], now)]
-    users = site.users
-    if sortby in ("id", "siteorder"):
-        uids.sort(reverse=sortdir == "DESC")
+    if cid == SITEID:
+        if onlysuspended:
+            raise coding_error("onlysuspended is not supported on frontpage; please add "
+                               "your own early-exit!")
+        uids = list(site.users)  # everybody participates on the frontpage
     else:
-        uids.sort(key=lambda u: (users[u][sortby], u), reverse=sortdir == "DESC")
+        ce = site.enrolments.get(cid, {})
+        uids = list(ce)
+        if onlyactive:
+            uids = [u for u in uids if site.is_active(course, ce[u], now)]
+        elif onlysuspended:
+            uids = [u for u in uids if not site.is_active(course, ce[u], now)]
+    cr = site.ras.get(cid, {})
+    if withcapability:
+        roles = CAPABILITY_ROLES.get(withcapability)
+        if roles is None:
+            call.stats["capability_unmodelled"] = withcapability
+            roles = set()
+        uids = [u for u in uids if cr.get(u, set()) & roles]
+    if groupid and groupid != USERSWITHOUTGROUP:
+        uids = []  # the double has no groups: nobody is a member of any
+    limitfrom = max(limitfrom, 0)  # get_recordset_sql() treats a negative limit as none
+    limitnumber = max(limitnumber, 0)
+    users = site.users
+    desc = sortdir == "DESC"
+    if sortby == "id":
+        uids.sort(reverse=desc)
+    elif sortby == "siteorder":
+        # users_order_by_sql(): "us.lastname, us.firstname, us.id" and then the
+        # direction, which therefore applies to the id only.
+        uids.sort(key=lambda u: (users[u]["lastname"], users[u]["firstname"],
+                                 -u if desc else u))
+    else:
+        # Ties are left to PostgreSQL; the double puts them in id order.
+        uids.sort(key=lambda u: u)
+        uids.sort(key=lambda u: users[u][sortby], reverse=desc)
     if limitnumber > 0:
         uids = uids[limitfrom:limitfrom + limitnumber]
     elif limitfrom > 0:
         uids = uids[limitfrom:]
-    want = set(ENROLLED_FIELDS) if fields is None else fields
+    want = set(fields) if fields else set(ENROLLED_FIELDS)
     if not call.token.viewfullnames:
         want = want - {"firstname", "lastname"}
-    cr = site.ras.get(cid, {})
     out = []
     for uid in uids:
         u = users[uid]
