@@ -164,10 +164,16 @@ try:
     ws(d, "enrol_manual_enrol_users", enrol_pairs([{"roleid": 5, "userid": i, "courseid": ctl1}
                                                    for i in ctl_ids[:3]]))
     s, log = control(d, "/__double/log", method="GET")
-    t.eq(log, [{"function": "enrol_manual_enrol_users", "items": 3, "nvars": 12,
-                "nvars_post": 12, "nvars_get": 0, "cut": False, "status": 200,
-                "errorcode": None, "fault": None, "format": "json", "already_enrolled": 0}],
+    t.eq([{k: v for k, v in e.items() if k not in ("seq", "arrived", "start", "end")}
+          for e in log],
+         [{"function": "enrol_manual_enrol_users", "items": 3, "nvars": 12,
+           "nvars_post": 12, "nvars_get": 0, "cut": False, "status": 200,
+           "errorcode": None, "fault": None, "format": "json", "already_enrolled": 0,
+           "deadlock": False, "conflict": None, "waited_for": [], "committed": True}],
          "GET /__double/log")
+    e = log[0]
+    t.ok(isinstance(e["seq"], int) and e["arrived"] <= e["start"] <= e["end"],
+         "log: request number and monotonic arrival, start and end times", e)
     ws(d, "enrol_manual_enrol_users", enrol_pairs([{"roleid": 5, "userid": i, "courseid": ctl1}
                                                    for i in ctl_ids[1:5]]))
     t.eq(d.log()[-1]["already_enrolled"], 2, "log: enrol items that hit an enrolment")
