@@ -5,38 +5,72 @@ It answers the way the Moodle recorded in tests/data/moodle-ws answered, byte fo
 byte where those recordings show it (tests/moodle-double/test_replay.py checks
 all of them): PHP's form parsing with its max_input_vars cut, HTTP-200 error
 bodies, all-or-nothing batches, username cleaning, tokens and their service's
-function list, the wwwroot redirect, XML when moodlewsrestformat is missing.
-It also injects faults on request.
+function list, the wwwroot redirect, XML when moodlewsrestformat is missing,
+calls under way at the same time (deadlocks, blocked re-sends, php-fpm
+workers), and an administrator's changes behind the client's back. It also
+injects faults on request.
 
-Seed (as the recordings' site): users guest 1, admin 2, 00000000023/069/074/076/078
-= 3..7, wsclient 8 (new users from 9); categories 1 "Category 1", 2 "Lab Category"
-(LABCAT); site course 1 (shortname "moodlelab", format "site"), LAB-NOMANUAL 2
-(no manual instance), LAB-MANUALOFF 3 (manual instance disabled); new courses
-from 4 with an enabled manual instance. Roles 1 manager, 3 editingteacher,
-4 teacher, 5 student.
+Seeds (seed=...), each the site of one recording session:
+  "lab1" (default; 00-27): users guest 1, admin 2, 00000000023/069/074/076/078
+    = 3..7 ("Student N<username>"), wsclient 8 (new users from 9); categories 1
+    "Category 1", 2 "Lab Category" (LABCAT); site course 1 (shortname
+    "moodlelab", format "site"), LAB-NOMANUAL 2 (no manual instance),
+    LAB-MANUALOFF 3 (manual instance disabled); new courses from 4 with an
+    enabled manual instance, first context 20.
+  "lab2" (30*, 31*, a fresh install): guest 1, admin 2, wsclient 3 (an
+    assumption: id 3 is not in the recordings), 00000000023/069/074/076/078 =
+    4..8 ("Seed User <username>"), 5867 bulk users 9..5875 named by eleven
+    digits ("Bulk User <username>": 1, 2, ... without the five seed numbers,
+    077, 087 and multiples of 50; 30f shows ids 9..503); categories 1, 2
+    "Imported"; LABNOMANUAL 2 (no manual instance), LABDISABLED 3 (disabled),
+    both "moodlelab fixture" courses as 31a shows them; new courses from 4,
+    first context 5893 (31a: every user has a context, as user_create_user()
+    makes one).
+Roles 1 manager, 3 editingteacher, 4 teacher, 5 student.
 
 Python API (tests/moodle-double on sys.path):
 
     from moodle_double import MoodleDouble
-    d = MoodleDouble(max_input_vars=5000)   # port=0: a free port on 127.0.0.1
+    d = MoodleDouble(max_input_vars=5000, seed="lab1", cost=None, workers=None)
     d.start()                               # returns d; also a context manager
     d.url, d.port            # "http://127.0.0.1:PORT" (the wwwroot), PORT
     d.token                  # admin (user 2): every function, may give roles 1,3,4,5
-    d.wsclient_token         # wsclient (user 8): every function, roles 3,4,5 only
+    d.wsclient_token         # wsclient: every function, roles 3,4,5 only
     d.limited_token          # wsclient, service without enrol_manual_unenrol_users
                              #   and core_role_unassign_roles
+    MoodleDouble(max_input_vars=1000, site=d.site)  # a second server (php-fpm
+                             #   pool) on the same site: own max_input_vars,
+                             #   cost and workers, shared database
+
+  An administrator's changes (as Moodle's own API makes them, committed at once;
+  each marks the user's access dirty where Moodle does; ValueError if Moodle
+  would not have it):
     d.add_users(["u1", {"username": "u2", "firstname": "A"}]) -> [ids]
     d.add_course("SN", fullname=None, manual="enabled", visible=1, categoryid=1,
                  idnumber="") -> id
-    d.enrol("SN", "u1", roleid=5, status="active")   # an admin's manual change
-    d.unenrol("SN", "u1")
+    d.enrol("SN", "u1", roleid=None, status="active")
+        # new enrolment: that status, role roleid (student if None); existing
+        # enrolment: the status changes, nothing else (roleid, if given, is
+        # added as enrol_user() would)
+    d.suspend("SN", "u1")                   # = enrol(..., status="suspended")
+    d.unenrol("SN", "u1")                   # the enrolment and every role in it
+    d.assign_role("SN", "u1", roleid); d.unassign_role("SN", "u1", roleid)
+        # in the course context; the enrolment stays
+    d.update_course("SN", fullname=None, visible=None)   # rename, hide/show
+    d.delete_course("SN") -> id             # with its enrolments and roles
+  Faults and settings:
     d.set_fault(mode, count=1, function=None, after=0, seconds=None, body=None,
                 status=200)
     d.clear_faults()
     d.configure(max_input_vars=None, ws_enabled=None, debug=None,
-                display_startup_errors=None)
-    d.state(); d.log(since=0); d.clear_log(); d.reset(); d.stop()
-    MoodleDouble(max_input_vars=1000, site=d.site)  # a second server, same site
+                display_startup_errors=None, cost=<keep>, workers=<keep>,
+                deadlock_rule=None)
+        # cost: None (off) or {"call": s, "item": s}; workers: None (unlimited)
+        # or N; deadlock_rule: "overlap" (default) or "order" (below)
+  Looking:
+    d.state(); d.log(since=0); d.clear_log(); d.inflight(); d.stats()
+    d.reset(); d.stop()
+    moodle_double.max_concurrency(log) -> most requests running at once
 
 The same over HTTP for a double in another process (JSON bodies; 400 with
 {"error"} on a bad request):
@@ -48,7 +82,10 @@ The same over HTTP for a double in another process (JSON bodies; 400 with
         none            clear all faults
         http500/502/503 that status, an nginx HTML body, nothing done
         reset           the connection is reset (RST) without an answer
-        delay           sleep S seconds, then answer normally
+        delay           sleep S seconds (before a worker is taken), then answer
+        latecommit      the call works S seconds longer before it commits, whether
+                        or not its client is still there (README: a request
+                        outlives its client); until then it is under way (below)
         sitemaintenance {"errorcode":"sitemaintenance"} error, nothing done
         mailfail        do the call, then answer the 08*_MAILFAIL error
         garbage         200, application/json, a body that is not JSON
@@ -57,33 +94,91 @@ The same over HTTP for a double in another process (JSON bodies; 400 with
         invalidtoken    the invalidtoken error
         error           200 (or "status") with B: a JSON object, or raw text
     POST /__double/config   {"max_input_vars": N, "ws_enabled": b, "debug": b (adds
-                             "debuginfo" like 26*), "display_startup_errors": b (27b)}
+                             "debuginfo" like 26*), "display_startup_errors": b (27b),
+                             "cost": null|{"call": s, "item": s}, "workers": null|N,
+                             "deadlock_rule": "overlap"|"order"}
     POST /__double/users    {"users": [{"username": "x", "firstname", "lastname",
                              "email", "idnumber"}]} -> {"users": [{"id","username"}]}
     POST /__double/courses  {"courses": [{"shortname", "fullname", "manual":
                              enabled|disabled|none, "visible", "idnumber",
                              "categoryid"}]} -> {"courses": [{"id","shortname"}]}
-    POST /__double/enrol    {"shortname","username","roleid","status":active|suspended}
+    POST /__double/enrol    {"shortname","username","roleid" (optional),
+                             "status":active|suspended}           (as d.enrol)
     POST /__double/unenrol  {"shortname","username"}
+    POST /__double/assign_role, /__double/unassign_role
+                            {"shortname","username","roleid"}
+    POST /__double/update_course {"shortname", "fullname", "visible"} (both optional)
+    POST /__double/delete_course {"shortname"} -> {"id"}
     POST /__double/reset    back to the seed: state, faults, log, config (tokens stay)
-    GET  /__double/state    {"siteid":1, "courses":[{"id","shortname","fullname",
-                             "idnumber","categoryid","visible","format","manual",
-                             "enrolments":[{"userid","username","status","roles"}],
-                             "roles_without_enrolment":[{"userid","username","roles"}]}],
-                             "users":[{"id","username"}], "categories":[{"id","name",
-                             "idnumber","parent","coursecount"}]}   (site course left out)
-    GET  /__double/log[?since=N]  one entry per web-service request: {"function",
-                             "items" (records in the main array parameter), "nvars"
-                             (variables sent, GET + POST, before the cut), "nvars_post",
-                             "nvars_get", "cut" (PHP dropped some), "status" (null:
-                             reset), "errorcode", "fault", "format", "already_enrolled"
-                             (enrol items that hit an existing enrolment)}
+    GET  /__double/state    {"siteid":1, "seed", "courses":[{"id","shortname",
+                             "fullname","idnumber","categoryid","visible","format",
+                             "manual","enrolments":[{"userid","username","status",
+                             "roles"}], "roles_without_enrolment":[{"userid",
+                             "username","roles"}]}], "users":[{"id","username"}],
+                             "categories":[{"id","name","idnumber","parent",
+                             "coursecount"}], "dirty_users":[ids with a flag]}
+                             (site course left out)
+    GET  /__double/log[?since=N]  one entry per web-service request, in the order
+                             they ended: {"function", "items" (records in the main
+                             array parameter), "nvars" (variables sent, GET + POST,
+                             before the cut), "nvars_post", "nvars_get", "cut" (PHP
+                             dropped some), "status" (null: reset), "errorcode",
+                             "fault", "format", "already_enrolled" (enrol items that
+                             hit an existing enrolment), "seq" (request number, in
+                             arrival order, shared by the servers of a site),
+                             "arrived", "start" (a worker took it; null if it never
+                             got one), "end" (time.monotonic() seconds), "deadlock"
+                             (it was a deadlock victim), "deadlock_with" (the other
+                             request's seq), "conflict" (null, "deadlock",
+                             "duplicate"), "waited_for" (seqs it blocked on),
+                             "committed" (write functions: its changes were applied;
+                             null for reads), "capability_unmodelled" (a
+                             withcapability the double has no roles for)}
     POST /__double/log/clear
+    GET  /__double/inflight [{"seq","function","state": queued|running|waiting,
+                             "arrived","start"}]: requests this server holds now
+    GET  /__double/stats    {"requests","deadlocks","duplicates","max_running" (over
+                             the log),"queued","running" (now)}
     GET  /__double/info     {"url","port","token","wsclient_token","limited_token",
-                             "max_input_vars"}
+                             "max_input_vars","cost","workers","deadlock_rule","seed"}
+
+Calls under way (README "Second recording session", 30a-30f):
+  - Cost model, off by default: a request waits for a free php-fpm worker
+    (workers=N, first come first served; None: no limit), then takes
+    cost["call"] + items x cost["item"] seconds (only "call" when it fails before
+    the function runs: token, access, parameters). Its work happens at the end
+    of that time: a read reads then, a write commits then. Without cost and
+    latecommit every call is atomic, as before.
+  - A write call that marks users' access dirty (enrol, unenrol, role assign
+    and unassign: all reach mark_user_dirty(), i.e. set_cache_flag(), for each
+    user they change; course and user creation do not) is under way from its
+    start to its commit. When it starts, the double compares it with the write
+    calls under way (Site.begin_write):
+      * it inserts an enrolment (course, user) another one inserts too: it
+        blocks until that one ends, then fails with dmlwriteexception if that
+        one committed (the user_enrolments unique index), else goes on;
+      * it updates the dirty flag of a user another one also updates (the flag
+        exists: the user was changed by an earlier committed call): deadlock,
+        this later call is the victim. It answers HTTP 200 {"exception":
+        "dml_write_exception","errorcode":"dmlwriteexception","message":"Error
+        writing to database"} at its end and nothing of it is applied. Rule
+        "overlap" (default): any such shared user. Rule "order" (PostgreSQL's
+        cycle): only two such users in opposite orders; else it waits for the
+        other, as PostgreSQL would make it;
+      * it marks dirty a user another one marks dirty and the flag does not
+        exist yet: it waits for the other to end before committing (30a/30b).
+    Rule "overlap" is stricter than PostgreSQL where the two take the rows in
+    the same order (PostgreSQL would serialise them); README: callers that never
+    had one user in two calls at once saw no deadlock, and that is what it
+    checks. The timing is not modelled: the victim answers at the end of its
+    own modelled time, and the survivor is not delayed by it.
+  - Reads never wait and see only committed changes (a check made while a
+    late commit is pending sees nothing of it).
+  - Flags never expire here (Moodle's live $CFG->sessiontimeout, 8 h).
 
 CLI: moodle_double.py [--port N (0: free)] [--port-file F] [--max-input-vars N]
                       [--token-file F (0600)] [--users u1,u2,...] [--verbose]
+                      [--seed lab1|lab2] [--workers N] [--cost CALL,ITEM]
 prints "listening on http://127.0.0.1:PORT" once the port file is in place;
 SIGTERM or SIGINT stops it (exit 0).
 """
@@ -2090,10 +2185,19 @@ class WorkerPool:
             self.limit = limit
             self.cond.notify_all()
 
-    def acquire(self, stopping):
+    def enqueue(self, number):
+        """Join the queue; number() is called in the same breath, so that the
+        numbers handed out follow the queue's order. Returns (ticket, number)."""
         with self.cond:
             me = object()
             self.queue.append(me)
+            return me, number()
+
+    def acquire(self, stopping, me=None):
+        with self.cond:
+            if me is None:
+                me = object()
+                self.queue.append(me)
             try:
                 while self.queue[0] is not me or (self.limit is not None
                                                   and self.busy >= self.limit):
@@ -2356,7 +2460,6 @@ class MoodleDouble:
         nginx-level faults answer at once; then the request waits for a php-fpm
         worker (workers), and the worker does the Moodle part (_php)."""
         arrived = time.monotonic()
-        seq = self.site.new_seq()
         limit = self.max_input_vars
         get, nget_sent, nget_kept = php_parse_form(query, limit, False)
         post, npost_sent, npost_kept = PArr(), 0, 0
@@ -2378,7 +2481,7 @@ class MoodleDouble:
                  "nvars_post": npost_sent, "nvars_get": nget_sent,
                  "cut": npost_kept < npost_sent or nget_kept < nget_sent,
                  "status": 200, "errorcode": None, "fault": None, "format": fmt,
-                 "already_enrolled": 0, "seq": seq, "arrived": arrived, "start": None,
+                 "already_enrolled": 0, "seq": None, "arrived": arrived, "start": None,
                  "end": None, "deadlock": False, "conflict": None, "waited_for": [],
                  "committed": None}
         warn = ""
@@ -2397,15 +2500,19 @@ class MoodleDouble:
             return Reply(status, JSON_HEADERS if fmt == "json" else XML_HEADERS,
                          text.encode("utf-8"))
 
+        seq = None
         try:
             if fault is not None:
                 entry["fault"] = fault.mode
                 early = self._fault_reply(fault, err_reply, entry)
                 if early is not None:
+                    entry["seq"] = self.site.new_seq()
                     return early, entry
+            ticket, seq = self.pool.enqueue(self.site.new_seq)
+            entry["seq"] = seq
             self._track(seq, function=function, state="queued", arrived=arrived, start=None)
             try:
-                self.pool.acquire(self.stopping)
+                self.pool.acquire(self.stopping, ticket)
             except Stopped:
                 entry["status"] = None
                 return Reply(reset=True), entry
@@ -2418,7 +2525,8 @@ class MoodleDouble:
                 self.pool.release()
             return reply, entry
         finally:
-            self._untrack(seq)
+            if seq is not None:
+                self._untrack(seq)
             entry["end"] = time.monotonic()
 
     def _php(self, seq, method, query, headers, params, function, token, fmt, fault, warn,
@@ -2601,6 +2709,10 @@ class MoodleDouble:
                 return 200, self.log(int(qs.get("since", ["0"])[0]))
             if method == "GET" and path == "/__double/info":
                 return 200, self.info()
+            if method == "GET" and path == "/__double/inflight":
+                return 200, self.inflight()
+            if method == "GET" and path == "/__double/stats":
+                return 200, self.stats()
             if method != "POST":
                 return 404, {"error": "no such control endpoint"}
             if path == "/__double/fault":
@@ -2614,7 +2726,8 @@ class MoodleDouble:
                 return 200, {"ok": True}
             if path == "/__double/config":
                 unknown = set(req) - {"max_input_vars", "ws_enabled", "debug",
-                                      "display_startup_errors"}
+                                      "display_startup_errors", "cost", "workers",
+                                      "deadlock_rule"}
                 if unknown:
                     return 400, {"error": "unknown config keys %s" % sorted(unknown)}
                 self.configure(**req)
@@ -2632,12 +2745,23 @@ class MoodleDouble:
                     out.append({"id": cid, "shortname": c["shortname"]})
                 return 200, {"courses": out}
             if path == "/__double/enrol":
-                self.enrol(req["shortname"], req["username"], req.get("roleid", 5),
+                self.enrol(req["shortname"], req["username"], req.get("roleid"),
                            req.get("status", "active"))
                 return 200, {"ok": True}
             if path == "/__double/unenrol":
                 self.unenrol(req["shortname"], req["username"])
                 return 200, {"ok": True}
+            if path == "/__double/assign_role":
+                self.assign_role(req["shortname"], req["username"], req["roleid"])
+                return 200, {"ok": True}
+            if path == "/__double/unassign_role":
+                self.unassign_role(req["shortname"], req["username"], req["roleid"])
+                return 200, {"ok": True}
+            if path == "/__double/update_course":
+                self.update_course(req["shortname"], req.get("fullname"), req.get("visible"))
+                return 200, {"ok": True}
+            if path == "/__double/delete_course":
+                return 200, {"id": self.delete_course(req["shortname"])}
             if path == "/__double/reset":
                 self.reset()
                 return 200, {"ok": True}
@@ -2763,7 +2887,19 @@ def main(argv=None):
     ap.add_argument("--token-file", help="write the admin token here (mode 0600)")
     ap.add_argument("--users", default="", help="comma-separated usernames to create")
     ap.add_argument("--verbose", action="store_true", help="log requests to stderr")
+    ap.add_argument("--seed", choices=SEEDS, default="lab1", help="the site to start from")
+    ap.add_argument("--workers", type=int, default=None, help="php-fpm workers (default: "
+                    "as many as requests)")
+    ap.add_argument("--cost", default=None, metavar="CALL,ITEM",
+                    help="seconds per call and per item (default: none)")
     args = ap.parse_args(argv)
+    cost = None
+    if args.cost:
+        try:
+            call_s, item_s = (float(x) for x in args.cost.split(","))
+        except ValueError:
+            ap.error("--cost wants CALL,ITEM seconds")
+        cost = {"call": call_s, "item": item_s}
 
     done = threading.Event()
 
@@ -2773,7 +2909,7 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     d = MoodleDouble(max_input_vars=args.max_input_vars, port=args.port,
-                     verbose=args.verbose)
+                     verbose=args.verbose, seed=args.seed, cost=cost, workers=args.workers)
     users = [u for u in args.users.split(",") if u]
     if users:
         d.add_users(users)
