@@ -695,7 +695,6 @@ USER_EXTRA = {  # per-user values of core_webservice_get_site_info (01, 25a)
 
 
 SEEDS = ("lab1", "lab2")
-SESSION_TIMEOUT = 8 * 3600  # $CFG->sessiontimeout: how long a dirty flag lives
 
 
 def _lab2_bulk_numbers(n):
