@@ -311,15 +311,23 @@ def replay_session2(t, recs):
                     continue
                 compare(t, rec, localise, *ans)
                 replayed += 1
+            # The requests were sent, and so numbered, in the group's order.
+            short = {e["seq"]: r.name.split("_")[0]
+                     for e, r in zip(sorted(log, key=lambda e: e["seq"]), group)}
             for e in log:
                 if e["waited_for"] and not e["deadlock"]:
-                    print("# %s: request %d waited for %s to end before committing (README: the "
-                          "second waits for the first; which one waited is not recorded)"
-                          % (names, e["seq"], e["waited_for"]))
-            victims = [(e["seq"], e.get("deadlock_with")) for e in log if e["deadlock"]]
-            if victims:
-                print("# %s: deadlock victim: the later of the two (request %d, with %d), "
-                      "as 30d (sent 2 ms after 30e) was" % ((names,) + victims[0]))
+                    print("# %s: %s waited for %s to end before committing (README: the second "
+                          "waits for the first)" % (names, short[e["seq"]],
+                                                    "/".join(short[w] for w in e["waited_for"])))
+                if e["deadlock"]:
+                    print("# %s: %s, the later one, was the deadlock victim, as in the recording"
+                          % (names, short[e["seq"]]))
+            done_order = [short[e["seq"]] for e in sorted(log, key=lambda e: e["end"])]
+            rec_order = [r.name.split("_")[0] for r in sorted(group, key=lambda r: r.answered)]
+            if done_order != rec_order:
+                print("# %s: Moodle answered them in the order %s, the double in the order %s: "
+                      "the answers are compared, not their order" % (names, rec_order,
+                                                                     done_order))
 
         st = {c["shortname"]: c for c in lab2.state()["courses"]}
         t.eq([(sn, len(st[sn]["enrolments"])) for sn in ("DL1", "DL2", "DL3", "DL4")],
