@@ -21,8 +21,10 @@ Seeds (seed=...), each the site of one recording session:
     assumption: id 3 is not in the recordings), 00000000023/069/074/076/078 =
     4..8 ("Seed User <username>"), 5867 bulk users 9..5875 named by eleven
     digits ("Bulk User <username>": 1, 2, ... without the five seed numbers,
-    077, 087 and multiples of 50; 30f shows ids 9..503); categories 1, 2
-    "Imported"; LABNOMANUAL 2 (no manual instance), LABDISABLED 3 (disabled),
+    077, 087 and multiples of 50; 30f shows ids 9..503 and only full names: the
+    split into firstname "Seed"/"Bulk" and lastname is assumed); categories 1,
+    2 "Imported" (its idnumber and description are not recorded: empty);
+    LABNOMANUAL 2 (no manual instance), LABDISABLED 3 (disabled),
     both "moodlelab fixture" courses as 31a shows them; new courses from 4,
     first context 5893 (31a: every user has a context, as user_create_user()
     makes one).
