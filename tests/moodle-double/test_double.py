@@ -789,6 +789,13 @@ try:
         [{"userid": x, "courseid": K[6]} for x in cu[20:25]])), enrol_call(K[4], cu[20:25])])
     t.eq([a[1] for a in ans], [b"null", DML_WRITE],
          "an unenrolment and an enrolment of the same users: deadlock")
+    # Role assignments mark the user dirty as well.
+    ans, log = send_in_turn(cc, [("core_role_assign_roles", [
+        ("assignments[0][roleid]", 4), ("assignments[0][userid]", first[0]),
+        ("assignments[0][contextlevel]", "course"), ("assignments[0][instanceid]", K[1])]),
+        enrol_call(K[5], first[:3])])
+    t.eq([a[1] for a in ans], [b"null", DML_WRITE],
+         "a role assignment and an enrolment of the same user: deadlock")
     # Re-enrolling as before changes nothing, marks nobody: no conflict.
     ans, log = send_in_turn(cc, [enrol_call(K[0], first), enrol_call(K[1], first)])
     t.eq([a[1] for a in ans], [b"null", b"null"],
@@ -899,6 +906,24 @@ try:
     t.eq(ids(enrolled_users(lc, lcid)), lu[:2], "the late batch is there, once")
     t.eq(lc.stats()["duplicates"], 1, "stats: one duplicate")
 
+    # The other php-fpm pool of the same site sees the same calls under way.
+    pool2 = MoodleDouble(max_input_vars=1000, site=lc.site).start()
+    try:
+        l9 = lc.add_users(["late9"])[0]
+        other = enrol_pairs([{"roleid": 5, "userid": l9, "courseid": lcid}])
+        lc.set_fault("latecommit", seconds=1.0, function="enrol_manual_enrol_users")
+        got2 = []
+        th = threading.Thread(target=lambda: got2.append(
+            ws(lc, "enrol_manual_enrol_users", other)[2]))
+        th.start()
+        wait_until(lambda: lc.inflight(), "the late call to run")
+        t.eq(ws(pool2, "enrol_manual_enrol_users", other)[2], DML_WRITE,
+             "the same batch through the other pool blocks and fails too")
+        th.join(30)
+        t.eq(got2, [b"null"], "... and the late one commits")
+    finally:
+        pool2.stop()
+
     # If the first one fails instead, the re-sent batch goes through.
     bad = enrol_pairs([{"roleid": 5, "userid": x, "courseid": lcid}
                        for x in lu[2:] + [99999]])
@@ -910,7 +935,7 @@ try:
          ["codingerror", None], "the first fails late (user 99999), the re-sent one succeeds")
     t.eq((log[1]["waited_for"], log[1]["committed"]), ([log[0]["seq"]], True),
          "... after waiting for it")
-    t.eq(ids(enrolled_users(lc, lcid)), lu, "all four enrolled")
+    t.eq(ids(enrolled_users(lc, lcid)), lu + [l9], "all enrolled")
     lc.set_fault("latecommit", seconds=0.5, function="core_course_get_courses_by_field")
     s_, h, b = ws(lc, "core_course_get_courses_by_field", [("field", "id"), ("value", lcid)])
     t.eq((s_, json.loads(b)["courses"][0]["id"]), (200, lcid), "latecommit on a read: answers")
