@@ -5,38 +5,74 @@ It answers the way the Moodle recorded in tests/data/moodle-ws answered, byte fo
 byte where those recordings show it (tests/moodle-double/test_replay.py checks
 all of them): PHP's form parsing with its max_input_vars cut, HTTP-200 error
 bodies, all-or-nothing batches, username cleaning, tokens and their service's
-function list, the wwwroot redirect, XML when moodlewsrestformat is missing.
-It also injects faults on request.
+function list, the wwwroot redirect, XML when moodlewsrestformat is missing,
+calls under way at the same time (deadlocks, blocked re-sends, php-fpm
+workers), and an administrator's changes behind the client's back. It also
+injects faults on request.
 
-Seed (as the recordings' site): users guest 1, admin 2, 00000000023/069/074/076/078
-= 3..7, wsclient 8 (new users from 9); categories 1 "Category 1", 2 "Lab Category"
-(LABCAT); site course 1 (shortname "moodlelab", format "site"), LAB-NOMANUAL 2
-(no manual instance), LAB-MANUALOFF 3 (manual instance disabled); new courses
-from 4 with an enabled manual instance. Roles 1 manager, 3 editingteacher,
-4 teacher, 5 student.
+Seeds (seed=...), each the site of one recording session:
+  "lab1" (default; 00-27): users guest 1, admin 2, 00000000023/069/074/076/078
+    = 3..7 ("Student N<username>"), wsclient 8 (new users from 9); categories 1
+    "Category 1", 2 "Lab Category" (LABCAT); site course 1 (shortname
+    "moodlelab", format "site"), LAB-NOMANUAL 2 (no manual instance),
+    LAB-MANUALOFF 3 (manual instance disabled); new courses from 4 with an
+    enabled manual instance, first context 20.
+  "lab2" (30*, 31*, a fresh install): guest 1, admin 2, wsclient 3 (an
+    assumption: id 3 is not in the recordings), 00000000023/069/074/076/078 =
+    4..8 ("Seed User <username>"), 5867 bulk users 9..5875 named by eleven
+    digits ("Bulk User <username>": 1, 2, ... without the five seed numbers,
+    077, 087 and multiples of 50; 30f shows ids 9..503 and only full names: the
+    split into firstname "Seed"/"Bulk" and lastname is assumed); categories 1,
+    2 "Imported" (its idnumber and description are not recorded: empty);
+    LABNOMANUAL 2 (no manual instance), LABDISABLED 3 (disabled),
+    both "moodlelab fixture" courses as 31a shows them; new courses from 4,
+    first context 5893 (31a: every user has a context, as user_create_user()
+    makes one).
+Roles 1 manager, 3 editingteacher, 4 teacher, 5 student.
 
 Python API (tests/moodle-double on sys.path):
 
     from moodle_double import MoodleDouble
-    d = MoodleDouble(max_input_vars=5000)   # port=0: a free port on 127.0.0.1
+    d = MoodleDouble(max_input_vars=5000, seed="lab1", cost=None, workers=None)
     d.start()                               # returns d; also a context manager
     d.url, d.port            # "http://127.0.0.1:PORT" (the wwwroot), PORT
     d.token                  # admin (user 2): every function, may give roles 1,3,4,5
-    d.wsclient_token         # wsclient (user 8): every function, roles 3,4,5 only
+    d.wsclient_token         # wsclient: every function, roles 3,4,5 only
     d.limited_token          # wsclient, service without enrol_manual_unenrol_users
                              #   and core_role_unassign_roles
+    MoodleDouble(max_input_vars=1000, site=d.site)  # a second server (php-fpm
+                             #   pool) on the same site: own max_input_vars,
+                             #   cost and workers, shared database
+
+  An administrator's changes (as Moodle's own API makes them, committed at once;
+  each marks the user's access dirty where Moodle does; ValueError if Moodle
+  would not have it):
     d.add_users(["u1", {"username": "u2", "firstname": "A"}]) -> [ids]
     d.add_course("SN", fullname=None, manual="enabled", visible=1, categoryid=1,
                  idnumber="") -> id
-    d.enrol("SN", "u1", roleid=5, status="active")   # an admin's manual change
-    d.unenrol("SN", "u1")
+    d.enrol("SN", "u1", roleid=None, status="active")
+        # new enrolment: that status, role roleid (student if None); existing
+        # enrolment: the status changes, nothing else (roleid, if given, is
+        # added as enrol_user() would)
+    d.suspend("SN", "u1")                   # = enrol(..., status="suspended")
+    d.unenrol("SN", "u1")                   # the enrolment and every role in it
+    d.assign_role("SN", "u1", roleid); d.unassign_role("SN", "u1", roleid)
+        # in the course context; the enrolment stays
+    d.update_course("SN", fullname=None, visible=None)   # rename, hide/show
+    d.delete_course("SN") -> id             # with its enrolments and roles
+  Faults and settings:
     d.set_fault(mode, count=1, function=None, after=0, seconds=None, body=None,
                 status=200)
     d.clear_faults()
     d.configure(max_input_vars=None, ws_enabled=None, debug=None,
-                display_startup_errors=None)
-    d.state(); d.log(since=0); d.clear_log(); d.reset(); d.stop()
-    MoodleDouble(max_input_vars=1000, site=d.site)  # a second server, same site
+                display_startup_errors=None, cost=<keep>, workers=<keep>,
+                deadlock_rule=None)
+        # cost: None (off) or {"call": s, "item": s}; workers: None (unlimited)
+        # or N; deadlock_rule: "overlap" (default) or "order" (below)
+  Looking:
+    d.state(); d.log(since=0); d.clear_log(); d.inflight(); d.stats()
+    d.reset(); d.stop()
+    moodle_double.max_concurrency(log) -> most requests running at once
 
 The same over HTTP for a double in another process (JSON bodies; 400 with
 {"error"} on a bad request):
@@ -48,7 +84,10 @@ The same over HTTP for a double in another process (JSON bodies; 400 with
         none            clear all faults
         http500/502/503 that status, an nginx HTML body, nothing done
         reset           the connection is reset (RST) without an answer
-        delay           sleep S seconds, then answer normally
+        delay           sleep S seconds (before a worker is taken), then answer
+        latecommit      the call works S seconds longer before it commits, whether
+                        or not its client is still there (README: a request
+                        outlives its client); until then it is under way (below)
         sitemaintenance {"errorcode":"sitemaintenance"} error, nothing done
         mailfail        do the call, then answer the 08*_MAILFAIL error
         garbage         200, application/json, a body that is not JSON
@@ -57,39 +96,99 @@ The same over HTTP for a double in another process (JSON bodies; 400 with
         invalidtoken    the invalidtoken error
         error           200 (or "status") with B: a JSON object, or raw text
     POST /__double/config   {"max_input_vars": N, "ws_enabled": b, "debug": b (adds
-                             "debuginfo" like 26*), "display_startup_errors": b (27b)}
+                             "debuginfo" like 26*), "display_startup_errors": b (27b),
+                             "cost": null|{"call": s, "item": s}, "workers": null|N,
+                             "deadlock_rule": "overlap"|"order"}
     POST /__double/users    {"users": [{"username": "x", "firstname", "lastname",
                              "email", "idnumber"}]} -> {"users": [{"id","username"}]}
     POST /__double/courses  {"courses": [{"shortname", "fullname", "manual":
                              enabled|disabled|none, "visible", "idnumber",
                              "categoryid"}]} -> {"courses": [{"id","shortname"}]}
-    POST /__double/enrol    {"shortname","username","roleid","status":active|suspended}
+    POST /__double/enrol    {"shortname","username","roleid" (optional),
+                             "status":active|suspended}           (as d.enrol)
     POST /__double/unenrol  {"shortname","username"}
+    POST /__double/assign_role, /__double/unassign_role
+                            {"shortname","username","roleid"}
+    POST /__double/update_course {"shortname", "fullname", "visible"} (both optional)
+    POST /__double/delete_course {"shortname"} -> {"id"}
     POST /__double/reset    back to the seed: state, faults, log, config (tokens stay)
-    GET  /__double/state    {"siteid":1, "courses":[{"id","shortname","fullname",
-                             "idnumber","categoryid","visible","format","manual",
-                             "enrolments":[{"userid","username","status","roles"}],
-                             "roles_without_enrolment":[{"userid","username","roles"}]}],
-                             "users":[{"id","username"}], "categories":[{"id","name",
-                             "idnumber","parent","coursecount"}]}   (site course left out)
-    GET  /__double/log[?since=N]  one entry per web-service request: {"function",
-                             "items" (records in the main array parameter), "nvars"
-                             (variables sent, GET + POST, before the cut), "nvars_post",
-                             "nvars_get", "cut" (PHP dropped some), "status" (null:
-                             reset), "errorcode", "fault", "format", "already_enrolled"
-                             (enrol items that hit an existing enrolment)}
+    GET  /__double/state    {"siteid":1, "seed", "courses":[{"id","shortname",
+                             "fullname","idnumber","categoryid","visible","format",
+                             "manual","enrolments":[{"userid","username","status",
+                             "roles"}], "roles_without_enrolment":[{"userid",
+                             "username","roles"}]}], "users":[{"id","username"}],
+                             "categories":[{"id","name","idnumber","parent",
+                             "coursecount"}], "dirty_users":[ids with a flag]}
+                             (site course left out)
+    GET  /__double/log[?since=N]  one entry per web-service request, in the order
+                             they ended: {"function", "items" (records in the main
+                             array parameter), "nvars" (variables sent, GET + POST,
+                             before the cut), "nvars_post", "nvars_get", "cut" (PHP
+                             dropped some), "status" (null: reset), "errorcode",
+                             "fault", "format", "already_enrolled" (enrol items that
+                             hit an existing enrolment), "seq" (request number, in
+                             arrival order, shared by the servers of a site),
+                             "arrived", "start" (a worker took it; null if it never
+                             got one), "end" (time.monotonic() seconds), "deadlock"
+                             (it was a deadlock victim), "deadlock_with" (the other
+                             request's seq), "conflict" (null, "deadlock",
+                             "duplicate"), "waited_for" (seqs it blocked on),
+                             "committed" (write functions: its changes were applied;
+                             null for reads), "capability_unmodelled" (a
+                             withcapability the double has no roles for)}
     POST /__double/log/clear
+    GET  /__double/inflight [{"seq","function","state": queued|running|waiting,
+                             "arrived","start"}]: requests this server holds now
+    GET  /__double/stats    {"requests","deadlocks","duplicates","max_running" (over
+                             the log),"queued","running" (now)}
     GET  /__double/info     {"url","port","token","wsclient_token","limited_token",
-                             "max_input_vars"}
+                             "max_input_vars","cost","workers","deadlock_rule","seed"}
+
+Calls under way (README "Second recording session", 30a-30f):
+  - Cost model, off by default: a request waits for a free php-fpm worker
+    (workers=N, first come first served; None: no limit), then takes
+    cost["call"] + items x cost["item"] seconds (only "call" when it fails before
+    the function runs: token, access, parameters). Its work happens at the end
+    of that time: a read reads then, a write commits then. Without cost and
+    latecommit every call is atomic, as before.
+  - A write call that marks users' access dirty (enrol, unenrol, role assign
+    and unassign: all reach mark_user_dirty(), i.e. set_cache_flag(), for each
+    user they change; course and user creation do not) is under way from its
+    start to its commit. When it starts, the double compares it with the write
+    calls under way (Site.begin_write):
+      * it inserts an enrolment (course, user) another one inserts too: it
+        blocks until that one ends, then fails with dmlwriteexception if that
+        one committed (the user_enrolments unique index), else goes on;
+      * it updates the dirty flag of a user another one also updates (the flag
+        exists: the user was changed by an earlier committed call): deadlock,
+        this later call is the victim. It answers HTTP 200 {"exception":
+        "dml_write_exception","errorcode":"dmlwriteexception","message":"Error
+        writing to database"} at its end and nothing of it is applied. Rule
+        "overlap" (default): any such shared user. Rule "order" (PostgreSQL's
+        cycle): only two such users in opposite orders; else it waits for the
+        other, as PostgreSQL would make it;
+      * it marks dirty a user another one marks dirty and the flag does not
+        exist yet: it waits for the other to end before committing (30a/30b).
+    Rule "overlap" is stricter than PostgreSQL where the two take the rows in
+    the same order (PostgreSQL would serialise them); README: callers that never
+    had one user in two calls at once saw no deadlock, and that is what it
+    checks. The timing is not modelled: the victim answers at the end of its
+    own modelled time, and the survivor is not delayed by it.
+  - Reads never wait and see only committed changes (a check made while a
+    late commit is pending sees nothing of it).
+  - Flags never expire here (Moodle's live $CFG->sessiontimeout, 8 h).
 
 CLI: moodle_double.py [--port N (0: free)] [--port-file F] [--max-input-vars N]
                       [--token-file F (0600)] [--users u1,u2,...] [--verbose]
+                      [--seed lab1|lab2] [--workers N] [--cost CALL,ITEM]
 prints "listening on http://127.0.0.1:PORT" once the port file is in place;
 SIGTERM or SIGINT stops it (exit 0).
 """
 
 import argparse
+import collections
 import http.server
+import itertools
 import json
 import os
 import re
@@ -119,6 +218,15 @@ SERVICE_FUNCTIONS = (
     "core_user_create_users", "enrol_manual_enrol_users",
     "enrol_manual_unenrol_users", "core_enrol_get_enrolled_users",
     "core_role_assign_roles", "core_role_unassign_roles")
+# Functions that change the site; LOCKING_FUNCTIONS mark users' access dirty
+# (mark_user_dirty: set_cache_flag) and so take part in Site.begin_write().
+WRITE_FUNCTIONS = frozenset((
+    "core_course_create_courses", "core_course_update_courses", "core_user_create_users",
+    "enrol_manual_enrol_users", "enrol_manual_unenrol_users", "core_role_assign_roles",
+    "core_role_unassign_roles"))
+LOCKING_FUNCTIONS = frozenset((
+    "enrol_manual_enrol_users", "enrol_manual_unenrol_users", "core_role_assign_roles",
+    "core_role_unassign_roles"))
 LIMITED_MISSING = ("enrol_manual_unenrol_users", "core_role_unassign_roles")
 
 # Functions a real Moodle knows but the lab service does not carry: calling one
@@ -154,7 +262,7 @@ ADVANCED_FEATURES = [
         ("enableglobalsearch", 0), ("mnet_dispatcher_mode", 0),
         ("enablecompetencies", 1))]
 
-FAULT_MODES = ("http500", "http502", "http503", "reset", "delay",
+FAULT_MODES = ("http500", "http502", "http503", "reset", "delay", "latecommit",
                "sitemaintenance", "mailfail", "garbage", "html", "nulllist",
                "invalidtoken", "error")
 
@@ -588,25 +696,102 @@ USER_EXTRA = {  # per-user values of core_webservice_get_site_info (01, 25a)
 }
 
 
-class Site:
-    """The Moodle database. Every access holds self.lock."""
+SEEDS = ("lab1", "lab2")
 
-    def __init__(self):
+
+def _lab2_bulk_numbers(n):
+    """The eleven-digit numbers of lab2's bulk users, in id order (30f: ids 9..503
+    are 1..512 without the five seed numbers, 077, 087 and every multiple of 50)."""
+    skip = {23, 69, 74, 76, 77, 78, 87}
+    out = []
+    k = 0
+    while len(out) < n:
+        k += 1
+        if k in skip or k % 50 == 0:
+            continue
+        out.append(k)
+    return out
+
+
+def _opposite_order(a, b, shared):
+    """True if two of the shared users come in a different order in a and in b."""
+    pos_b = {u: i for i, u in enumerate(b) if u in shared}
+    last = -1
+    for u in a:
+        if u in shared:
+            if pos_b[u] < last:
+                return True
+            last = pos_b[u]
+    return False
+
+
+class Flight:
+    """A write call between its start and its commit or rollback: what it will
+    lock, and who it waits for (see Site.begin_write)."""
+
+    def __init__(self, seq, function, touched, flagged, inserts):
+        self.seq = seq
+        self.function = function
+        self.touched = touched          # users marked dirty, in item order
+        self.touched_set = set(touched)
+        self.flagged = flagged          # ... of them, those whose flag row exists
+        self.flagged_set = set(flagged)
+        self.inserts = inserts          # user_enrolments rows inserted: (courseid, userid)
+        self.waits = []                 # earlier calls it blocks on
+        self.dup_on = []                # ... of them, those inserting the same rows
+        self.victim = None              # seq of the call it deadlocked with
+        self.done = False
+        self.committed = False
+
+
+DML_DEADLOCK = WSError("dml_write_exception", "dmlwriteexception", "Error writing to database",
+                       "ERROR:  deadlock detected")
+DML_DUPLICATE = WSError("dml_write_exception", "dmlwriteexception", "Error writing to database",
+                        'ERROR:  duplicate key value violates unique constraint '
+                        '"mdl_userenro_enruse_uix"')
+
+
+class Stopped(Exception):
+    """The server stops while a call waits: its PHP worker is gone, nothing commits."""
+
+
+class Site:
+    """The Moodle database. Every access holds self.lock.
+
+    seed "lab1" is the site of the first recording session (00-27), "lab2" the
+    fresh install of the second (30*, 31*); see the module docstring."""
+
+    def __init__(self, seed="lab1"):
+        if seed not in SEEDS:
+            raise ValueError("seed must be one of %s" % ", ".join(SEEDS))
+        self.seed = seed
         self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
+        wsclient = 8 if seed == "lab1" else 3
         full = tuple(SERVICE_FUNCTIONS)
         limited = tuple(f for f in SERVICE_FUNCTIONS if f not in LIMITED_MISSING)
         self.admin_token = Token(secrets.token_hex(16), 2, full, ROLES_ADMIN, True, True)
-        self.wsclient_token = Token(secrets.token_hex(16), 8, full, ROLES_WSCLIENT, False, False)
-        self.limited_token = Token(secrets.token_hex(16), 8, limited, ROLES_WSCLIENT, False, False)
+        self.wsclient_token = Token(secrets.token_hex(16), wsclient, full, ROLES_WSCLIENT,
+                                    False, False)
+        self.limited_token = Token(secrets.token_hex(16), wsclient, limited, ROLES_WSCLIENT,
+                                   False, False)
         self.tokens = {t.value: t for t in (self.admin_token, self.wsclient_token,
                                              self.limited_token)}
+        self._seq = itertools.count(1)
+        self.deadlock_rule = "overlap"
         self.reset()
+
+    def new_seq(self):
+        """A number for each web-service request, in arrival order, across every
+        server of this site."""
+        return next(self._seq)
 
     # -- seed -------------------------------------------------------------------------------
     def reset(self):
         with self.lock:
             self.ws_enabled = True
             self.debug = False
+            self.deadlock_rule = "overlap"
             self.users = {}
             self.by_username = {}
             self.by_idnumber = {}
@@ -623,44 +808,84 @@ class Site:
             self.enrolments = {}    # courseid -> {userid: [status, timestart, timeend]}
             self.user_courses = {}  # userid -> set(courseid)
             self.ras = {}           # courseid -> {userid: set(roleid)}
-            now = 1795557011
-            for cid, name, idn, desc, tm in (
-                    (1, "Category 1", None, "", 1795557011),
-                    (2, "Lab Category", "LABCAT", "Category for REST tests", 1795557163)):
-                self.categories[cid] = {
-                    "id": cid, "name": name, "idnumber": idn, "description": desc,
-                    "sortorder": cid * 10000, "timemodified": tm, "coursecount": 0,
-                    "nextseq": 1}
-            self._new_user("guest", firstname="Guest user", lastname=" ",
-                           email="root@localhost", idnumber="")
-            self._new_user("admin", firstname="Admin", lastname="User",
-                           email="admin@example.com", idnumber="")
-            for u in ("00000000023", "00000000069", "00000000074", "00000000076",
-                      "00000000078"):
-                self._new_user(u)
-            self._new_user("wsclient", firstname="Web service", lastname="Client",
-                           email="wsclient@example.com", idnumber="")
-            self._new_course({"shortname": SITE_SHORTNAME, "fullname": SITENAME,
-                              "category": 0, "format": "site"}, manual="none", now=now)
-            self.next_context_id = 18
-            self._new_course({"shortname": "LAB-NOMANUAL", "category": 2,
-                              "fullname": "Lab course without a manual enrolment instance"},
-                             manual="none", now=1795557170)
-            self._new_course({"shortname": "LAB-MANUALOFF", "category": 2,
-                              "fullname": "Lab course with a disabled manual instance"},
-                             manual="disabled", now=1795557175)
+            self.flags = {}         # userid -> time its accesslib/dirtyusers flag was set
+            self.flights = {}       # seq -> Flight: write calls under way
+            if self.seed == "lab1":
+                self._seed_lab1()
+            else:
+                self._seed_lab2()
+            self.cond.notify_all()
+
+    def _category(self, cid, name, idn, desc, tm):
+        self.categories[cid] = {
+            "id": cid, "name": name, "idnumber": idn, "description": desc,
+            "sortorder": cid * 10000, "timemodified": tm, "coursecount": 0, "nextseq": 1}
+
+    def _seed_lab1(self):
+        self._category(1, "Category 1", None, "", 1795557011)
+        self._category(2, "Lab Category", "LABCAT", "Category for REST tests", 1795557163)
+        self._new_course({"shortname": SITE_SHORTNAME, "fullname": SITENAME,
+                          "category": 0, "format": "site"}, manual="none", now=1795557011)
+        self._new_user("guest", firstname="Guest user", lastname=" ",
+                       email="root@localhost", idnumber="")
+        self._new_user("admin", firstname="Admin", lastname="User",
+                       email="admin@example.com", idnumber="")
+        for u in ("00000000023", "00000000069", "00000000074", "00000000076",
+                  "00000000078"):
+            self._new_user(u)
+        self._new_user("wsclient", firstname="Web service", lastname="Client",
+                       email="wsclient@example.com", idnumber="")
+        self.next_context_id = 18  # LAB101 had context 20 (05a, 15b)
+        self._new_course({"shortname": "LAB-NOMANUAL", "category": 2,
+                          "fullname": "Lab course without a manual enrolment instance"},
+                         manual="none", now=1795557170)
+        self._new_course({"shortname": "LAB-MANUALOFF", "category": 2,
+                          "fullname": "Lab course with a disabled manual instance"},
+                         manual="disabled", now=1795557175)
+
+    LAB2_USERS = 5873  # contexts 20..5892 between LABDISABLED (19) and DL1 (5893, 31a)
+
+    def _seed_lab2(self):
+        self._category(1, "Category 1", None, "", 1795696000)
+        self._category(2, "Imported", "", "", 1795696000)
+        self._new_course({"shortname": SITE_SHORTNAME, "fullname": SITENAME,
+                          "category": 0, "format": "site"}, manual="none", now=1795696000)
+        self._new_user("guest", firstname="Guest user", lastname=" ",
+                       email="root@localhost", idnumber="")
+        self._new_user("admin", firstname="Admin", lastname="User",
+                       email="admin@example.com", idnumber="")
+        self.next_context_id = 18
+        fixture = {"summary": "moodlelab fixture", "newsitems": 1, "enablecompletion": 0,
+                   "category": 2}
+        for sn, full, manual in (
+                ("LABNOMANUAL", "Lab course without manual enrolment instance", "none"),
+                ("LABDISABLED", "Lab course with disabled manual enrolment instance",
+                 "disabled")):
+            c = self._new_course(dict(fixture, shortname=sn, fullname=full, idnumber=sn),
+                                 manual=manual, now=1795696034)
+            c["cacherev"] = 1795696037
+        self._new_user("wsclient", firstname="Web service", lastname="Client",
+                       email="wsclient@example.com", idnumber="")
+        for u in ("00000000023", "00000000069", "00000000074", "00000000076",
+                  "00000000078"):
+            self._new_user(u, firstname="Seed", lastname="User " + u)
+        for k in _lab2_bulk_numbers(self.LAB2_USERS - 6):
+            u = "%011d" % k
+            self._new_user(u, firstname="Bulk", lastname="User " + u)
 
     def _new_user(self, username, firstname="Student", lastname=None, email=None,
                   idnumber=None, **extra):
         uid = self.next_user_id
         self.next_user_id += 1
+        ctx = self.next_context_id  # user_create_user() makes the user's context
+        self.next_context_id += 1
         u = {"id": uid, "username": username, "firstname": firstname,
              "lastname": "N" + username if lastname is None else lastname,
              "email": "u%s@example.com" % username if email is None else email,
              "idnumber": username if idnumber is None else idnumber,
              "department": extra.get("department", ""), "auth": extra.get("auth", "manual"),
              "lang": extra.get("lang", "en"), "timezone": extra.get("timezone", "99"),
-             "mailformat": extra.get("mailformat", 1), "theme": ""}
+             "mailformat": extra.get("mailformat", 1), "theme": "", "context": ctx}
         self._store_user(u)
         return u
 
@@ -729,43 +954,182 @@ class Site:
             return 1
         return cat["sortorder"] + cat["nextseq"] - course["seq"]
 
-    # -- enrolments -------------------------------------------------------------------------
+    # -- enrolments (each change marks the user's access dirty as Moodle does) ----------------
+    def mark_dirty(self, userid):
+        """mark_user_dirty(): set_cache_flag('accesslib/dirtyusers', userid) inserts
+        the flag row the first time and updates it from then on (30a-30e)."""
+        self.flags[userid] = time.time()
+
     def enrol_user(self, courseid, userid, roleid, status, timestart=0, timeend=0):
+        """enrol_plugin::enrol_user() with the values given (enrol_manual_enrol_users
+        always passes all three: 12c). Returns True if the user was marked dirty."""
         ce = self.enrolments.setdefault(courseid, {})
         ue = ce.get(userid)
+        dirty = False
         if ue is None:
             ce[userid] = [status, timestart, timeend]
             self.user_courses.setdefault(userid, set()).add(courseid)
-        else:
-            ue[0], ue[1], ue[2] = status, timestart, timeend
+        elif ue != [status, timestart, timeend]:
+            ue[0], ue[1], ue[2] = status, timestart, timeend  # update_user_enrol()
+            dirty = True
         if roleid:
-            self.ras.setdefault(courseid, {}).setdefault(userid, set()).add(roleid)
+            dirty = self.role_assign(courseid, userid, roleid) or dirty
+        elif dirty:
+            self.mark_dirty(userid)
+        return dirty
+
+    def set_enrolment_status(self, courseid, userid, status):
+        """update_user_enrol() with only the status: roles and times stay."""
+        ue = self.enrolments[courseid][userid]
+        if ue[0] != status:
+            ue[0] = status
+            self.mark_dirty(userid)
 
     def unenrol_user(self, courseid, userid):
+        """enrol_plugin::unenrol_user(): the last enrolment takes every role in the
+        course with it (README 5), and the user is marked dirty."""
         ce = self.enrolments.get(courseid)
         if not ce or userid not in ce:
-            return
+            return False
         del ce[userid]
         self.user_courses[userid].discard(courseid)
         cr = self.ras.get(courseid)
         if cr:
             cr.pop(userid, None)
+        self.mark_dirty(userid)
+        return True
 
     def role_assign(self, courseid, userid, roleid):
-        self.ras.setdefault(courseid, {}).setdefault(userid, set()).add(roleid)
+        """role_assign(): an existing assignment is left alone, unmarked."""
+        roles = self.ras.setdefault(courseid, {}).setdefault(userid, set())
+        if roleid in roles:
+            return False
+        roles.add(roleid)
+        self.mark_dirty(userid)
+        return True
 
     def role_unassign(self, courseid, userid, roleid):
         cr = self.ras.get(courseid)
-        if cr and userid in cr:
-            cr[userid].discard(roleid)
-            if not cr[userid]:
-                del cr[userid]
+        if not cr or roleid not in cr.get(userid, ()):
+            return False
+        cr[userid].discard(roleid)
+        if not cr[userid]:
+            del cr[userid]
+        self.mark_dirty(userid)
+        return True
 
     def is_active(self, course, ue, now):
-        return (course["manual"] == "enabled" and ue[0] == 0 and ue[1] <= now
+        """get_enrolled_join()'s active enrolment: enabled instance, active status,
+        ue.timestart < now < timeend (or no end), now = round(time(), -2)."""
+        now = (now + 50) // 100 * 100
+        return (course["manual"] == "enabled" and ue[0] == 0 and ue[1] < now
                 and (ue[2] == 0 or ue[2] > now))
 
-    # -- control-side helpers ---------------------------------------------------------------
+    # -- write calls under way: locks, waits, deadlocks ----------------------------------------
+    def footprint(self, function, p):
+        """The rows a write call will lock, judged against the committed state: the
+        users it marks dirty (set_cache_flag) in item order, and the user_enrolments
+        rows it inserts (unique index enrolid-userid)."""
+        touched, seen, inserts = [], set(), set()
+
+        def touch(uid):
+            if uid not in seen:
+                seen.add(uid)
+                touched.append(uid)
+
+        if function == "enrol_manual_enrol_users":
+            for e in p["enrolments"]:
+                cid, uid = e["courseid"], e["userid"]
+                if cid not in self.courses or uid not in self.users:
+                    continue
+                ue = self.enrolments.get(cid, {}).get(uid)
+                want = [1 if e.get("suspend") else 0, e.get("timestart") or 0,
+                        e.get("timeend") or 0]
+                if ue is None:
+                    if (cid, uid) not in inserts:
+                        inserts.add((cid, uid))
+                        touch(uid)
+                elif ue != want or e["roleid"] not in self.ras.get(cid, {}).get(uid, ()):
+                    touch(uid)
+        elif function == "enrol_manual_unenrol_users":
+            for e in p["enrolments"]:
+                if e["userid"] in self.enrolments.get(e["courseid"], {}):
+                    touch(e["userid"])
+        elif function in ("core_role_assign_roles", "core_role_unassign_roles"):
+            assign = function == "core_role_assign_roles"
+            for a in p["assignments" if assign else "unassignments"]:
+                cid = self.ctx_course.get(a.get("contextid")) if a.get("contextid") else (
+                    a.get("instanceid") if a.get("contextlevel") == "course" else None)
+                if cid not in self.courses or a["userid"] not in self.users:
+                    continue
+                has = a["roleid"] in self.ras.get(cid, {}).get(a["userid"], ())
+                if has != assign:
+                    touch(a["userid"])
+        return touched, inserts
+
+    def begin_write(self, seq, function, p):
+        """Register a write call that starts now (its PHP worker begins the
+        transaction) against the ones already under way. With the lock held.
+
+        - It inserts a user_enrolments row another one inserts too: it blocks on
+          that row until the other ends and fails if the other committed (the
+          unique index; README: a batch re-sent in between blocks, then fails).
+        - It updates a dirty flag (existing row) another one updates: deadlock,
+          it is the victim (30d/30e: the later of the two). Rule "order": only
+          if two such users come in opposite orders; otherwise it waits.
+        - It marks dirty a user another one marks dirty, flag not there yet:
+          it waits for the other to end (30a/30b both succeed)."""
+        touched, inserts = self.footprint(function, p)
+        flagged = [u for u in touched if u in self.flags]
+        f = Flight(seq, function, touched, flagged, inserts)
+        for other in self.flights.values():
+            if other.done:
+                continue
+            if inserts & other.inserts:
+                f.dup_on.append(other)
+                f.waits.append(other)
+                continue
+            shared = f.flagged_set & other.flagged_set
+            if shared and other.victim is None and f.victim is None and (
+                    self.deadlock_rule == "overlap"
+                    or _opposite_order(flagged, other.flagged, shared)):
+                f.victim = other.seq
+            elif f.touched_set & other.touched_set:
+                f.waits.append(other)
+        self.flights[seq] = f
+        return f
+
+    def abort_write(self, f):
+        """The call's worker is gone before the commit: nothing applied."""
+        f.done = True
+        f.committed = False
+        self.flights.pop(f.seq, None)
+        self.cond.notify_all()
+
+    def finish_write(self, f, apply, stopping):
+        """Commit or roll back a registered write call (lock held): wait for the
+        calls it blocks on, then fail (deadlock victim, duplicate row) or run
+        apply() and commit. Returns apply()'s result or raises WSError/Stopped."""
+        committed = False
+        try:
+            if f.victim is not None:
+                raise DML_DEADLOCK
+            while any(not w.done for w in f.waits):
+                if stopping.is_set():
+                    raise Stopped()
+                self.cond.wait(0.1)
+            if any(w.committed for w in f.dup_on):
+                raise DML_DUPLICATE
+            result = apply()
+            committed = True
+            return result
+        finally:
+            f.done = True
+            f.committed = committed
+            self.flights.pop(f.seq, None)
+            self.cond.notify_all()
+
+    # -- control-side helpers: an administrator's changes in Moodle ---------------------------
     def add_users(self, specs):
         out = []
         with self.lock:
@@ -797,30 +1161,91 @@ class Site:
                                   "idnumber": idnumber or ""}, manual=manual)
             return c["id"]
 
-    def _lookup(self, shortname, username):
+    def _course(self, shortname):
         cid = self.by_shortname.get(shortname)
-        if cid is None:
+        if cid is None or cid == SITEID:
             raise ValueError("no course %s" % shortname)
+        return cid
+
+    def _lookup(self, shortname, username):
+        cid = self._course(shortname)
         uid = self.by_username.get(username)
         if uid is None:
             raise ValueError("no user %s" % username)
         return cid, uid
 
-    def admin_enrol(self, shortname, username, roleid=5, status="active"):
+    @staticmethod
+    def _roleid(roleid):
+        try:
+            r = int(roleid)
+        except (TypeError, ValueError):
+            raise ValueError("no role %r" % (roleid,))
+        if r not in ROLES:
+            raise ValueError("no role %s" % roleid)
+        return r
+
+    def admin_enrol(self, shortname, username, roleid=None, status="active"):
+        """A new enrolment (role student unless roleid is given) with that status;
+        on an existing one the status changes, and roleid, if given, is added."""
         if status not in ("active", "suspended"):
             raise ValueError("status must be active or suspended")
+        st = 0 if status == "active" else 1
         with self.lock:
             cid, uid = self._lookup(shortname, username)
             if self.courses[cid]["manual"] == "none":
                 raise ValueError("course %s has no manual enrolment instance" % shortname)
-            if roleid and int(roleid) not in ROLES:
-                raise ValueError("no role %s" % roleid)
-            self.enrol_user(cid, uid, int(roleid or 0), 0 if status == "active" else 1)
+            rid = None if roleid is None else self._roleid(roleid)
+            if uid in self.enrolments.get(cid, {}):
+                self.set_enrolment_status(cid, uid, st)
+                if rid:
+                    self.role_assign(cid, uid, rid)
+            else:
+                self.enrol_user(cid, uid, 5 if rid is None else rid, st)
 
     def admin_unenrol(self, shortname, username):
         with self.lock:
             cid, uid = self._lookup(shortname, username)
             self.unenrol_user(cid, uid)
+
+    def admin_assign_role(self, shortname, username, roleid):
+        with self.lock:
+            cid, uid = self._lookup(shortname, username)
+            self.role_assign(cid, uid, self._roleid(roleid))
+
+    def admin_unassign_role(self, shortname, username, roleid):
+        """role_unassign() in the course context; the enrolment stays."""
+        with self.lock:
+            cid, uid = self._lookup(shortname, username)
+            self.role_unassign(cid, uid, self._roleid(roleid))
+
+    def admin_update_course(self, shortname, fullname=None, visible=None):
+        with self.lock:
+            c = self.courses[self._course(shortname)]
+            if fullname is not None:
+                if php_trim(str(fullname)) == "":
+                    raise ValueError("a course needs a full name")
+                c["fullname"] = str(fullname)
+            if visible is not None:
+                c["visible"] = 1 if int(visible) else 0
+            c["timemodified"] = c["cacherev"] = int(time.time())
+
+    def admin_delete_course(self, shortname):
+        """delete_course(): its enrolments (each unenrolment marks the user dirty),
+        role assignments and context go with it; its id is not used again."""
+        with self.lock:
+            cid = self._course(shortname)
+            c = self.courses[cid]
+            for uid in list(self.enrolments.get(cid, {})):
+                self.unenrol_user(cid, uid)
+            self.enrolments.pop(cid, None)
+            self.ras.pop(cid, None)
+            del self.courses[cid]
+            del self.by_shortname[c["shortname"]]
+            if c["idnumber"]:
+                self.by_course_idnumber.pop(c["idnumber"], None)
+            self.ctx_course.pop(c["context"], None)
+            self._leave_category(c)
+            return cid
 
     def state(self):
         with self.lock:
@@ -846,7 +1271,8 @@ class Site:
             cats = [{"id": c["id"], "name": c["name"], "idnumber": c["idnumber"],
                      "parent": 0, "coursecount": c["coursecount"]}
                     for _, c in sorted(self.categories.items())]
-            return {"siteid": SITEID, "courses": courses, "users": users, "categories": cats}
+            return {"siteid": SITEID, "seed": self.seed, "courses": courses, "users": users,
+                    "categories": cats, "dirty_users": sorted(self.flags)}
 
 
 # ---------------------------------------------------------------------------
@@ -968,38 +1394,55 @@ def _course_out(call, c):
 
 
 def f_get_courses_by_field(call, p):
+    """core_course_external::get_courses_by_field() (course/externallib.php): every
+    field but ids reads get_records('course', [field => value], 'id ASC'), so a
+    category comes sorted by id (31a) and an unknown one is an empty list (31b)."""
     site = call.site
     field, value = p["field"], p["value"]
     if field == "":
         found = [site.courses[i] for i in sorted(site.courses)]
     elif field == "id":
-        c = site.courses.get(php_intval(value))
+        c = site.courses.get(php_intval(value))  # clean_param(PARAM_INT)
         found = [c] if c else []
     elif field == "category":
         cat = php_intval(value)
         found = [site.courses[i] for i in sorted(site.courses)
                  if site.courses[i]["category"] == cat]
     elif field == "ids":
-        ids = []
-        for x in re.sub(r"[^0-9,]", "", value).split(","):
-            if x != "" and int(x) not in ids:
-                ids.append(int(x))
-        if any(i not in site.courses for i in ids):
-            # validate_courses() leaves a hole and the caller dereferences it (05c, 26f)
-            raise WSError("Error", None,
-                          'Attempt to assign property "contextvalidated" on null')
-        found = [site.courses[i] for i in ids]
+        found = _courses_by_ids(site, re.sub(r"[^0-9,]", "", value))
     elif field == "shortname":
-        cid = site.by_shortname.get(strip_tags(value))
+        cid = site.by_shortname.get(strip_tags(value))  # clean_param(PARAM_TEXT)
         found = [site.courses[cid]] if cid is not None else []
     elif field == "idnumber":
         cid = site.by_course_idnumber.get(value)
         found = [site.courses[cid]] if cid is not None else []
-    elif field == "sectionid":
-        found = []
     else:
+        # 4.4 knows id, ids, shortname, idnumber and category only.
         raise InvalidParam("Invalid field name")
     return {"courses": [_course_out(call, c) for c in found], "warnings": []}
+
+
+def _courses_by_ids(site, seq):
+    """field=ids: explode(',') of the PARAM_SEQUENCE value, then
+    core_external\\util::validate_courses($ids, [], false, true)."""
+    ids = seq.split(",")
+    if "" in ids:
+        # The category preload query gets '' for a bigint column: PostgreSQL refuses it.
+        raise WSError("dml_read_exception", "dmlreadexception", "Error reading from database",
+                      'ERROR:  invalid input syntax for type bigint: ""')
+    unique = []
+    for x in ids:  # array_unique(): string comparison, first one kept
+        if x not in unique:
+            unique.append(x)
+    found = []
+    for x in unique:
+        cid = int(x)
+        if str(cid) != x or cid not in site.courses:
+            # The course is not loaded under that key, validate_courses() marks the
+            # missing entry and PHP 8 stops on the null (05c, 26f).
+            raise WSError("Error", None, 'Attempt to assign property "contextvalidated" on null')
+        found.append(site.courses[cid])
+    return found
 
 
 COURSE_FIELDS = {
@@ -1225,17 +1668,19 @@ def f_create_users(call, p):
                 raise moodle_error(errs, "error/" + errs)
         uid = site.next_user_id  # the row is inserted: its id is used up (19b)
         site.next_user_id += 1
+        ctx = site.next_context_id  # and so is its context's
+        site.next_context_id += 1
         names.add(u["username"])
         emails.add(u["email"].lower())
-        staged.append((uid, u))
-    for uid, u in staged:
-        site._store_user({
+        staged.append((uid, ctx, u))
+    for uid, ctx, u in staged:
+        site._store_user({"context": ctx,
             "id": uid, "username": u["username"], "firstname": u["firstname"],
             "lastname": u["lastname"], "email": u["email"], "idnumber": u.get("idnumber", ""),
             "department": u.get("department", ""), "auth": u.get("auth", "manual"),
             "lang": u.get("lang", "en"), "timezone": u.get("timezone", "99"),
             "mailformat": u.get("mailformat", 1), "theme": u.get("theme", "")})
-    return [{"id": uid, "username": u["username"]} for uid, u in staged]
+    return [{"id": uid, "username": u["username"]} for uid, _, u in staged]
 
 
 def f_enrol_users(call, p):
@@ -1333,64 +1778,120 @@ ENROLLED_FIELDS = ("username", "firstname", "lastname", "email", "department", "
                    "profileimageurl", "roles", "enrolledcourses")
 
 
-def _bool_option(v):
-    return v.lower() in ("1", "true", "yes", "on") or (v not in ("", "0") and
-                                                        v.lower() not in ("false", "no", "off"))
+# Roles whose default definition (lib/db/access.php archetypes) allows a capability:
+# enough for withcapability. A capability not listed here answers as one no role has
+# (an empty list, as Moodle does for an unknown name) and the log says so.
+CAPABILITY_ROLES = {
+    "moodle/course:update": {1, 3},
+    "moodle/course:view": {1},
+    "moodle/course:enrolreview": {1, 3},
+    "moodle/course:manageactivities": {1, 3},
+    "moodle/course:markcomplete": {1, 3, 4},
+    "moodle/course:isincompletionreports": {5},
+    "moodle/grade:viewall": {1, 3, 4},
+    "moodle/grade:edit": {1, 3},
+    "moodle/role:assign": {1, 3},
+    "moodle/site:accessallgroups": {1, 3, 4},
+    "mod/assign:submit": {5},
+    "mod/assign:grade": {1, 3, 4},
+}
+USERSWITHOUTGROUP = -1
+
+
+def php_empty(v):
+    """PHP's empty() of a string: only "" and "0" are empty ("false" is not)."""
+    return v in ("", "0")
 
 
 def f_get_enrolled_users(call, p):
+    """core_enrol_external::get_enrolled_users() (enrol/externallib.php, 3.11+):
+    the options are read first (a bad sortby fails before the course is looked
+    up), unknown option names are ignored, then get_enrolled_sql()."""
     site = call.site
     cid = p["courseid"]
-    course = site.courses.get(cid)
-    if course is None:
-        raise missing_record("course")
+    withcapability = ""
+    groupid = 0
     onlyactive = onlysuspended = False
-    fields = None
+    fields = []
     limitfrom = limitnumber = 0
     sortby, sortdir = "id", "ASC"
     for opt in p["options"]:
         name, value = opt["name"], opt["value"]
-        if name == "onlyactive":
-            onlyactive = _bool_option(value)
+        if name == "withcapability":
+            withcapability = value
+        elif name == "groupid":
+            groupid = php_intval(value)
+        elif name == "onlyactive":
+            onlyactive = not php_empty(value)
         elif name == "onlysuspended":
-            onlysuspended = _bool_option(value)
-        elif name == "userfields":
-            fields = {f.strip() for f in value.split(",")}
+            onlysuspended = not php_empty(value)
+        elif name == "userfields":  # clean_param(PARAM_ALPHANUMEXT) of each, appended
+            fields.extend(re.sub(r"[^a-zA-Z0-9_-]", "", f) for f in value.split(","))
         elif name == "limitfrom":
             limitfrom = php_intval(value)
         elif name == "limitnumber":
             limitnumber = php_intval(value)
         elif name == "sortby":
             if value not in ("id", "firstname", "lastname", "siteorder"):
-                raise InvalidParam("Invalid value for sortby parameter (value: %s)" % value)
+                raise InvalidParam("Invalid value for sortby parameter (value: %s),allowed "
+                                   "values are: id,firstname,lastname,siteorder" % value)
             sortby = value
         elif name == "sortdirection":
-            if value.upper() not in ("ASC", "DESC"):
-                raise InvalidParam("Invalid value for sortdirection parameter (value: %s)"
-                                   "Allowed values are: ASC, DESC" % value)
             sortdir = value.upper()
+            if sortdir not in ("ASC", "DESC"):
+                raise InvalidParam("Invalid value for sortdirection parameter\n"
+                                   "                        (value: %s),allowed values are: "
+                                   "ASC,DESC" % sortdir)
+    course = site.courses.get(cid)
+    if course is None:
+        raise missing_record("course")
     if onlyactive and onlysuspended:
-        raise coding_error("Both onlyactive and onlysuspended are set, this is not allowed")
-    ce = site.enrolments.get(cid, {})
+        raise coding_error("Both onlyactive and onlysuspended are set, this is probably not "
+                           "what you want!")
     now = call.now
-    uids = list(ce)
-    if onlyactive:
-        uids = [u for u in uids if site.is_active(course, ce[u], now)]
-    elif onlysuspended:
-        uids = [u for u in uids if not site.is_active(course, ce[u], now)]
-    users = site.users
-    if sortby in ("id", "siteorder"):
-        uids.sort(reverse=sortdir == "DESC")
+    if cid == SITEID:
+        if onlysuspended:
+            raise coding_error("onlysuspended is not supported on frontpage; please add "
+                               "your own early-exit!")
+        uids = list(site.users)  # everybody participates on the frontpage
     else:
-        uids.sort(key=lambda u: (users[u][sortby], u), reverse=sortdir == "DESC")
+        ce = site.enrolments.get(cid, {})
+        uids = list(ce)
+        if onlyactive:
+            uids = [u for u in uids if site.is_active(course, ce[u], now)]
+        elif onlysuspended:
+            uids = [u for u in uids if not site.is_active(course, ce[u], now)]
+    cr = site.ras.get(cid, {})
+    if withcapability:
+        roles = CAPABILITY_ROLES.get(withcapability)
+        if roles is None:
+            call.stats["capability_unmodelled"] = withcapability
+            roles = set()
+        uids = [u for u in uids if cr.get(u, set()) & roles]
+    if groupid and groupid != USERSWITHOUTGROUP:
+        uids = []  # the double has no groups: nobody is a member of any
+    limitfrom = max(limitfrom, 0)  # get_recordset_sql() treats a negative limit as none
+    limitnumber = max(limitnumber, 0)
+    users = site.users
+    desc = sortdir == "DESC"
+    if sortby == "id":
+        uids.sort(reverse=desc)
+    elif sortby == "siteorder":
+        # users_order_by_sql(): "us.lastname, us.firstname, us.id" and then the
+        # direction, which therefore applies to the id only.
+        uids.sort(key=lambda u: (users[u]["lastname"], users[u]["firstname"],
+                                 -u if desc else u))
+    else:
+        # Ties are left to PostgreSQL; the double puts them in id order.
+        uids.sort(key=lambda u: u)
+        uids.sort(key=lambda u: users[u][sortby], reverse=desc)
     if limitnumber > 0:
         uids = uids[limitfrom:limitfrom + limitnumber]
     elif limitfrom > 0:
         uids = uids[limitfrom:]
-    want = set(ENROLLED_FIELDS) if fields is None else fields
+    want = set(fields) if fields else set(ENROLLED_FIELDS)
     if not call.token.viewfullnames:
         want = want - {"firstname", "lastname"}
-    cr = site.ras.get(cid, {})
     out = []
     for uid in uids:
         u = users[uid]
@@ -1655,20 +2156,112 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
+def max_concurrency(entries):
+    """The most requests of a log that ran at the same time (start..end)."""
+    ev = []
+    for e in entries:
+        if e.get("start") is not None and e.get("end") is not None:
+            ev.append((e["start"], 1))
+            ev.append((e["end"], -1))
+    ev.sort()  # at equal times an end (-1) comes before a start
+    n = best = 0
+    for _, d in ev:
+        n += d
+        best = max(best, n)
+    return best
+
+
+class WorkerPool:
+    """php-fpm's pm.max_children: a request waits for a free worker, first come
+    first served; limit None means as many workers as requests."""
+
+    def __init__(self, limit=None):
+        self.cond = threading.Condition()
+        self.limit = limit
+        self.busy = 0
+        self.queue = collections.deque()
+
+    def set_limit(self, limit):
+        with self.cond:
+            self.limit = limit
+            self.cond.notify_all()
+
+    def enqueue(self, number):
+        """Join the queue; number() is called in the same breath, so that the
+        numbers handed out follow the queue's order. Returns (ticket, number)."""
+        with self.cond:
+            me = object()
+            self.queue.append(me)
+            return me, number()
+
+    def acquire(self, stopping, me=None):
+        with self.cond:
+            if me is None:
+                me = object()
+                self.queue.append(me)
+            try:
+                while self.queue[0] is not me or (self.limit is not None
+                                                  and self.busy >= self.limit):
+                    if stopping.is_set():
+                        raise Stopped()
+                    self.cond.wait(0.1)
+            except BaseException:
+                self.queue.remove(me)
+                self.cond.notify_all()
+                raise
+            self.queue.popleft()
+            self.busy += 1
+            self.cond.notify_all()
+
+    def release(self):
+        with self.cond:
+            self.busy -= 1
+            self.cond.notify_all()
+
+
+def _check_cost(cost):
+    """None, or {"call": seconds, "item": seconds} (a missing key is 0)."""
+    if cost is None:
+        return None
+    if not isinstance(cost, dict) or set(cost) - {"call", "item"}:
+        raise ValueError('cost must be null or {"call": seconds, "item": seconds}')
+    out = {"call": float(cost.get("call", 0)), "item": float(cost.get("item", 0))}
+    if out["call"] < 0 or out["item"] < 0:
+        raise ValueError("cost seconds must not be negative")
+    return out
+
+
+def _check_workers(workers):
+    if workers is None:
+        return None
+    w = int(workers)
+    if w < 1:
+        raise ValueError("workers must be null or at least 1")
+    return w
+
+
+_UNSET = object()
+
+
 class MoodleDouble:
-    """One HTTP server in front of a Site (shared when site= is given)."""
+    """One HTTP server (a php-fpm pool: its own max_input_vars, cost and workers)
+    in front of a Site (shared when site= is given)."""
 
     def __init__(self, max_input_vars=5000, host="127.0.0.1", port=0, site=None,
-                 verbose=False):
-        self.site = site if site is not None else Site()
+                 verbose=False, cost=None, workers=None, seed="lab1"):
+        self.site = site if site is not None else Site(seed)
         self.host = host
         self.requested_port = port
         self.verbose = verbose
         self.initial_max_input_vars = max_input_vars
         self.max_input_vars = max_input_vars
+        self.initial_cost = self.cost = _check_cost(cost)
+        self.initial_workers = self.workers = _check_workers(workers)
+        self.pool = WorkerPool(self.workers)
         self.display_startup_errors = False
         self.faults = []
         self.entries = []
+        self.active = {}  # seq -> {"seq", "function", "state", "arrived", "start"}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.httpd = None
@@ -1729,11 +2322,26 @@ class MoodleDouble:
                    idnumber=""):
         return self.site.add_course(shortname, fullname, manual, visible, categoryid, idnumber)
 
-    def enrol(self, shortname, username, roleid=5, status="active"):
+    def enrol(self, shortname, username, roleid=None, status="active"):
         self.site.admin_enrol(shortname, username, roleid, status)
+
+    def suspend(self, shortname, username):
+        self.site.admin_enrol(shortname, username, None, "suspended")
 
     def unenrol(self, shortname, username):
         self.site.admin_unenrol(shortname, username)
+
+    def assign_role(self, shortname, username, roleid):
+        self.site.admin_assign_role(shortname, username, roleid)
+
+    def unassign_role(self, shortname, username, roleid):
+        self.site.admin_unassign_role(shortname, username, roleid)
+
+    def update_course(self, shortname, fullname=None, visible=None):
+        self.site.admin_update_course(shortname, fullname, visible)
+
+    def delete_course(self, shortname):
+        return self.site.admin_delete_course(shortname)
 
     def set_fault(self, mode, count=1, function=None, after=0, seconds=None, body=None,
                   status=200):
@@ -1750,7 +2358,16 @@ class MoodleDouble:
             self.faults = []
 
     def configure(self, max_input_vars=None, ws_enabled=None, debug=None,
-                  display_startup_errors=None):
+                  display_startup_errors=None, cost=_UNSET, workers=_UNSET,
+                  deadlock_rule=None):
+        """None leaves a setting alone; cost=None and workers=None switch those off."""
+        if deadlock_rule is not None and deadlock_rule not in ("overlap", "order"):
+            raise ValueError("deadlock_rule must be overlap or order")
+        if cost is not _UNSET:
+            self.cost = _check_cost(cost)
+        if workers is not _UNSET:
+            self.workers = _check_workers(workers)
+            self.pool.set_limit(self.workers)
         if max_input_vars is not None:
             self.max_input_vars = int(max_input_vars)
         if display_startup_errors is not None:
@@ -1760,6 +2377,8 @@ class MoodleDouble:
                 self.site.ws_enabled = bool(ws_enabled)
             if debug is not None:
                 self.site.debug = bool(debug)
+            if deadlock_rule is not None:
+                self.site.deadlock_rule = deadlock_rule
 
     def state(self):
         return self.site.state()
@@ -1772,17 +2391,40 @@ class MoodleDouble:
         with self.lock:
             self.entries = []
 
+    def inflight(self):
+        """The requests this server holds now: queued for a worker, running, or
+        waiting on another call's locks; in arrival order."""
+        with self.lock:
+            return [dict(a) for _, a in sorted(self.active.items())]
+
+    def stats(self):
+        """Counts over the log, and what is under way now."""
+        log = self.log()
+        with self.lock:
+            states = [a["state"] for a in self.active.values()]
+        return {"requests": len(log),
+                "deadlocks": sum(1 for e in log if e.get("deadlock")),
+                "duplicates": sum(1 for e in log if e.get("conflict") == "duplicate"),
+                "max_running": max_concurrency(log),
+                "queued": states.count("queued"),
+                "running": len(states) - states.count("queued")}
+
     def reset(self):
         self.site.reset()
         self.clear_faults()
         self.clear_log()
         self.max_input_vars = self.initial_max_input_vars
         self.display_startup_errors = False
+        self.cost = self.initial_cost
+        self.workers = self.initial_workers
+        self.pool.set_limit(self.workers)
 
     def info(self):
         return {"url": self.url, "port": self.port, "token": self.token,
                 "wsclient_token": self.wsclient_token, "limited_token": self.limited_token,
-                "max_input_vars": self.max_input_vars}
+                "max_input_vars": self.max_input_vars, "cost": self.cost,
+                "workers": self.workers, "deadlock_rule": self.site.deadlock_rule,
+                "seed": self.site.seed}
 
     # -- faults -----------------------------------------------------------------------------
     def _take_fault(self, function):
@@ -1802,8 +2444,23 @@ class MoodleDouble:
         return None
 
     # -- the web service --------------------------------------------------------------------
+    def _track(self, seq, **kw):
+        with self.lock:
+            if seq in self.active:
+                self.active[seq].update(kw)
+            else:
+                self.active[seq] = dict(kw, seq=seq)
+
+    def _untrack(self, seq):
+        with self.lock:
+            self.active.pop(seq, None)
+
     def handle_ws(self, method, query, headers, body):
-        """Answer one request to /webservice/rest/server.php; returns (Reply, log entry)."""
+        """Answer one request to /webservice/rest/server.php; returns (Reply, log entry).
+
+        nginx-level faults answer at once; then the request waits for a php-fpm
+        worker (workers), and the worker does the Moodle part (_php)."""
+        arrived = time.monotonic()
         limit = self.max_input_vars
         get, nget_sent, nget_kept = php_parse_form(query, limit, False)
         post, npost_sent, npost_kept = PArr(), 0, 0
@@ -1825,7 +2482,9 @@ class MoodleDouble:
                  "nvars_post": npost_sent, "nvars_get": nget_sent,
                  "cut": npost_kept < npost_sent or nget_kept < nget_sent,
                  "status": 200, "errorcode": None, "fault": None, "format": fmt,
-                 "already_enrolled": 0}
+                 "already_enrolled": 0, "seq": None, "arrived": arrived, "start": None,
+                 "end": None, "deadlock": False, "conflict": None, "waited_for": [],
+                 "committed": None}
         warn = ""
         if self.display_startup_errors:
             for sent, kept in ((nget_sent, nget_kept), (npost_sent, npost_kept)):
@@ -1842,14 +2501,46 @@ class MoodleDouble:
             return Reply(status, JSON_HEADERS if fmt == "json" else XML_HEADERS,
                          text.encode("utf-8"))
 
-        if fault is not None:
-            entry["fault"] = fault.mode
-            early = self._fault_reply(fault, err_reply, entry)
-            if early is not None:
-                return early, entry
+        seq = None
+        try:
+            if fault is not None:
+                entry["fault"] = fault.mode
+                early = self._fault_reply(fault, err_reply, entry)
+                if early is not None:
+                    entry["seq"] = self.site.new_seq()
+                    return early, entry
+            ticket, seq = self.pool.enqueue(self.site.new_seq)
+            entry["seq"] = seq
+            self._track(seq, function=function, state="queued", arrived=arrived, start=None)
+            try:
+                self.pool.acquire(self.stopping, ticket)
+            except Stopped:
+                entry["status"] = None
+                return Reply(reset=True), entry
+            try:
+                entry["start"] = time.monotonic()
+                self._track(seq, state="running", start=entry["start"])
+                reply = self._php(seq, method, query, headers, params, function, token, fmt,
+                                  fault, warn, err_reply, entry)
+            finally:
+                self.pool.release()
+            return reply, entry
+        finally:
+            if seq is not None:
+                self._untrack(seq)
+            entry["end"] = time.monotonic()
+
+    def _php(self, seq, method, query, headers, params, function, token, fmt, fault, warn,
+             err_reply, entry):
+        """The Moodle part of a request, in its php-fpm worker.
+
+        A call's work (and a write call's commit) happens at the end of its
+        modelled time: cost call + items x item seconds, plus a latecommit
+        fault's seconds. Until then a write call is under way (Site.begin_write):
+        reads see none of it, other writes may block on it or deadlock with it."""
         if not self.site.ws_enabled:
             entry["status"] = 403
-            return Reply(403, (("Content-Type", "text/html; charset=utf-8"),), b""), entry
+            return Reply(403, (("Content-Type", "text/html; charset=utf-8"),), b"")
         host = headers.get("Host", "")
         expect = "%s:%d" % (self.host, self.port)
         if host and host.lower() != expect:
@@ -1858,8 +2549,10 @@ class MoodleDouble:
             page = (REDIRECT_PAGE % {"url": target}).encode("utf-8")
             return Reply(303, (("Content-Type", "text/html; charset=UTF-8"),
                                ("X-Redirect-By", "Moodle"), ("Location", target),
-                               ("Content-Language", "en")), page), entry
+                               ("Content-Language", "en")), page)
         site = self.site
+        cost = self.cost
+        err = None
         try:
             with site.lock:
                 tok = site.tokens.get(token) if token else None
@@ -1886,23 +2579,86 @@ class MoodleDouble:
                 if main is not None and isinstance(params.get(main), dict):
                     entry["items"] = len(params[main])
                 p = validate(desc, params)
-                call = Call(site, tok, self.url)
-                result = impl(call, p)
+        except WSError as e:
+            err = e
+        seconds = 0.0
+        if cost is not None:
+            seconds = cost["call"] + (cost["item"] * entry["items"] if err is None else 0.0)
+        if err is not None:
+            if seconds and self.stopping.wait(seconds):
+                entry["status"] = None
+                return Reply(reset=True)
+            return err_reply(err)
+        if fault is not None and fault.mode == "latecommit":
+            seconds += fault.seconds  # the client may be gone: PHP goes on regardless
+        write = function in WRITE_FUNCTIONS
+
+        def run():
+            call = Call(site, tok, self.url)
+            try:
+                return impl(call, p)
+            finally:
                 entry.update(call.stats)
-        except WSError as err:
-            return err_reply(err), entry
+
+        flight = None
+        try:
+            if seconds <= 0:
+                with site.lock:  # atomic: nobody sees this call under way
+                    if function in LOCKING_FUNCTIONS:
+                        flight = site.begin_write(seq, function, p)
+                        result = self._commit(seq, flight, run, entry)
+                    else:
+                        result = run()
+            else:
+                if function in LOCKING_FUNCTIONS:
+                    with site.lock:
+                        flight = site.begin_write(seq, function, p)
+                    entry["deadlock"] = flight.victim is not None
+                if self.stopping.wait(seconds):
+                    raise Stopped()
+                with site.lock:
+                    result = self._commit(seq, flight, run, entry) if flight else run()
+            if write:
+                entry["committed"] = True
+        except Stopped:
+            if flight is not None and not flight.done:
+                with site.lock:
+                    site.abort_write(flight)
+            if write:
+                entry["committed"] = False
+            entry["status"] = None
+            return Reply(reset=True)
+        except WSError as e:
+            if write:
+                entry["committed"] = False
+            return err_reply(e)
         if fault is not None and fault.mode == "mailfail":
-            return err_reply(MAILFAIL), entry  # committed, then the mail failed (08*_MAILFAIL)
+            return err_reply(MAILFAIL)  # committed, then the mail failed (08*_MAILFAIL)
         if fmt == "json":
-            return Reply(200, JSON_HEADERS, (warn + php_json(result)).encode("utf-8")), entry
-        return Reply(200, XML_HEADERS, (warn + xml_response(result)).encode("utf-8")), entry
+            return Reply(200, JSON_HEADERS, (warn + php_json(result)).encode("utf-8"))
+        return Reply(200, XML_HEADERS, (warn + xml_response(result)).encode("utf-8"))
+
+    def _commit(self, seq, flight, run, entry):
+        """Site.finish_write() with the outcome written into the log entry."""
+        if flight.victim is None and any(not w.done for w in flight.waits):
+            self._track(seq, state="waiting")
+        try:
+            return self.site.finish_write(flight, run, self.stopping)
+        finally:
+            entry["waited_for"] = [w.seq for w in flight.waits]
+            entry["deadlock"] = flight.victim is not None
+            if flight.victim is not None:
+                entry["conflict"] = "deadlock"
+                entry["deadlock_with"] = flight.victim
+            elif any(w.committed for w in flight.dup_on):
+                entry["conflict"] = "duplicate"
 
     def _fault_reply(self, fault, err_reply, entry):
         mode = fault.mode
         if mode == "delay":
             self.stopping.wait(fault.seconds)
             return None
-        if mode == "mailfail":
+        if mode in ("mailfail", "latecommit"):
             return None
         if mode in ("http500", "http502", "http503"):
             code = int(mode[4:])
@@ -1954,6 +2710,10 @@ class MoodleDouble:
                 return 200, self.log(int(qs.get("since", ["0"])[0]))
             if method == "GET" and path == "/__double/info":
                 return 200, self.info()
+            if method == "GET" and path == "/__double/inflight":
+                return 200, self.inflight()
+            if method == "GET" and path == "/__double/stats":
+                return 200, self.stats()
             if method != "POST":
                 return 404, {"error": "no such control endpoint"}
             if path == "/__double/fault":
@@ -1967,7 +2727,8 @@ class MoodleDouble:
                 return 200, {"ok": True}
             if path == "/__double/config":
                 unknown = set(req) - {"max_input_vars", "ws_enabled", "debug",
-                                      "display_startup_errors"}
+                                      "display_startup_errors", "cost", "workers",
+                                      "deadlock_rule"}
                 if unknown:
                     return 400, {"error": "unknown config keys %s" % sorted(unknown)}
                 self.configure(**req)
@@ -1985,12 +2746,23 @@ class MoodleDouble:
                     out.append({"id": cid, "shortname": c["shortname"]})
                 return 200, {"courses": out}
             if path == "/__double/enrol":
-                self.enrol(req["shortname"], req["username"], req.get("roleid", 5),
+                self.enrol(req["shortname"], req["username"], req.get("roleid"),
                            req.get("status", "active"))
                 return 200, {"ok": True}
             if path == "/__double/unenrol":
                 self.unenrol(req["shortname"], req["username"])
                 return 200, {"ok": True}
+            if path == "/__double/assign_role":
+                self.assign_role(req["shortname"], req["username"], req["roleid"])
+                return 200, {"ok": True}
+            if path == "/__double/unassign_role":
+                self.unassign_role(req["shortname"], req["username"], req["roleid"])
+                return 200, {"ok": True}
+            if path == "/__double/update_course":
+                self.update_course(req["shortname"], req.get("fullname"), req.get("visible"))
+                return 200, {"ok": True}
+            if path == "/__double/delete_course":
+                return 200, {"id": self.delete_course(req["shortname"])}
             if path == "/__double/reset":
                 self.reset()
                 return 200, {"ok": True}
@@ -2002,6 +2774,10 @@ class MoodleDouble:
         return 404, {"error": "no such control endpoint"}
 
     def record(self, entry):
+        for k, v in (("seq", None), ("arrived", None), ("start", None), ("end", None),
+                     ("deadlock", False), ("conflict", None), ("waited_for", []),
+                     ("committed", None)):
+            entry.setdefault(k, v)
         with self.lock:
             self.entries.append(entry)
 
@@ -2112,7 +2888,19 @@ def main(argv=None):
     ap.add_argument("--token-file", help="write the admin token here (mode 0600)")
     ap.add_argument("--users", default="", help="comma-separated usernames to create")
     ap.add_argument("--verbose", action="store_true", help="log requests to stderr")
+    ap.add_argument("--seed", choices=SEEDS, default="lab1", help="the site to start from")
+    ap.add_argument("--workers", type=int, default=None, help="php-fpm workers (default: "
+                    "as many as requests)")
+    ap.add_argument("--cost", default=None, metavar="CALL,ITEM",
+                    help="seconds per call and per item (default: none)")
     args = ap.parse_args(argv)
+    cost = None
+    if args.cost:
+        try:
+            call_s, item_s = (float(x) for x in args.cost.split(","))
+        except ValueError:
+            ap.error("--cost wants CALL,ITEM seconds")
+        cost = {"call": call_s, "item": item_s}
 
     done = threading.Event()
 
@@ -2122,7 +2910,7 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     d = MoodleDouble(max_input_vars=args.max_input_vars, port=args.port,
-                     verbose=args.verbose)
+                     verbose=args.verbose, seed=args.seed, cost=cost, workers=args.workers)
     users = [u for u in args.users.split(",") if u]
     if users:
         d.add_users(users)
