@@ -21,7 +21,10 @@ struct apply {
 	const struct run_options *opts;
 	struct ledger_run *counts; /* counters are added to */
 	int64_t now;
-	char *cause; /* set when a service-wide fault stopped the apply */
+	char *cause;      /* set when a service-wide fault stopped the apply */
+	size_t unsettled; /* enrolments left that Moodle may still apply */
+	size_t unsettled_calls; /* calls without an answer this run */
+	bool cut; /* PHP cut a request: max_input_vars is lower than used */
 	struct apply_maps *maps; /* private to apply.c */
 };
 

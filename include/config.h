@@ -35,7 +35,8 @@ struct config {
 	char *moodle_url;
 	char *moodle_token_file;
 	int64_t moodle_timeout_ms;
-	int moodle_max_input_vars;
+	int moodle_max_input_vars; /* 0: auto */
+	int moodle_max_concurrent_calls;
 	char *moodle_ca_file;
 	int moodle_retries;            /* tries for a transient failure */
 	int64_t moodle_retry_delay_ms; /* first back-off, doubled per try */

@@ -37,9 +37,10 @@ struct http_response {
 };
 
 enum http_result {
-	HTTP_OK = 0, /* a response arrived (any status) */
-	HTTP_ERR_CONNECT,
-	HTTP_ERR_TIMEOUT,
+	HTTP_OK = 0,        /* a response arrived (any status) */
+	HTTP_ERR_CONNECT,   /* the request did not reach the server */
+	HTTP_ERR_TIMEOUT,   /* it did, and no answer came in time */
+	HTTP_ERR_NO_ANSWER, /* it did, and the connection broke */
 	HTTP_ERR_TOO_BIG,
 	HTTP_ERR_CANCELLED,
 	HTTP_ERR_OTHER

@@ -99,6 +99,18 @@ typedef int (*ledger_user_cb)(const char *username, int64_t moodle_id, void *);
 typedef int (*ledger_missing_cb)(const struct ledger_missing *, void *);
 typedef int (*ledger_error_cb)(const struct ledger_error *, void *);
 
+/* An enrol call sent to Moodle whose answer is not recorded: the run died,
+ * or the call got no answer.  Until settle_by (epoch seconds) Moodle may
+ * still be applying it, so "not there yet" does not mean "not applied".
+ * items: one "course US username US roleid US courseid" line per
+ * enrolment (US: the unit separator, \037). */
+struct ledger_inflight {
+	const char *id; /* the call's first item */
+	int64_t settle_by;
+	const char *items;
+};
+typedef int (*ledger_inflight_cb)(const struct ledger_inflight *, void *);
+
 /* Iterators stop early and return the callback's value when it is not 0.
  * The strings of a row live until the callback returns. */
 int ledger_course_foreach(struct ledger *, ledger_course_cb, void *);
@@ -157,6 +169,11 @@ int ledger_error_add(struct ledger *, int64_t run_id, const char *kind,
 /* run_id 0: the last run that recorded any. */
 int ledger_error_foreach(struct ledger *, int64_t run_id, ledger_error_cb,
 			 void *);
+
+/* Enrol calls in flight: put (or update), delete when answered. */
+int ledger_inflight_put(struct ledger *, const struct ledger_inflight *);
+int ledger_inflight_delete(struct ledger *, const char *id);
+int ledger_inflight_foreach(struct ledger *, ledger_inflight_cb, void *);
 
 /* Small key/value store: feed validators (feed_etag, feed_last_modified,
  * feed_digest), withheld removals, ...  ret is NULL when the key is unset;

@@ -3,6 +3,7 @@
 #define MOODLE_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -14,7 +15,15 @@ enum moodle_status {
 	MOODLE_ITEM = 1,      /* this call's items were refused: split it */
 	MOODLE_TRANSIENT = 2, /* still failing after the retries */
 	MOODLE_FATAL = 3,     /* service-wide: stop the run */
-	MOODLE_CANCELLED = 4
+	MOODLE_CANCELLED = 4,
+	/* Moodle's database refused the write and rolled the call back
+	 * (dmlwriteexception: a deadlock with another call, 30d/30e):
+	 * nothing was applied; send it again later, alone. */
+	MOODLE_CONFLICT = 5,
+	/* No answer to a call that was sent (timeout, lost connection,
+	 * gateway error): Moodle may have applied it, or may still be
+	 * applying it.  Only when moodle_set_resend(m, false). */
+	MOODLE_UNSURE = 6
 };
 
 /* What went wrong, kept for the log and the per-item error table. */
@@ -38,14 +47,52 @@ int moodle_error_committed(const struct moodle_error *);
 extern const char *const moodle_required_functions[];
 
 struct moodle *moodle_new(const struct config *, volatile sig_atomic_t *cancel);
+/* Another client on its own connection, for another thread: it shares the
+ * configuration, the pacing of calls in flight and the request count.
+ * Free clones before the client they were made from. */
+struct moodle *moodle_clone(const struct moodle *);
 void moodle_free(struct moodle *);
 void moodle_set_tick(struct moodle *, void (*tick)(void *), void *arg);
+/* Called once per HTTP request (from any thread): the function, the
+ * outcome ("ok", "moodle_error", "http_error", "timeout",
+ * "connect_error", "bad_answer", "cancelled") and the time it took. */
+typedef void (*moodle_observer_fn)(void *arg, const char *function,
+				   const char *outcome, int64_t usec);
+void moodle_set_observer(struct moodle *, moodle_observer_fn, void *arg);
+/* Whether a call that got no answer is sent again (the default: it is for
+ * reads and calls that may be repeated).  With false it fails at once as
+ * MOODLE_UNSURE. */
+void moodle_set_resend(struct moodle *, bool);
 /* Number of HTTP requests made so far (for progress and reports). */
 uint64_t moodle_requests(const struct moodle *);
+/* Calls at most in flight at once (moodle.max_concurrent_calls), and the
+ * limit now: lowered while Moodle answers slowly or with errors. */
+int moodle_concurrency(const struct moodle *);
+int moodle_concurrency_now(const struct moodle *);
+/* Wait ms (a back-off), waking for the cancel flag: -1 when cancelled. */
+int moodle_wait(struct moodle *, int64_t ms);
+/* Tries and first back-off of a transient failure (moodle.retries,
+ * moodle.retry_delay). */
+int moodle_tries(const struct moodle *);
+int64_t moodle_retry_delay(const struct moodle *);
+/* Fill err as the client does (for callers that stop a batch). */
+void moodle_error_set(const struct moodle *, struct moodle_error *,
+		      enum moodle_status, const char *function,
+		      const char *errorcode, const char *message);
 
 /* Items per call so that 3 + extra + fields * items stays under
  * max_input_vars minus the safety margin. */
 size_t moodle_capacity(const struct moodle *, int fields, int extra);
+/* The max_input_vars the client sizes calls for, and a new value (e.g.
+ * found by moodle_probe_max_input_vars). */
+int moodle_max_input_vars(const struct moodle *);
+void moodle_set_max_input_vars(struct moodle *, int);
+/* Find the server's real max_input_vars with read-only user look-ups of
+ * growing size: the largest count of form variables, at most limit, that
+ * PHP did not cut (a cut loses moodlewsrestformat, sent last, and Moodle
+ * answers XML: moodle-ws 20*).  *ret is a multiple of the steps tried. */
+int moodle_probe_max_input_vars(struct moodle *, int limit, int *ret,
+				struct moodle_error *);
 
 /* Form variables kept free below max_input_vars: PHP cuts silently, so a
  * request never goes near the limit (see moodle-ws 20*). */
@@ -166,26 +213,7 @@ struct moodle_reply {
 int moodle_parse_answer(const struct moodle *, const struct moodle_reply *,
 			struct moodle_error *);
 
-/* Drive a list of n items through an all-or-nothing call in batches of at
- * most moodle_capacity(fields, extra).  A batch refused with MOODLE_ITEM is
- * halved until the bad items stand alone.  call() sends [first, first+count)
- * in one request; done() is told what Moodle confirmed (commit it now);
- * failed() is told each item that failed alone.  Returns 0 when every item
- * was confirmed or reported failed, -1 with *err set when a service-wide
- * fault or cancellation stopped it, or a callback returned non-zero. */
-struct moodle_batch {
-	size_t n;
-	int fields, extra;
-	int (*call)(struct moodle *, size_t first, size_t count, void *arg,
-		    struct moodle_error *);
-	int (*done)(size_t first, size_t count, void *arg);
-	int (*failed)(size_t index, const struct moodle_error *, void *arg);
-	void *arg;
-};
-int moodle_batch_run(struct moodle *, const struct moodle_batch *,
-		     struct moodle_error *err);
-
-/* Fields per item (for moodle_capacity and struct moodle_batch) of the
+/* Fields per item (for moodle_capacity and struct batch) of the
  * calls whose shape depends on the items: the largest item counts. */
 int moodle_enrol_fields(const struct moodle_enrolment *, size_t n);
 int moodle_unenrol_fields(const struct moodle_enrolment *, size_t n);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "apply.h"
+#include "batch.h"
 #include "config.h"
 #include "feed.h"
 #include "ledger.h"
@@ -46,6 +47,16 @@ static const struct apply_op_desc apply_ops[] = {
 			 2 },
 };
 
+/* Fewest enrolment-shaped items worth a call of their own: Moodle's work
+ * per item (about 12 ms an enrolment with the welcome message) dwarfs a
+ * call's, so a list is spread over the calls that may be in flight. */
+#define APPLY_SPREAD_ITEMS 25
+/* Longest wait between two looks at enrolments Moodle may still apply. */
+#define APPLY_SETTLE_POLL_MS 5000
+/* maps->unsettled values: held at the start of the run, and wanted by it. */
+#define APPLY_HELD   1
+#define APPLY_WANTED 2
+
 /* State of one batched operation over a list of plan items. */
 struct apply_batch {
 	struct apply *a;
@@ -57,12 +68,15 @@ struct apply_batch {
 
 /* Per-run maps: shortname -> course id, username -> user id (-1: the
  * lookup failed), "course\037user" -> 1 for enrolments that failed,
- * "courseid/userid/roleid" -> 1 for what adopted courses already hold. */
+ * "courseid/userid/roleid" -> 1 for what Moodle was seen to hold (adopted
+ * courses, enrolments in flight), "course\037user\037roleid" -> 1 for
+ * enrolments Moodle may still be applying (not sent again meanwhile). */
 struct apply_maps {
 	struct strmap *courses;
 	struct strmap *users;
 	struct strmap *failed;
 	struct strmap *present;
+	struct strmap *unsettled;
 };
 
 static void
@@ -72,15 +86,13 @@ apply_progress(struct apply *a, const char *phase, size_t done, size_t total)
 		a->opts->progress(a->opts->arg, phase, done, total);
 }
 
-static bool
-apply_cancelled(const struct apply *a)
-{
-	return a->opts->cancel != NULL && *a->opts->cancel;
-}
-
 static void
 apply_stop(struct apply *a, const struct moodle_error *err)
 {
+	/* An XML answer: PHP cut the request, moodlewsrestformat (sent last)
+	 * and all (moodle.c). */
+	if (err->errorcode != NULL && strcmp(err->errorcode, "xml") == 0)
+		a->cut = true;
 	free(a->cause);
 	if (err->kind == MOODLE_CANCELLED)
 		a->cause = xstrdup("cancelled");
@@ -92,14 +104,14 @@ apply_stop(struct apply *a, const struct moodle_error *err)
 
 /* Run a batched call; a service-wide fault stops the apply with a cause. */
 static int
-apply_batch_run(struct apply *a, const struct moodle_batch *mb)
+apply_batch_run(struct apply *a, struct moodle *m, const struct batch *mb)
 {
 	struct moodle_error err = { 0 };
 	int rv = 0;
 
 	if (mb->n == 0)
 		return 0;
-	if (moodle_batch_run(a->moodle, mb, &err) == -1) {
+	if (batch_run(m, mb, &err) == -1) {
 		if (a->cause == NULL)
 			apply_stop(a, &err);
 		rv = -1;
@@ -163,24 +175,131 @@ apply_item_name(const struct plan_enrol *e)
 	return s;
 }
 
-/* --- enrolment-shaped operations ------------------------------------ */
+/* --- enrolments in flight ------------------------------------------- */
+
+/* The call's id in the inflight table: its first item, which no other
+ * call in flight carries. */
+static char *
+apply_inflight_id(const struct plan_enrol *e)
+{
+	char *id;
+
+	xasprintf(&id, "%s\037%s\037%d", e->course, e->username, e->roleid);
+	return id;
+}
+
+/* Note an enrol call before it goes (or after it went unanswered): a
+ * crash between Moodle's answer and our commit is then resolved by asking
+ * Moodle instead of sending the enrolments again. */
+static int
+apply_inflight_put(struct apply *a, struct plan_enrol *const *items,
+		   size_t count, int64_t settle_by)
+{
+	struct ledger_inflight f = { 0 };
+	char *text = NULL, *id = apply_inflight_id(items[0]);
+	size_t len = 0;
+	FILE *mf = open_memstream(&text, &len);
+	int rv;
+
+	for (size_t i = 0; i < count; i++)
+		fprintf(mf, "%s\037%s\037%d\037%" PRId64 "\n", items[i]->course,
+			items[i]->username, items[i]->roleid,
+			items[i]->courseid);
+	fclose(mf);
+	f.id = id;
+	f.settle_by = settle_by;
+	f.items = text;
+	rv = ledger_inflight_put(a->ledger, &f);
+	free(text);
+	free(id);
+	return rv;
+}
 
 static int
-apply_batch_call(struct moodle *m, size_t first, size_t count, void *arg,
+apply_inflight_delete(struct apply *a, const struct plan_enrol *first)
+{
+	char *id = apply_inflight_id(first);
+	int rv = ledger_inflight_delete(a->ledger, id);
+
+	free(id);
+	return rv;
+}
+
+/* Until when a call sent now may still be at work in Moodle. */
+static int64_t
+apply_settle_by(const struct apply *a)
+{
+	return now_epoch() + (a->conf->moodle_timeout_ms + 999) / 1000;
+}
+
+static char *
+apply_unsettled_key(const char *course, const char *username, int roleid)
+{
+	char *key;
+
+	xasprintf(&key, "%s\037%s\037%d", course, username, roleid);
+	return key;
+}
+
+/* Enrolments Moodle may still be applying: not sent again meanwhile.  An
+ * unsettled call of this run is one it wants. */
+static void
+apply_unsettled_add(struct apply *a, const char *course, const char *username,
+		    int roleid)
+{
+	char *key = apply_unsettled_key(course, username, roleid);
+
+	strmap_put(a->maps->unsettled, key, APPLY_WANTED);
+	free(key);
+}
+
+/* Is e an enrolment Moodle may still be applying?  Then it is held back,
+ * and marked as one this run wants: if Moodle turns out not to have
+ * applied it, the run sends it once that is certain (apply_settle). */
+static bool
+apply_hold_unsettled(struct apply *a, const struct plan_enrol *e)
+{
+	char *key;
+	int64_t v;
+	bool found;
+
+	if (strmap_count(a->maps->unsettled) == 0)
+		return false;
+	key = apply_unsettled_key(e->course, e->username, e->roleid);
+	found = strmap_get(a->maps->unsettled, key, &v) == 0 && v != 0;
+	if (found)
+		strmap_put(a->maps->unsettled, key, APPLY_WANTED);
+	free(key);
+	return found;
+}
+
+/* --- enrolment-shaped operations ------------------------------------ */
+
+static int64_t
+apply_batch_key(size_t i, void *arg)
+{
+	struct apply_batch *b = arg;
+
+	return b->items[i]->userid;
+}
+
+static int
+apply_batch_call(struct moodle *m, const size_t *idx, size_t count, void *arg,
 		 struct moodle_error *err)
 {
 	struct apply_batch *b = arg;
-	struct plan_enrol **items = b->items + first;
 	int rv;
 
 	if (b->op == OP_ROLE_ADD || b->op == OP_ROLE_REMOVE) {
 		struct moodle_role_assignment *ra = xcalloc(count, sizeof(*ra));
 
-		for (size_t i = 0; i < count; i++)
-			ra[i] = (struct moodle_role_assignment){
-				items[i]->roleid, items[i]->userid,
-				items[i]->courseid
-			};
+		for (size_t i = 0; i < count; i++) {
+			const struct plan_enrol *e = b->items[idx[i]];
+
+			ra[i] = (struct moodle_role_assignment){ e->roleid,
+								 e->userid,
+								 e->courseid };
+		}
 		rv = b->op == OP_ROLE_ADD
 			 ? moodle_role_assign(m, ra, count, err)
 			 : moodle_role_unassign(m, ra, count, err);
@@ -190,34 +309,69 @@ apply_batch_call(struct moodle *m, size_t first, size_t count, void *arg,
 
 	struct moodle_enrolment *en = xcalloc(count, sizeof(*en));
 
-	for (size_t i = 0; i < count; i++)
-		en[i] = (struct moodle_enrolment){
-			b->op == OP_UNENROL ? 0 : items[i]->roleid,
-			items[i]->userid, items[i]->courseid,
-			b->op == OP_SUSPEND ? 1 : -1
-		};
-	if (b->op == OP_ENROL) {
-		/* Before sending, note what is in flight: a crash between
-		 * Moodle's answer and our commit is then resolved by asking
-		 * Moodle instead of sending the enrolment again. */
-		char *intent = NULL;
-		size_t len = 0;
-		FILE *f = open_memstream(&intent, &len);
+	for (size_t i = 0; i < count; i++) {
+		const struct plan_enrol *e = b->items[idx[i]];
 
-		for (size_t i = 0; i < count; i++)
-			fprintf(f, "%s\037%s\037%d\037%" PRId64 "\n",
-				items[i]->course, items[i]->username,
-				items[i]->roleid, items[i]->courseid);
-		fclose(f);
-		if (ledger_meta_set(b->a->ledger, "inflight_enrol", intent) ==
-		    -1)
-			log_warnx("cannot note the enrolments in flight: %s",
-				  ledger_errmsg(b->a->ledger));
-		free(intent);
+		en[i] = (struct moodle_enrolment){
+			b->op == OP_UNENROL ? 0 : e->roleid, e->userid,
+			e->courseid, b->op == OP_SUSPEND ? 1 : -1
+		};
 	}
 	rv = b->op == OP_UNENROL ? moodle_unenrol(m, en, count, err)
 				 : moodle_enrol(m, en, count, err);
 	free(en);
+	return rv;
+}
+
+/* The plan items of a call, in order. */
+static struct plan_enrol **
+apply_batch_items(const struct apply_batch *b, const size_t *idx, size_t count)
+{
+	struct plan_enrol **items = xcalloc(count, sizeof(*items));
+
+	for (size_t i = 0; i < count; i++)
+		items[i] = b->items[idx[i]];
+	return items;
+}
+
+/* Enrol calls note what is in flight, and until when. */
+static int
+apply_batch_note(enum batch_event ev, const size_t *idx, size_t count,
+		 void *arg)
+{
+	struct apply_batch *b = arg;
+	struct apply *a = b->a;
+	struct plan_enrol **items = apply_batch_items(b, idx, count);
+	int rv = -1;
+
+	if (ledger_begin(a->ledger) == -1)
+		goto out;
+	if (ev == BATCH_REFUSED)
+		rv = apply_inflight_delete(a, items[0]);
+	else
+		rv = apply_inflight_put(a, items, count, apply_settle_by(a));
+	if (rv == 0 && ev == BATCH_UNSETTLED) {
+		if (a->unsettled_calls++ == 0)
+			log_warnx("%s: no answer to a call of %zu enrolments: "
+				  "Moodle may still apply it; looking again "
+				  "before sending any of them again",
+				  apply_ops[b->op].function, count);
+		else
+			log_debug("%s: no answer to a call of %zu enrolments",
+				  apply_ops[b->op].function, count);
+		for (size_t i = 0; i < count; i++)
+			apply_unsettled_add(a, items[i]->course,
+					    items[i]->username,
+					    items[i]->roleid);
+	}
+	if (rv == 0)
+		rv = ledger_commit(a->ledger);
+	else
+		ledger_rollback(a->ledger);
+out:
+	free(items);
+	if (rv == -1)
+		apply_ledger_failed(a);
 	return rv;
 }
 
@@ -264,19 +418,19 @@ apply_commit_item(struct apply_batch *b, const struct plan_enrol *e)
 	return rv;
 }
 
+/* Moodle confirmed items[0..count): one transaction with their intent. */
 static int
-apply_batch_done(size_t first, size_t count, void *arg)
+apply_batch_commit(struct apply_batch *b, struct plan_enrol *const *items,
+		   size_t count)
 {
-	struct apply_batch *b = arg;
 	struct ledger *l = b->a->ledger;
 
 	if (ledger_begin(l) == -1)
 		goto fail;
 	for (size_t i = 0; i < count; i++)
-		if (apply_commit_item(b, b->items[first + i]) == -1)
+		if (apply_commit_item(b, items[i]) == -1)
 			goto fail;
-	if (b->op == OP_ENROL &&
-	    ledger_meta_set(l, "inflight_enrol", NULL) == -1)
+	if (b->op == OP_ENROL && apply_inflight_delete(b->a, items[0]) == -1)
 		goto fail;
 	if (ledger_commit(l) == -1)
 		goto fail;
@@ -287,17 +441,29 @@ fail:
 	return apply_ledger_failed(b->a);
 }
 
+static int
+apply_batch_done(struct moodle *m, const size_t *idx, size_t count, void *arg)
+{
+	struct apply_batch *b = arg;
+	struct plan_enrol **items = apply_batch_items(b, idx, count);
+	int rv;
+
+	(void)m;
+	rv = apply_batch_commit(b, items, count);
+	free(items);
+	return rv;
+}
+
 /* Does Moodle hold user e with role e->roleid in its course? */
 static int
-apply_enrolment_present(struct apply *a, const struct plan_enrol *e, bool *ret)
+apply_enrolment_present(struct moodle *m, const struct plan_enrol *e, bool *ret)
 {
 	struct moodle_enrolled_user *users = NULL;
 	struct moodle_error err = { 0 };
 	size_t n = 0;
 
 	*ret = false;
-	if (moodle_enrolled_users(a->moodle, e->courseid, &users, &n, &err) ==
-	    -1) {
+	if (moodle_enrolled_users(m, e->courseid, &users, &n, &err) == -1) {
 		moodle_error_clear(&err);
 		return -1;
 	}
@@ -311,10 +477,11 @@ apply_enrolment_present(struct apply *a, const struct plan_enrol *e, bool *ret)
 }
 
 static int
-apply_batch_failed(size_t index, const struct moodle_error *err, void *arg)
+apply_batch_failed(struct moodle *m, size_t index,
+		   const struct moodle_error *err, void *arg)
 {
 	struct apply_batch *b = arg;
-	const struct plan_enrol *e = b->items[index];
+	struct plan_enrol *e = b->items[index];
 	char *item, *key;
 	bool present;
 
@@ -322,8 +489,8 @@ apply_batch_failed(size_t index, const struct moodle_error *err, void *arg)
 	 * the enrolment, then fails to send the welcome mail): look. */
 	if ((b->op == OP_ENROL || b->op == OP_ROLE_ADD) &&
 	    !apply_code_is_certain(err->errorcode) &&
-	    apply_enrolment_present(b->a, e, &present) == 0 && present)
-		return apply_batch_done(index, 1, b);
+	    apply_enrolment_present(m, e, &present) == 0 && present)
+		return apply_batch_commit(b, &e, 1);
 	if (b->op == OP_ENROL && !b->from_missing) {
 		xasprintf(&key, "%s\037%s", e->course, e->username);
 		strmap_put(b->a->maps->failed, key, 1);
@@ -351,25 +518,26 @@ apply_op_run(struct apply *a, enum apply_op op, struct plan_enrol **items,
 	     size_t n, bool from_missing)
 {
 	struct apply_batch b = { a, op, items, n, 0, from_missing };
-	struct moodle_batch mb = { n,
-				   apply_ops[op].fields,
-				   0,
-				   apply_batch_call,
-				   apply_batch_done,
-				   apply_batch_failed,
-				   &b };
+	struct batch mb = {
+		.n = n,
+		.fields = apply_ops[op].fields,
+		.min_items = APPLY_SPREAD_ITEMS,
+		.key = apply_batch_key,
+		/* Enrolments are mailed and re-activate what an admin
+		 * suspended: one without an answer is never sent blindly. */
+		.once = op == OP_ENROL,
+		.call = apply_batch_call,
+		.note = op == OP_ENROL ? apply_batch_note : NULL,
+		.done = apply_batch_done,
+		.failed = apply_batch_failed,
+		.arg = &b,
+	};
 
 	if (n == 0)
 		return 0;
 	log_info("%s: %zu to send", apply_ops[op].phase, n);
 	apply_progress(a, apply_ops[op].phase, 0, n);
-	if (apply_batch_run(a, &mb) == -1)
-		return -1;
-	if (op == OP_ENROL &&
-	    ledger_meta_set(a->ledger, "inflight_enrol", NULL) == -1)
-		log_warnx("cannot clear the enrolments in flight: %s",
-			  ledger_errmsg(a->ledger));
-	return 0;
+	return apply_batch_run(a, a->moodle, &mb);
 }
 
 /* --- users ----------------------------------------------------------- */
@@ -377,58 +545,72 @@ apply_op_run(struct apply *a, enum apply_op op, struct plan_enrol **items,
 struct apply_lookup {
 	struct apply *a;
 	const char **names;
-	size_t n;
-	struct moodle_user *found; /* answer of the last call */
-	size_t nfound;
+	size_t n, done;
+	int64_t *ids; /* per name, filled by the call that carried it */
 };
 
 static int
-apply_lookup_call(struct moodle *m, size_t first, size_t count, void *arg,
+apply_lookup_call(struct moodle *m, const size_t *idx, size_t count, void *arg,
 		  struct moodle_error *err)
 {
 	struct apply_lookup *lk = arg;
+	const char **names = xcalloc(count, sizeof(*names));
+	struct moodle_user *found = NULL;
+	struct strmap *byname;
+	size_t nfound = 0;
+	int64_t id;
+	int rv;
 
-	moodle_users_free(lk->found, lk->nfound);
-	lk->found = NULL;
-	lk->nfound = 0;
-	return moodle_users_by_username(m, lk->names + first, count, &lk->found,
-					&lk->nfound, err);
+	for (size_t i = 0; i < count; i++)
+		names[i] = lk->names[idx[i]];
+	rv = moodle_users_by_username(m, names, count, &found, &nfound, err);
+	if (rv == 0) {
+		byname = strmap_new(nfound);
+		for (size_t i = 0; i < nfound; i++)
+			strmap_put(byname, found[i].username, found[i].id);
+		for (size_t i = 0; i < count; i++)
+			lk->ids[idx[i]] = strmap_get(byname, names[i], &id) == 0
+					      ? id
+					      : 0; /* not in Moodle (yet) */
+		strmap_free(byname);
+	}
+	moodle_users_free(found, nfound);
+	free(names);
+	return rv;
 }
 
 static int
-apply_lookup_done(size_t first, size_t count, void *arg)
+apply_lookup_done(struct moodle *m, const size_t *idx, size_t count, void *arg)
 {
 	struct apply_lookup *lk = arg;
 	struct apply *a = lk->a;
-	struct strmap *found = strmap_new(lk->nfound);
-	int64_t id;
 
-	for (size_t i = 0; i < lk->nfound; i++)
-		strmap_put(found, lk->found[i].username, lk->found[i].id);
+	(void)m;
 	if (ledger_begin(a->ledger) == -1)
 		goto fail;
-	for (size_t i = first; i < first + count; i++) {
-		if (strmap_get(found, lk->names[i], &id) == -1)
-			id = 0; /* not in Moodle (yet) */
-		strmap_put(a->maps->users, lk->names[i], id);
-		if (ledger_user_put(a->ledger, lk->names[i], id) == -1)
+	for (size_t i = 0; i < count; i++) {
+		const char *name = lk->names[idx[i]];
+
+		strmap_put(a->maps->users, name, lk->ids[idx[i]]);
+		if (ledger_user_put(a->ledger, name, lk->ids[idx[i]]) == -1)
 			goto fail;
 	}
 	if (ledger_commit(a->ledger) == -1)
 		goto fail;
-	strmap_free(found);
-	apply_progress(a, "looking up users", first + count, lk->n);
+	lk->done += count;
+	apply_progress(a, "looking up users", lk->done, lk->n);
 	return 0;
 fail:
-	strmap_free(found);
 	return apply_ledger_failed(a);
 }
 
 static int
-apply_lookup_failed(size_t index, const struct moodle_error *err, void *arg)
+apply_lookup_failed(struct moodle *m, size_t index,
+		    const struct moodle_error *err, void *arg)
 {
 	struct apply_lookup *lk = arg;
 
+	(void)m;
 	strmap_put(lk->a->maps->users, lk->names[index], -1);
 	apply_item_error(lk->a, "user", "", lk->names[index],
 			 "core_user_get_users_by_field",
@@ -441,20 +623,126 @@ apply_lookup_failed(size_t index, const struct moodle_error *err, void *arg)
 static int
 apply_lookup(struct apply *a, const char **names, size_t n)
 {
-	struct apply_lookup lk = { a, names, n, NULL, 0 };
-	struct moodle_batch mb = { n,
-				   MOODLE_LOOKUP_FIELDS,
-				   MOODLE_LOOKUP_EXTRA,
-				   apply_lookup_call,
-				   apply_lookup_done,
-				   apply_lookup_failed,
-				   &lk };
+	struct apply_lookup lk = { a, names, n, 0,
+				   xcalloc(n + 1, sizeof(int64_t)) };
+	struct batch mb = {
+		.n = n,
+		.fields = MOODLE_LOOKUP_FIELDS,
+		.extra = MOODLE_LOOKUP_EXTRA,
+		.call = apply_lookup_call,
+		.done = apply_lookup_done,
+		.failed = apply_lookup_failed,
+		.arg = &lk,
+	};
 	int rv;
 
 	if (n > 0)
 		apply_progress(a, "looking up users", 0, n);
-	rv = apply_batch_run(a, &mb);
-	moodle_users_free(lk.found, lk.nfound);
+	rv = apply_batch_run(a, a->moodle, &mb);
+	free(lk.ids);
+	return rv;
+}
+
+/* --- what Moodle holds ----------------------------------------------- */
+
+static void
+apply_present_key(char *buf, size_t len, int64_t courseid, int64_t userid,
+		  int roleid)
+{
+	snprintf(buf, len, "%" PRId64 "/%" PRId64 "/%d", courseid, userid,
+		 roleid);
+}
+
+static bool
+apply_is_present(struct apply *a, int64_t courseid, int64_t userid, int roleid)
+{
+	char key[80];
+	int64_t v;
+
+	apply_present_key(key, sizeof(key), courseid, userid, roleid);
+	return strmap_get(a->maps->present, key, &v) == 0;
+}
+
+/* Who each course holds, one call per course, several in flight. */
+struct apply_holdings {
+	struct apply *a;
+	const int64_t *courseids;
+	struct moodle_enrolled_user **users; /* per course, from its call */
+	size_t *nusers;
+};
+
+static int
+apply_holdings_call(struct moodle *m, const size_t *idx, size_t count,
+		    void *arg, struct moodle_error *err)
+{
+	struct apply_holdings *h = arg;
+
+	(void)count; /* one course per call */
+	return moodle_enrolled_users(m, h->courseids[idx[0]], &h->users[idx[0]],
+				     &h->nusers[idx[0]], err);
+}
+
+static int
+apply_holdings_done(struct moodle *m, const size_t *idx, size_t count,
+		    void *arg)
+{
+	struct apply_holdings *h = arg;
+	size_t c = idx[0];
+	char key[80];
+
+	(void)m;
+	(void)count;
+	for (size_t i = 0; i < h->nusers[c]; i++)
+		for (size_t r = 0; r < h->users[c][i].nroles; r++) {
+			apply_present_key(key, sizeof(key), h->courseids[c],
+					  h->users[c][i].id,
+					  h->users[c][i].roleids[r]);
+			strmap_put(h->a->maps->present, key, 1);
+		}
+	moodle_enrolled_users_free(h->users[c], h->nusers[c]);
+	h->users[c] = NULL;
+	h->nusers[c] = 0;
+	return 0;
+}
+
+/* A course that is gone (invalidrecord, 13c) holds nothing. */
+static int
+apply_holdings_failed(struct moodle *m, size_t index,
+		      const struct moodle_error *err, void *arg)
+{
+	(void)m;
+	(void)index;
+	(void)err;
+	(void)arg;
+	return 0;
+}
+
+/* Remember who these courses hold with which roles: what Moodle holds is
+ * recorded as ours without being sent again (after a lost ledger, sending
+ * would re-activate what an admin suspended). */
+static int
+apply_holdings(struct apply *a, struct moodle *m, const int64_t *courseids,
+	       size_t n)
+{
+	struct apply_holdings h = { a, courseids,
+				    xcalloc(n + 1, sizeof(*h.users)),
+				    xcalloc(n + 1, sizeof(size_t)) };
+	struct batch mb = {
+		.n = n,
+		.fields = 1,
+		.max_items = 1,
+		.min_items = 1,
+		.call = apply_holdings_call,
+		.done = apply_holdings_done,
+		.failed = apply_holdings_failed,
+		.arg = &h,
+	};
+	int rv = apply_batch_run(a, m, &mb);
+
+	for (size_t i = 0; i < n; i++)
+		moodle_enrolled_users_free(h.users[i], h.nusers[i]);
+	free(h.users);
+	free(h.nusers);
 	return rv;
 }
 
@@ -488,56 +776,36 @@ apply_course_record(struct apply *a, const struct plan_course *pc, int64_t id,
 	return rv;
 }
 
-static void
-apply_present_key(char *buf, size_t len, int64_t courseid, int64_t userid,
-		  int roleid)
-{
-	snprintf(buf, len, "%" PRId64 "/%" PRId64 "/%d", courseid, userid,
-		 roleid);
-}
-
-/* Remember who an adopted course already holds with which roles: those
- * enrolments are recorded as ours without sending them again (after a
- * lost ledger, sending would re-activate what an admin suspended). */
+/* Adopt the Moodle course mc for pc: ours when it carries our idnumber
+ * (we created it before losing the ledger).  Its holdings are fetched by
+ * the caller. */
 static int
-apply_course_holdings(struct apply *a, int64_t courseid)
+apply_course_adopt(struct apply *a, const struct plan_course *pc,
+		   const struct moodle_course *mc)
 {
-	struct moodle_enrolled_user *users = NULL;
-	struct moodle_error err = { 0 };
-	char key[80];
-	size_t n = 0;
+	bool ours = mc->idnumber != NULL && pc->idnumber != NULL &&
+		    strcmp(mc->idnumber, pc->idnumber) == 0;
 
-	if (moodle_enrolled_users(a->moodle, courseid, &users, &n, &err) ==
-	    -1) {
-		int rv = err.kind == MOODLE_ITEM ? 0 : -1;
-
-		if (rv == -1)
-			apply_stop(a, &err);
-		moodle_error_clear(&err);
-		return rv;
-	}
-	for (size_t i = 0; i < n; i++)
-		for (size_t r = 0; r < users[i].nroles; r++) {
-			apply_present_key(key, sizeof(key), courseid,
-					  users[i].id, users[i].roleids[r]);
-			strmap_put(a->maps->present, key, 1);
-		}
-	moodle_enrolled_users_free(users, n);
+	if (apply_course_record(a, pc, mc->id, ours) == -1)
+		return apply_ledger_failed(a);
+	a->counts->courses_adopted++;
+	log_debug("course %s exists in Moodle (id %" PRId64 "): adopted",
+		  pc->shortname, mc->id);
 	return 0;
 }
 
-/* Adopt the Moodle course that already has this shortname, if any.
- * Returns 1 adopted, 0 no such course, -1 stop. */
+/* A course not in its category turned out to exist (shortnametaken: it
+ * was moved elsewhere, or made meanwhile): look it up and adopt it.
+ * Returns 1 adopted, 0 not found after all, -1 stop. */
 static int
-apply_course_adopt(struct apply *a, const struct plan_course *pc)
+apply_course_adopt_elsewhere(struct apply *a, struct moodle *m,
+			     const struct plan_course *pc)
 {
 	struct moodle_course mc = { 0 };
 	struct moodle_error err = { 0 };
-	bool ours;
 	int rv = -1;
 
-	if (moodle_course_by_shortname(a->moodle, pc->shortname, &mc, &err) ==
-	    -1) {
+	if (moodle_course_by_shortname(m, pc->shortname, &mc, &err) == -1) {
 		if (err.kind == MOODLE_ITEM) {
 			apply_item_error(a, "course", pc->shortname,
 					 pc->shortname, err.function,
@@ -553,18 +821,13 @@ apply_course_adopt(struct apply *a, const struct plan_course *pc)
 		rv = 0;
 		goto out;
 	}
-	/* Our idnumber marks a course we created before losing the ledger. */
-	ours = mc.idnumber != NULL && strcmp(mc.idnumber, pc->idnumber) == 0;
-	if (apply_course_record(a, pc, mc.id, ours) == -1) {
+	if (ledger_begin(a->ledger) == -1 ||
+	    apply_course_adopt(a, pc, &mc) == -1 ||
+	    ledger_commit(a->ledger) == -1) {
 		apply_ledger_failed(a);
 		goto out;
 	}
-	a->counts->courses_adopted++;
-	log_debug("course %s exists in Moodle (id %" PRId64 "): adopted",
-		  pc->shortname, mc.id);
-	if (apply_course_holdings(a, mc.id) == -1)
-		goto out;
-	rv = 1;
+	rv = apply_holdings(a, m, &mc.id, 1) == -1 ? -1 : 1;
 out:
 	moodle_course_clear(&mc);
 	moodle_error_clear(&err);
@@ -575,51 +838,65 @@ struct apply_create {
 	struct apply *a;
 	struct plan_course **items;
 	struct moodle_new_course *courses; /* items as Moodle takes them */
-	size_t n;
-	int64_t *ids;
+	size_t n, done;
+	int64_t *ids; /* per item, filled by the call that created it */
 };
 
 static int
-apply_create_call(struct moodle *m, size_t first, size_t count, void *arg,
+apply_create_call(struct moodle *m, const size_t *idx, size_t count, void *arg,
 		  struct moodle_error *err)
 {
 	struct apply_create *cr = arg;
+	struct moodle_new_course *c = xcalloc(count, sizeof(*c));
+	int64_t *ids = xcalloc(count, sizeof(*ids));
+	int rv;
 
-	return moodle_courses_create(m, cr->courses + first, count,
-				     cr->ids + first, err);
+	for (size_t i = 0; i < count; i++)
+		c[i] = cr->courses[idx[i]];
+	if ((rv = moodle_courses_create(m, c, count, ids, err)) == 0)
+		for (size_t i = 0; i < count; i++)
+			cr->ids[idx[i]] = ids[i];
+	free(ids);
+	free(c);
+	return rv;
 }
 
 static int
-apply_create_done(size_t first, size_t count, void *arg)
+apply_create_done(struct moodle *m, const size_t *idx, size_t count, void *arg)
 {
 	struct apply_create *cr = arg;
 	struct apply *a = cr->a;
 
+	(void)m;
 	if (ledger_begin(a->ledger) == -1)
 		goto fail;
-	for (size_t i = first; i < first + count; i++)
-		if (apply_course_record(a, cr->items[i], cr->ids[i], true) ==
-		    -1)
+	for (size_t i = 0; i < count; i++)
+		if (apply_course_record(a, cr->items[idx[i]], cr->ids[idx[i]],
+					true) == -1)
 			goto fail;
 	if (ledger_commit(a->ledger) == -1)
 		goto fail;
 	a->counts->courses_created += count;
-	apply_progress(a, "creating courses", first + count, cr->n);
+	cr->done += count;
+	apply_progress(a, "creating courses", cr->done, cr->n);
 	return 0;
 fail:
 	return apply_ledger_failed(a);
 }
 
 static int
-apply_create_failed(size_t index, const struct moodle_error *err, void *arg)
+apply_create_failed(struct moodle *m, size_t index,
+		    const struct moodle_error *err, void *arg)
 {
 	struct apply_create *cr = arg;
 	const struct plan_course *pc = cr->items[index];
 
-	/* Someone created it between our look-up and our create: adopt. */
+	/* Not in its category, yet taken: moved elsewhere, or someone made
+	 * it since we listed the category.  Adopt it. */
 	if (err->errorcode != NULL &&
 	    strcmp(err->errorcode, "shortnametaken") == 0)
-		return apply_course_adopt(cr->a, pc) == -1 ? -1 : 0;
+		return apply_course_adopt_elsewhere(cr->a, m, pc) == -1 ? -1
+									: 0;
 	apply_item_error(cr->a, "course", pc->shortname, pc->shortname,
 			 "core_course_create_courses",
 			 err->errorcode ? err->errorcode : "error",
@@ -627,34 +904,90 @@ apply_create_failed(size_t index, const struct moodle_error *err, void *arg)
 	return 0;
 }
 
-/* Adopt or create every course of the list. */
+/* The courses of the categories the list goes to, one call per category
+ * (31a; an unknown category is an empty list, 31b): shortname -> index in
+ * *ret. */
+static int
+apply_categories_list(struct apply *a, const struct plan_course *list, size_t n,
+		      struct moodle_course **ret, size_t *ret_n,
+		      struct strmap *byname)
+{
+	struct strmap *seen = strmap_new(8);
+	struct moodle_error err = { 0 };
+	struct moodle_course *got;
+	char cat[32];
+	size_t ngot;
+	int64_t v;
+	int rv = 0;
+
+	for (size_t i = 0; i < n && rv == 0; i++) {
+		snprintf(cat, sizeof(cat), "%" PRId64, list[i].categoryid);
+		if (strmap_get(seen, cat, &v) == 0)
+			continue;
+		strmap_put(seen, cat, 1);
+		apply_progress(a, "listing categories", strmap_count(seen), 0);
+		if (moodle_courses_by_field(a->moodle, "category", cat, &got,
+					    &ngot, &err) == -1) {
+			apply_stop(a, &err);
+			rv = -1;
+			break;
+		}
+		*ret = xreallocarray(*ret, *ret_n + ngot + 1, sizeof(**ret));
+		for (size_t k = 0; k < ngot; k++) {
+			strmap_put(byname, got[k].shortname, (int64_t)*ret_n);
+			(*ret)[(*ret_n)++] = got[k];
+		}
+		free(got); /* its strings moved to *ret */
+	}
+	moodle_error_clear(&err);
+	strmap_free(seen);
+	return rv;
+}
+
+/* Adopt or create every course of the list: the target categories are
+ * listed first and shortnames matched here, so only courses found in no
+ * category go to a create call (and a create refused as shortnametaken,
+ * a course moved elsewhere, to a look-up). */
 static int
 apply_courses_create(struct apply *a, struct plan_course *list, size_t n)
 {
-	struct apply_create cr = { a, xcalloc(n, sizeof(*cr.items)),
-				   xcalloc(n, sizeof(*cr.courses)), 0,
-				   xcalloc(n, sizeof(int64_t)) };
-	struct moodle_batch mb = { 0,
+	struct apply_create cr = { a,
+				   xcalloc(n + 1, sizeof(*cr.items)),
+				   xcalloc(n + 1, sizeof(*cr.courses)),
 				   0,
 				   0,
-				   apply_create_call,
-				   apply_create_done,
-				   apply_create_failed,
-				   &cr };
-	int rv = -1, r;
+				   xcalloc(n + 1, sizeof(int64_t)) };
+	struct batch mb = {
+		.call = apply_create_call,
+		.done = apply_create_done,
+		.failed = apply_create_failed,
+		.arg = &cr,
+	};
+	struct strmap *byname = strmap_new(n + 16);
+	struct moodle_course *in_moodle = NULL;
+	size_t nin = 0, nadopted = 0;
+	int64_t *adopted = xcalloc(n + 1, sizeof(*adopted)), k;
+	int rv = -1;
 
+	if (n == 0) {
+		rv = 0;
+		goto out;
+	}
+	if (apply_categories_list(a, list, n, &in_moodle, &nin, byname) == -1)
+		goto out;
+	if (ledger_begin(a->ledger) == -1) {
+		apply_ledger_failed(a);
+		goto out;
+	}
 	for (size_t i = 0; i < n; i++) {
 		const struct plan_course *pc = &list[i];
 
-		apply_progress(a, "matching courses", i, n);
-		if (apply_cancelled(a)) {
-			a->cause = xstrdup("cancelled");
-			goto out;
-		}
-		if ((r = apply_course_adopt(a, pc)) == -1)
-			goto out;
-		if (r == 1)
+		if (strmap_get(byname, pc->shortname, &k) == 0) {
+			if (apply_course_adopt(a, pc, &in_moodle[k]) == -1)
+				goto out; /* rolled back */
+			adopted[nadopted++] = in_moodle[k].id;
 			continue;
+		}
 		cr.courses[cr.n] =
 		    (struct moodle_new_course){ pc->shortname,
 						pc->fullname,
@@ -667,20 +1000,30 @@ apply_courses_create(struct apply *a, struct plan_course *list, size_t n)
 						pc->enddate };
 		cr.items[cr.n++] = &list[i];
 	}
-	if (a->counts->courses_adopted > 0)
-		log_info("%" PRId64 " courses of the feed already exist in "
-			 "Moodle: adopted by shortname",
-			 a->counts->courses_adopted);
+	if (ledger_commit(a->ledger) == -1) {
+		apply_ledger_failed(a);
+		goto out;
+	}
+	if (nadopted > 0) {
+		log_info("%zu courses of the feed already exist in Moodle: "
+			 "adopted by shortname",
+			 nadopted);
+		if (apply_holdings(a, a->moodle, adopted, nadopted) == -1)
+			goto out;
+	}
 	mb.n = cr.n;
 	mb.fields = moodle_courses_create_fields(cr.courses, cr.n);
-	rv = apply_batch_run(a, &mb);
+	mb.min_items = APPLY_SPREAD_ITEMS;
+	rv = apply_batch_run(a, a->moodle, &mb);
 out:
+	moodle_courses_free(in_moodle, nin);
+	strmap_free(byname);
+	free(adopted);
 	free(cr.ids);
 	free(cr.courses);
 	free(cr.items);
 	return rv;
 }
-
 /* Courses of the feed that wait for `webcoursectl approve`. */
 static int
 apply_courses_hold(struct apply *a, const struct plan_course *list, size_t n)
@@ -724,20 +1067,21 @@ struct apply_updates {
 	const struct plan_course *list;
 	size_t n;
 	enum apply_update what;
-	struct moodle_warning *warnings; /* of the last call */
-	size_t nwarnings;
+	char **warning; /* per item: Moodle's warning about it, or NULL */
 };
 
 static int
-apply_update_call(struct moodle *m, size_t first, size_t count, void *arg,
+apply_update_call(struct moodle *m, const size_t *idx, size_t count, void *arg,
 		  struct moodle_error *err)
 {
 	struct apply_updates *u = arg;
 	struct moodle_course_update *cu = xcalloc(count, sizeof(*cu));
+	struct moodle_warning *w = NULL;
+	size_t nw = 0;
 	int rv;
 
 	for (size_t i = 0; i < count; i++) {
-		const struct plan_course *pc = &u->list[first + i];
+		const struct plan_course *pc = &u->list[idx[i]];
 
 		cu[i].id = pc->moodle_id;
 		cu[i].fullname = u->what == UPDATE_RENAME ? pc->fullname : NULL;
@@ -745,38 +1089,41 @@ apply_update_call(struct moodle *m, size_t first, size_t count, void *arg,
 				: u->what == UPDATE_HIDE ? 0
 							 : 1;
 	}
-	moodle_warnings_free(u->warnings, u->nwarnings);
-	u->warnings = NULL;
-	u->nwarnings = 0;
-	rv = moodle_courses_update(m, cu, count, &u->warnings, &u->nwarnings,
-				   err);
+	rv = moodle_courses_update(m, cu, count, &w, &nw, err);
+	for (size_t k = 0; rv == 0 && k < nw; k++)
+		for (size_t i = 0; i < count; i++)
+			if (u->list[idx[i]].moodle_id == w[k].itemid &&
+			    u->warning[idx[i]] == NULL)
+				xasprintf(&u->warning[idx[i]], "%s\037%s",
+					  w[k].warningcode ? w[k].warningcode
+							   : "warning",
+					  w[k].message ? w[k].message : "");
+	moodle_warnings_free(w, nw);
 	free(cu);
 	return rv;
 }
 
 /* update_courses applies the good items and warns about the bad ones. */
 static int
-apply_update_done(size_t first, size_t count, void *arg)
+apply_update_done(struct moodle *m, const size_t *idx, size_t count, void *arg)
 {
 	struct apply_updates *u = arg;
 	struct apply *a = u->a;
 	struct ledger_course lc;
 
+	(void)m;
 	if (ledger_begin(a->ledger) == -1)
 		goto fail;
-	for (size_t i = first; i < first + count; i++) {
-		const struct plan_course *pc = &u->list[i];
-		const struct moodle_warning *w = NULL;
+	for (size_t i = 0; i < count; i++) {
+		const struct plan_course *pc = &u->list[idx[i]];
+		char *w = u->warning[idx[i]], *msg;
 
-		for (size_t k = 0; k < u->nwarnings; k++)
-			if (u->warnings[k].itemid == pc->moodle_id)
-				w = &u->warnings[k];
 		if (w != NULL) {
-			apply_item_error(
-			    a, "course", pc->shortname, pc->shortname,
-			    "core_course_update_courses",
-			    w->warningcode ? w->warningcode : "warning",
-			    w->message ? w->message : "");
+			msg = strchr(w, '\037');
+			*msg++ = '\0';
+			apply_item_error(a, "course", pc->shortname,
+					 pc->shortname,
+					 "core_course_update_courses", w, msg);
 			continue;
 		}
 		memset(&lc, 0, sizeof(lc));
@@ -805,11 +1152,13 @@ fail:
 }
 
 static int
-apply_update_failed(size_t index, const struct moodle_error *err, void *arg)
+apply_update_failed(struct moodle *m, size_t index,
+		    const struct moodle_error *err, void *arg)
 {
 	struct apply_updates *u = arg;
 	const struct plan_course *pc = &u->list[index];
 
+	(void)m;
 	apply_item_error(u->a, "course", pc->shortname, pc->shortname,
 			 "core_course_update_courses",
 			 err->errorcode ? err->errorcode : "error",
@@ -821,17 +1170,21 @@ static int
 apply_courses_update(struct apply *a, const struct plan_course *list, size_t n,
 		     enum apply_update what)
 {
-	struct apply_updates u = { a, list, n, what, NULL, 0 };
-	struct moodle_batch mb = { n,
-				   2,
-				   0,
-				   apply_update_call,
-				   apply_update_done,
-				   apply_update_failed,
-				   &u };
-	int rv = apply_batch_run(a, &mb);
+	struct apply_updates u = { a, list, n, what,
+				   xcalloc(n + 1, sizeof(char *)) };
+	struct batch mb = {
+		.n = n,
+		.fields = 2,
+		.call = apply_update_call,
+		.done = apply_update_done,
+		.failed = apply_update_failed,
+		.arg = &u,
+	};
+	int rv = apply_batch_run(a, a->moodle, &mb);
 
-	moodle_warnings_free(u.warnings, u.nwarnings);
+	for (size_t i = 0; i < n; i++)
+		free(u.warning[i]);
+	free(u.warning);
 	return rv;
 }
 
@@ -886,7 +1239,7 @@ apply_resolve(struct apply *a, struct plan_enrol *list, size_t n,
 	      enum apply_op op, size_t *ret_n)
 {
 	struct plan_enrol **out = xcalloc(n, sizeof(*out));
-	char *key, pkey[80];
+	char *key;
 	int64_t id, failed;
 	size_t k = 0;
 	bool adopting = strmap_count(a->maps->present) > 0;
@@ -911,6 +1264,8 @@ apply_resolve(struct apply *a, struct plan_enrol *list, size_t n,
 		}
 		if (e->userid <= 0)
 			continue;
+		if (op == OP_ENROL && apply_hold_unsettled(a, e))
+			continue; /* Moodle may still be applying it */
 		if (op == OP_ROLE_ADD) {
 			xasprintf(&key, "%s\037%s", e->course, e->username);
 			failed = strmap_get(a->maps->failed, key, &id) == 0;
@@ -918,18 +1273,15 @@ apply_resolve(struct apply *a, struct plan_enrol *list, size_t n,
 			if (failed)
 				continue; /* its enrolment failed just now */
 		}
-		if (adopting && (op == OP_ENROL || op == OP_ROLE_ADD)) {
-			apply_present_key(pkey, sizeof(pkey), e->courseid,
-					  e->userid, e->roleid);
-			if (strmap_get(a->maps->present, pkey, &id) == 0) {
-				if (ledger_enrol_put(a->ledger, e->course,
-						     e->username, e->roleid,
-						     LEDGER_ENROL_ACTIVE) == -1)
-					log_warnx("cannot record %s/%s: %s",
-						  e->course, e->username,
-						  ledger_errmsg(a->ledger));
-				continue; /* Moodle holds it already */
-			}
+		if (adopting && (op == OP_ENROL || op == OP_ROLE_ADD) &&
+		    apply_is_present(a, e->courseid, e->userid, e->roleid)) {
+			if (ledger_enrol_put(a->ledger, e->course, e->username,
+					     e->roleid,
+					     LEDGER_ENROL_ACTIVE) == -1)
+				log_warnx("cannot record %s/%s: %s", e->course,
+					  e->username,
+					  ledger_errmsg(a->ledger));
+			continue; /* Moodle holds it already */
 		}
 		out[k++] = e;
 	}
@@ -1049,6 +1401,298 @@ fail:
 	return apply_ledger_failed(a);
 }
 
+/* --- enrolments Moodle may still be applying ------------------------- */
+
+/* The enrol calls in flight, parsed: one entry per enrolment. */
+struct apply_settling {
+	struct apply *a;
+	struct plan_enrol *items; /* strings owned */
+	int64_t *settle_by;
+	size_t *row; /* index into ids */
+	size_t n, cap;
+	char **ids; /* inflight rows */
+	size_t nids;
+	int64_t *courseids; /* distinct */
+	size_t ncourses;
+	struct strmap *courses;
+};
+
+static int
+apply_settling_cb(const struct ledger_inflight *f, void *arg)
+{
+	struct apply_settling *s = arg;
+	char *text = xstrdup(f->items), *line, *next;
+	int64_t roleid, courseid, userid, v;
+	char key[32];
+
+	s->ids = xreallocarray(s->ids, s->nids + 1, sizeof(*s->ids));
+	s->ids[s->nids++] = xstrdup(f->id);
+	for (line = text; *line != '\0'; line = next) {
+		char *fld[4] = { line, NULL, NULL, NULL };
+		bool ok = true;
+
+		if ((next = strchr(line, '\n')) != NULL)
+			*next++ = '\0';
+		else
+			next = line + strlen(line);
+		for (int k = 1; k < 4 && ok; k++)
+			if ((ok =
+				 (fld[k] = strchr(fld[k - 1], '\037')) != NULL))
+				*fld[k]++ = '\0';
+		/* What cannot be read is left to the plan. */
+		if (!ok || parse_int64(fld[2], 1, INT32_MAX, &roleid) == -1 ||
+		    parse_int64(fld[3], 1, INT64_MAX, &courseid) == -1)
+			continue;
+		if (strmap_get(s->a->maps->users, fld[1], &userid) == -1 &&
+		    ledger_user_get(s->a->ledger, fld[1], &userid) != 0)
+			continue;
+		if (userid <= 0)
+			continue;
+		if (s->n == s->cap) {
+			s->cap = s->cap ? s->cap * 2 : 64;
+			s->items =
+			    xreallocarray(s->items, s->cap, sizeof(*s->items));
+			s->settle_by = xreallocarray(s->settle_by, s->cap,
+						     sizeof(*s->settle_by));
+			s->row = xreallocarray(s->row, s->cap, sizeof(*s->row));
+			s->courseids = xreallocarray(s->courseids, s->cap,
+						     sizeof(*s->courseids));
+		}
+		s->items[s->n] =
+		    (struct plan_enrol){ xstrdup(fld[0]), xstrdup(fld[1]),
+					 (int)roleid,     courseid,
+					 userid,          false };
+		s->settle_by[s->n] = f->settle_by;
+		s->row[s->n++] = s->nids - 1;
+		snprintf(key, sizeof(key), "%" PRId64, courseid);
+		if (strmap_get(s->courses, key, &v) == -1) {
+			strmap_put(s->courses, key, 1);
+			s->courseids[s->ncourses++] = courseid;
+		}
+	}
+	free(text);
+	return 0;
+}
+
+static void
+apply_settling_free(struct apply_settling *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		free((char *)s->items[i].course);
+		free((char *)s->items[i].username);
+	}
+	for (size_t i = 0; i < s->nids; i++)
+		free(s->ids[i]);
+	free(s->items);
+	free(s->settle_by);
+	free(s->row);
+	free(s->ids);
+	free(s->courseids);
+	strmap_free(s->courses);
+	memset(s, 0, sizeof(*s));
+}
+
+static struct plan_enrol *
+apply_enrol_dup(const struct plan_enrol *e)
+{
+	struct plan_enrol *d = xcalloc(1, sizeof(*d));
+
+	*d = *e;
+	d->course = xstrdup(e->course);
+	d->username = xstrdup(e->username);
+	return d;
+}
+
+static void
+apply_resend_free(struct plan_enrol **list, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free((char *)list[i]->course);
+		free((char *)list[i]->username);
+		free(list[i]);
+	}
+	free(list);
+}
+
+/* What Moodle holds of the enrolments in flight is recorded; what it does
+ * not hold once their calls cannot be at work any more (settle_by) is
+ * forgotten, and put in *ret_resend when the run wants it; the rest stays
+ * in flight.  *ret_next is the earliest settle_by still ahead, or 0. */
+static int
+apply_settle_look(struct apply *a, struct plan_enrol ***ret_resend,
+		  size_t *ret_nresend, int64_t *ret_next, size_t *ret_npending)
+{
+	struct apply_settling s = { .a = a, .courses = strmap_new(16) };
+	struct ledger_inflight f = { 0 };
+	bool *pending = NULL;
+	char *key;
+	int64_t now = now_epoch(), v;
+	int rv = -1;
+
+	*ret_next = 0;
+	*ret_nresend = 0;
+	*ret_npending = 0;
+	if (ledger_inflight_foreach(a->ledger, apply_settling_cb, &s) == -1) {
+		apply_ledger_failed(a);
+		goto out;
+	}
+	if (s.nids == 0) {
+		rv = 0;
+		goto out;
+	}
+	if (apply_holdings(a, a->moodle, s.courseids, s.ncourses) == -1)
+		goto out;
+	*ret_resend = xcalloc(s.n + 1, sizeof(**ret_resend));
+	pending = xcalloc(s.nids + 1, sizeof(*pending));
+	if (ledger_begin(a->ledger) == -1)
+		goto fail;
+	for (size_t i = 0; i < s.n; i++) {
+		struct plan_enrol *e = &s.items[i];
+
+		key = apply_unsettled_key(e->course, e->username, e->roleid);
+		if (apply_is_present(a, e->courseid, e->userid, e->roleid)) {
+			if (ledger_enrol_put(a->ledger, e->course, e->username,
+					     e->roleid,
+					     LEDGER_ENROL_ACTIVE) == -1 ||
+			    ledger_missing_delete(a->ledger, e->username,
+						  e->course, e->roleid) == -1) {
+				free(key);
+				goto fail;
+			}
+			a->counts->enrolled++;
+			strmap_put(a->maps->unsettled, key, 0);
+		} else if (s.settle_by[i] <= now) {
+			if (strmap_get(a->maps->unsettled, key, &v) == 0 &&
+			    v == APPLY_WANTED)
+				(*ret_resend)[(*ret_nresend)++] =
+				    apply_enrol_dup(e);
+			strmap_put(a->maps->unsettled, key, 0);
+		} else {
+			pending[s.row[i]] = true;
+			(*ret_npending)++;
+			if (strmap_get(a->maps->unsettled, key, &v) == -1 ||
+			    v == 0)
+				strmap_put(a->maps->unsettled, key, APPLY_HELD);
+			if (*ret_next == 0 || s.settle_by[i] < *ret_next)
+				*ret_next = s.settle_by[i];
+		}
+		free(key);
+	}
+	/* A row keeps only what may still be applied. */
+	for (size_t r = 0; r < s.nids; r++)
+		if (!pending[r] && ledger_inflight_delete(a->ledger, s.ids[r]))
+			goto fail;
+	for (size_t r = 0; r < s.nids; r++) {
+		char *text = NULL;
+		size_t len = 0;
+		FILE *mf;
+
+		if (!pending[r])
+			continue;
+		mf = open_memstream(&text, &len);
+		for (size_t i = 0; i < s.n; i++)
+			if (s.row[i] == r && s.settle_by[i] > now &&
+			    !apply_is_present(a, s.items[i].courseid,
+					      s.items[i].userid,
+					      s.items[i].roleid))
+				fprintf(mf, "%s\037%s\037%d\037%" PRId64 "\n",
+					s.items[i].course, s.items[i].username,
+					s.items[i].roleid, s.items[i].courseid);
+		fclose(mf);
+		f = (struct ledger_inflight){ s.ids[r], 0, text };
+		for (size_t i = 0; i < s.n; i++)
+			if (s.row[i] == r)
+				f.settle_by = s.settle_by[i];
+		rv = ledger_inflight_put(a->ledger, &f);
+		free(text);
+		if (rv == -1)
+			goto fail;
+	}
+	if (ledger_commit(a->ledger) == -1)
+		goto fail;
+	rv = 0;
+	goto out;
+fail:
+	rv = apply_ledger_failed(a);
+out:
+	free(pending);
+	apply_settling_free(&s);
+	return rv;
+}
+
+/* Settle the enrolments in flight: at the start of a run, record what
+ * Moodle holds and hold back what it may still be applying; at the end,
+ * wait until each is certain, then send what Moodle did not apply and the
+ * run wants.  Never takes "not there yet" for "not applied" while a call
+ * may still be at work in Moodle (moodle-ws README: a request outlives its
+ * client). */
+static int
+apply_settle(struct apply *a, bool wait)
+{
+	struct plan_enrol **resend = NULL;
+	size_t nresend = 0, npending;
+	int64_t next, ms;
+	int rounds = 0, rv;
+	char what[64];
+
+	for (;;) {
+		if (apply_settle_look(a, &resend, &nresend, &next, &npending) ==
+		    -1) {
+			apply_resend_free(resend, nresend);
+			return -1;
+		}
+		rv = 0;
+		if (nresend > 0 && wait) {
+			log_info("Moodle did not apply %zu enrolments whose "
+				 "call got no answer: sending them again",
+				 nresend);
+			rv = apply_op_run(a, OP_ENROL, resend, nresend, true);
+			rounds++;
+		}
+		apply_resend_free(resend, nresend);
+		resend = NULL;
+		if (rv == -1)
+			return -1;
+		if (next == 0 && nresend == 0)
+			return 0;
+		if (!wait) {
+			log_info("%zu enrolments of an earlier run's calls may "
+				 "still be applied by Moodle: held back until "
+				 "that is certain",
+				 npending);
+			return 0;
+		}
+		if (rounds > moodle_tries(a->moodle)) {
+			a->unsettled = npending;
+			snprintf(what, sizeof(what), "%zu enrolments",
+				 npending);
+			apply_item_error(a, "enrol", "", what,
+					 "enrol_manual_enrol_users",
+					 "unsettled",
+					 "Moodle did not answer the calls that "
+					 "carried them; the next run looks "
+					 "whether Moodle applied them before "
+					 "sending them again");
+			return 0;
+		}
+		if (next == 0)
+			continue;
+		ms = (next - now_epoch()) * 1000;
+		ms = ms < 1000                   ? 1000
+		     : ms > APPLY_SETTLE_POLL_MS ? APPLY_SETTLE_POLL_MS
+						 : ms;
+		apply_progress(a, "waiting for Moodle to finish earlier calls",
+			       0, 0);
+		if (moodle_wait(a->moodle, ms) == -1) {
+			free(a->cause);
+			a->cause = xstrdup("cancelled");
+			return -1;
+		}
+	}
+}
+
+/* --- the run ---------------------------------------------------------- */
+
 static void
 apply_maps_init(struct apply *a)
 {
@@ -1057,6 +1701,7 @@ apply_maps_init(struct apply *a)
 	a->maps->users = strmap_new(64);
 	a->maps->failed = strmap_new(16);
 	a->maps->present = strmap_new(16);
+	a->maps->unsettled = strmap_new(16);
 }
 
 void
@@ -1067,6 +1712,7 @@ apply_done(struct apply *a)
 		strmap_free(a->maps->users);
 		strmap_free(a->maps->failed);
 		strmap_free(a->maps->present);
+		strmap_free(a->maps->unsettled);
 		free(a->maps);
 		a->maps = NULL;
 	}
@@ -1093,7 +1739,9 @@ apply_plan(struct apply *a, struct plan *p, const struct feed *feed,
 	if (!withhold_removals &&
 	    apply_courses_update(a, p->hide, p->nhide, UPDATE_HIDE) == -1)
 		return -1;
-	return apply_courses_seen(a, p, feed);
+	if (apply_courses_seen(a, p, feed) == -1)
+		return -1;
+	return apply_settle(a, true);
 }
 
 struct apply_missing_list {
@@ -1158,10 +1806,13 @@ apply_missing(struct apply *a)
 		if (ledger_course_get(a->ledger, e->course, &lc) == 0)
 			e->courseid = lc.moodle_id;
 		ledger_course_clear(&lc);
-		if (e->courseid > 0)
+		if (e->courseid > 0 && !apply_hold_unsettled(a, e))
 			items[n++] = e;
 	}
-	rv = apply_op_run(a, OP_ENROL, items, n, true);
+	if (apply_op_run(a, OP_ENROL, items, n, true) == -1 ||
+	    apply_settle(a, true) == -1)
+		goto out;
+	rv = 0;
 out:
 	for (size_t i = 0; i < ml.n; i++) {
 		free((char *)ml.items[i].course);
@@ -1174,68 +1825,10 @@ out:
 	return rv;
 }
 
-/* After a crash between Moodle's answer to an enrol call and our commit:
- * ask Moodle which of the in-flight enrolments it holds, and record those,
- * so that they are not sent (and welcome-mailed) again. */
 int
 apply_recover(struct apply *a)
 {
-	struct strmap *fetched = NULL; /* courses whose holdings we have */
-	char *intent = NULL, *line, *next, key[80];
-	int64_t roleid, courseid, userid, dummy;
-	int rv = -1;
-
 	if (a->maps == NULL)
 		apply_maps_init(a);
-	if (ledger_meta_get(a->ledger, "inflight_enrol", &intent) == -1)
-		return apply_ledger_failed(a);
-	if (intent == NULL)
-		return 0;
-	log_info("checking the enrolments in flight when the last run stopped");
-	fetched = strmap_new(16);
-	if (ledger_begin(a->ledger) == -1)
-		goto fail;
-	for (line = intent; *line != '\0'; line = next) {
-		char *f[4] = { line, NULL, NULL, NULL };
-
-		if ((next = strchr(line, '\n')) != NULL)
-			*next++ = '\0';
-		else
-			next = line + strlen(line);
-		for (int k = 1; k < 4; k++)
-			if ((f[k] = strchr(f[k - 1], '\037')) == NULL)
-				goto skip;
-			else
-				*f[k]++ = '\0';
-		if (parse_int64(f[2], 1, INT32_MAX, &roleid) == -1 ||
-		    parse_int64(f[3], 1, INT64_MAX, &courseid) == -1 ||
-		    ledger_user_get(a->ledger, f[1], &userid) != 0)
-			goto skip;
-		snprintf(key, sizeof(key), "%" PRId64, courseid);
-		if (strmap_get(fetched, key, &dummy) == -1) {
-			if (apply_course_holdings(a, courseid) == -1) {
-				ledger_rollback(a->ledger);
-				goto out;
-			}
-			strmap_put(fetched, key, 1);
-		}
-		apply_present_key(key, sizeof(key), courseid, userid,
-				  (int)roleid);
-		if (strmap_get(a->maps->present, key, &dummy) == 0 &&
-		    ledger_enrol_put(a->ledger, f[0], f[1], (int)roleid,
-				     LEDGER_ENROL_ACTIVE) == -1)
-			goto fail;
-	skip:;
-	}
-	if (ledger_meta_set(a->ledger, "inflight_enrol", NULL) == -1 ||
-	    ledger_commit(a->ledger) == -1)
-		goto fail;
-	rv = 0;
-	goto out;
-fail:
-	apply_ledger_failed(a);
-out:
-	strmap_free(fetched);
-	free(intent);
-	return rv;
+	return apply_settle(a, false);
 }

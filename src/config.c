@@ -54,10 +54,11 @@ enum config_type {
 	CT_REMOVALS /* a count, or a percentage "N%" */
 };
 
-#define CF_REQUIRED 0x1 /* no default: the file must set it */
-#define CF_EMPTY_OK 0x2 /* may be empty (a path: then unset) */
-#define CF_LOWER    0x4 /* stored in lower case */
-#define CF_SITE     0x8 /* a Moodle site address, not a service URL */
+#define CF_REQUIRED 0x1  /* no default: the file must set it */
+#define CF_EMPTY_OK 0x2  /* may be empty (a path: then unset) */
+#define CF_LOWER    0x4  /* stored in lower case */
+#define CF_SITE     0x8  /* a Moodle site address, not a service URL */
+#define CF_AUTO     0x10 /* CT_INT: "auto" stands for 0 */
 
 /* A word and what it stands for: enum values, booleans, URL schemes. */
 struct config_name {
@@ -178,9 +179,14 @@ static const struct config_key config_keys[] = {
 	  "file holding the web service token (mode 600)" },
 	{ SEC_MOODLE, "timeout", CT_DURATION, "120s", 1000, DAY_MS, NULL,
 	  OFF(moodle_timeout_ms), 0, 0, "limit on one web service call" },
-	{ SEC_MOODLE, "max_input_vars", CT_INT, "1000", 100, 1000000, NULL,
-	  OFF(moodle_max_input_vars), 0, 0,
-	  "PHP max_input_vars of the Moodle server: form fields per call" },
+	{ SEC_MOODLE, "max_input_vars", CT_INT, "auto", 100, 1000000, NULL,
+	  OFF(moodle_max_input_vars), 0, CF_AUTO,
+	  "PHP max_input_vars of the Moodle server (form fields per call), or "
+	  "auto: found with a read-only probe and kept in the ledger" },
+	{ SEC_MOODLE, "max_concurrent_calls", CT_INT, "4", 1, 32, NULL,
+	  OFF(moodle_max_concurrent_calls), 0, 0,
+	  "web service calls in flight at once (1: one after another); fewer "
+	  "while Moodle is slow" },
 	{ SEC_MOODLE, "ca_file", CT_PATH, NULL, 0, 0, NULL, OFF(moodle_ca_file),
 	  0, CF_EMPTY_OK,
 	  "CA bundle for the Moodle server instead of the system's" },
@@ -642,10 +648,15 @@ config_set_value(struct config_parse *cp, const struct config_key *k,
 		return 0;
 	case CT_INT:
 	case CT_INT64:
+		if ((k->flags & CF_AUTO) && strcasecmp(value, "auto") == 0) {
+			*(int *)field = 0;
+			return 0;
+		}
 		if (parse_int64(value, INT64_MIN, INT64_MAX, &v) == -1) {
-			config_error(cp, cp->line,
-				     "bad integer \"%s\" for %s.%s", value,
-				     sect, k->name);
+			config_error(
+			    cp, cp->line, "bad integer \"%s\" for %s.%s%s",
+			    value, sect, k->name,
+			    k->flags & CF_AUTO ? " (a number or auto)" : "");
 			return -1;
 		}
 		if (config_check_range(cp, k, value, v) == -1)

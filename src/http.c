@@ -227,6 +227,23 @@ http_classify(CURLcode code, const struct http_xfer *x)
 	return HTTP_ERR_OTHER;
 }
 
+/* Did the whole request reach the server?  Then it may act on it even
+ * though no answer came back. */
+static bool
+http_sent(struct http *h, const struct http_request *req)
+{
+	curl_off_t up = 0;
+	long request_size = 0;
+
+	curl_easy_getinfo(h->curl, CURLINFO_REQUEST_SIZE, &request_size);
+	if (request_size <= 0)
+		return false;
+	if (req->body == NULL)
+		return true;
+	curl_easy_getinfo(h->curl, CURLINFO_SIZE_UPLOAD_T, &up);
+	return up >= (curl_off_t)req->body_len;
+}
+
 static struct curl_slist *
 http_header_add(struct curl_slist *list, const char *line)
 {
@@ -343,6 +360,11 @@ http_perform(struct http *h, const struct http_request *req,
 		return HTTP_OK;
 	}
 	rv = http_classify(code, &x);
+	if (rv == HTTP_ERR_CONNECT || rv == HTTP_ERR_TIMEOUT)
+		rv = http_sent(h, req)
+			 ? (rv == HTTP_ERR_TIMEOUT ? HTTP_ERR_TIMEOUT
+						   : HTTP_ERR_NO_ANSWER)
+			 : HTTP_ERR_CONNECT;
 	if (rv == HTTP_ERR_TOO_BIG)
 		xasprintf(cause, "%s: answer larger than %zu bytes", url,
 			  x.max_body);

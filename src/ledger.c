@@ -106,6 +106,16 @@ static const char *const ledger_migrations[] = {
 	" key TEXT NOT NULL PRIMARY KEY,"
 	" value TEXT NOT NULL"
 	") STRICT, WITHOUT ROWID;",
+	/* 2: enrol calls in flight, several at once (was one meta value),
+	 * and until when Moodle may still be applying them. */
+	"CREATE TABLE inflight ("
+	" id TEXT NOT NULL PRIMARY KEY,"
+	" settle_by INTEGER NOT NULL,"
+	" items TEXT NOT NULL"
+	") STRICT, WITHOUT ROWID;"
+	"INSERT INTO inflight (id, settle_by, items)"
+	" SELECT 'legacy', 0, value FROM meta WHERE key = 'inflight_enrol';"
+	"DELETE FROM meta WHERE key = 'inflight_enrol';",
 };
 #define LEDGER_VERSION ((int)nitems(ledger_migrations))
 
@@ -158,6 +168,9 @@ enum ledger_sql {
 	SQL_META_GET,
 	SQL_META_SET,
 	SQL_META_DELETE,
+	SQL_INFLIGHT_PUT,
+	SQL_INFLIGHT_DELETE,
+	SQL_INFLIGHT_ALL,
 	SQL_MAX
 };
 
@@ -251,6 +264,13 @@ static const char *const ledger_sql_text[SQL_MAX] = {
 	[SQL_META_SET] = "INSERT INTO meta (key, value) VALUES (?1, ?2)"
 			 " ON CONFLICT DO UPDATE SET value = excluded.value",
 	[SQL_META_DELETE] = "DELETE FROM meta WHERE key = ?1",
+	[SQL_INFLIGHT_PUT] =
+	    "INSERT INTO inflight (id, settle_by, items) VALUES (?1, ?2, ?3)"
+	    " ON CONFLICT DO UPDATE SET settle_by = excluded.settle_by,"
+	    " items = excluded.items",
+	[SQL_INFLIGHT_DELETE] = "DELETE FROM inflight WHERE id = ?1",
+	[SQL_INFLIGHT_ALL] = "SELECT id, settle_by, items FROM inflight"
+			     " ORDER BY id",
 };
 
 struct ledger {
@@ -274,6 +294,7 @@ struct ledger_visit {
 		ledger_user_cb user;
 		ledger_missing_cb missing;
 		ledger_error_cb error;
+		ledger_inflight_cb inflight;
 	} cb;
 	void *arg;
 };
@@ -1308,4 +1329,53 @@ ledger_meta_set(struct ledger *l, const char *key, const char *value)
 	    l, SQL_META_SET, st,
 	    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC) |
 		sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC));
+}
+
+int
+ledger_inflight_put(struct ledger *l, const struct ledger_inflight *f)
+{
+	sqlite3_stmt *st;
+
+	if ((st = ledger_stmt(l, SQL_INFLIGHT_PUT)) == NULL)
+		return -1;
+	return ledger_exec(
+	    l, SQL_INFLIGHT_PUT, st,
+	    sqlite3_bind_text(st, 1, f->id, -1, SQLITE_STATIC) |
+		sqlite3_bind_int64(st, 2, f->settle_by) |
+		sqlite3_bind_text(st, 3, f->items, -1, SQLITE_STATIC));
+}
+
+int
+ledger_inflight_delete(struct ledger *l, const char *id)
+{
+	sqlite3_stmt *st;
+
+	if ((st = ledger_stmt(l, SQL_INFLIGHT_DELETE)) == NULL)
+		return -1;
+	return ledger_exec(l, SQL_INFLIGHT_DELETE, st,
+			   sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC));
+}
+
+static int
+ledger_inflight_row(sqlite3_stmt *st, struct ledger_visit *v)
+{
+	struct ledger_inflight f = {
+		.id = ledger_col_text(st, 0),
+		.settle_by = sqlite3_column_int64(st, 1),
+		.items = ledger_col_text(st, 2),
+	};
+
+	return v->cb.inflight(&f, v->arg);
+}
+
+int
+ledger_inflight_foreach(struct ledger *l, ledger_inflight_cb cb, void *arg)
+{
+	struct ledger_visit v = { .cb.inflight = cb, .arg = arg };
+	sqlite3_stmt *st;
+
+	if ((st = ledger_stmt(l, SQL_INFLIGHT_ALL)) == NULL)
+		return -1;
+	return ledger_iterate(l, SQL_INFLIGHT_ALL, st, SQLITE_OK,
+			      ledger_inflight_row, &v);
 }

@@ -1,6 +1,7 @@
 /* The Moodle REST client: form bodies, answers, error classes, batches. */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -29,6 +30,12 @@
 #define MOODLE_MAX_ENROLLED           1000000 /* per course */
 #define MOODLE_QUOTE                  80      /* bytes of a bad answer quoted */
 #define MOODLE_MAX_TEXT               512 /* bytes kept of Moodle's own texts */
+#define MOODLE_PACE_WINDOW            31  /* answer times kept per function */
+#define MOODLE_PACE_FUNCTIONS         16
+#define MOODLE_PACE_MIN_SAMPLES       8
+#define MOODLE_PACE_SLOW              4 /* times the median: a slow answer */
+#define MOODLE_PACE_SLOW_RUN          2 /* slow answers in a row: back off */
+#define MOODLE_PACE_GOOD_RUN          8 /* good answers in a row: one more */
 
 /*
  * Error classes.  Moodle answers errors with HTTP 200 and an exception
@@ -41,8 +48,31 @@
  * enrolled users (13c) answer it for a course that is gone.  ITEM: every
  * other errorcode, and answers that are not the JSON expected.
  */
+/*
+ * Pacing, shared by a client and its clones: at most `limit` calls in
+ * flight, `limit` halved while Moodle answers slowly (well past the
+ * running median time per form variable of that function) or with
+ * transient errors, and raised again, one at a time, when it answers
+ * normally.  Teachers and students share that Moodle.
+ */
+struct moodle_pace {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int max, limit, inflight;
+	uint64_t requests;
+	int slow, good; /* answers in a row */
+	struct moodle_pace_fn {
+		const char *function;
+		double us_per_var[MOODLE_PACE_WINDOW];
+		size_t n, pos;
+	} fns[MOODLE_PACE_FUNCTIONS];
+	size_t nfns;
+	int users; /* the client and its clones */
+};
+
 struct moodle {
 	struct http *http;
+	struct moodle_pace *pace;
 	volatile sig_atomic_t *cancel;
 	char *url;    /* moodle.url without trailing slashes */
 	char *url_ui; /* the same without userinfo or query, for messages */
@@ -51,12 +81,15 @@ struct moodle {
 	char *ca_file;
 	int64_t timeout_ms;
 	int max_input_vars;
+	bool miv_auto; /* max_input_vars = auto: measured, not configured */
 	int tries;
 	int64_t retry_delay_ms;
-	uint64_t requests;
+	bool resend; /* a call without an answer may be sent again */
 	void (*tick)(void *);
 	void *tick_arg;
 	int64_t last_tick_ms;
+	moodle_observer_fn observe;
+	void *observe_arg;
 };
 
 /* A form body under construction; it counts its variables. */
@@ -113,6 +146,11 @@ static const struct moodle_code {
 	  "the token's user has authentication \"nologin\"" },
 	{ "sitemaintenance", MOODLE_TRANSIENT, false,
 	  "the site is in maintenance mode" },
+	/* The call's transaction was rolled back: a deadlock with another
+	 * call (30d/30e, 30f), or another write conflict. */
+	{ "dmlwriteexception", MOODLE_CONFLICT, false,
+	  "Moodle's database refused the write and undid the whole call "
+	  "(a deadlock with another call, or another conflict)" },
 	/* MAILFAIL recordings: the enrolment was committed, then this. */
 	{ "Message was not sent.", MOODLE_ITEM, true,
 	  "Moodle applied the call but could not send its e-mail: check its "
@@ -228,6 +266,14 @@ moodle_fail(const struct moodle *m, struct moodle_error *err,
 	*err = e;
 }
 
+void
+moodle_error_set(const struct moodle *m, struct moodle_error *err,
+		 enum moodle_status kind, const char *function,
+		 const char *errorcode, const char *message)
+{
+	moodle_fail(m, err, kind, function, errorcode, NULL, 0, "%s", message);
+}
+
 /* The first bytes of an answer (NUL-terminated, as http_perform and
  * json_dumps leave it) as printable ASCII, for messages.  It is cleaned
  * whole, not cut first: a token across the cut would leave its start. */
@@ -235,6 +281,17 @@ static char *
 moodle_quote(const struct moodle *m, const char *body)
 {
 	return moodle_clean(m, body, MOODLE_QUOTE, true);
+}
+
+static struct moodle_pace *
+moodle_pace_new(int max)
+{
+	struct moodle_pace *p = xcalloc(1, sizeof(*p));
+
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	p->max = p->limit = max > 0 ? max : 1;
+	return p;
 }
 
 struct moodle *
@@ -245,6 +302,8 @@ moodle_new(const struct config *cfg, volatile sig_atomic_t *cancel)
 
 	m = xcalloc(1, sizeof(*m));
 	m->http = http_new(cancel);
+	m->pace = moodle_pace_new(cfg->moodle_max_concurrent_calls);
+	m->pace->users = 1;
 	m->cancel = cancel;
 	m->url = xstrdup(cfg->moodle_url != NULL ? cfg->moodle_url : "");
 	len = strlen(m->url);
@@ -257,6 +316,7 @@ moodle_new(const struct config *cfg, volatile sig_atomic_t *cancel)
 		m->ca_file = xstrdup(cfg->moodle_ca_file);
 	m->timeout_ms = cfg->moodle_timeout_ms > 0 ? cfg->moodle_timeout_ms
 						   : MOODLE_DEFAULT_TIMEOUT_MS;
+	m->miv_auto = cfg->moodle_max_input_vars == 0;
 	m->max_input_vars = cfg->moodle_max_input_vars > 0
 				? cfg->moodle_max_input_vars
 				: MOODLE_DEFAULT_MAX_INPUT_VARS;
@@ -264,12 +324,34 @@ moodle_new(const struct config *cfg, volatile sig_atomic_t *cancel)
 	m->retry_delay_ms = cfg->moodle_retry_delay_ms > 0
 				? cfg->moodle_retry_delay_ms
 				: MOODLE_DEFAULT_RETRY_DELAY_MS;
+	m->resend = true;
+	return m;
+}
+
+struct moodle *
+moodle_clone(const struct moodle *from)
+{
+	struct moodle *m = xcalloc(1, sizeof(*m));
+
+	*m = *from;
+	m->http = http_new(from->cancel);
+	m->url = xstrdup(from->url);
+	m->url_ui = xstrdup(from->url_ui);
+	m->endpoint = xstrdup(from->endpoint);
+	m->token = xstrdup(from->token);
+	m->ca_file = from->ca_file != NULL ? xstrdup(from->ca_file) : NULL;
+	http_set_tick(m->http, m->tick, m->tick_arg);
+	pthread_mutex_lock(&m->pace->lock);
+	m->pace->users++;
+	pthread_mutex_unlock(&m->pace->lock);
 	return m;
 }
 
 void
 moodle_free(struct moodle *m)
 {
+	bool last;
+
 	if (m == NULL)
 		return;
 	http_free(m->http);
@@ -281,6 +363,14 @@ moodle_free(struct moodle *m)
 		free(m->token);
 	}
 	free(m->ca_file);
+	pthread_mutex_lock(&m->pace->lock);
+	last = --m->pace->users == 0;
+	pthread_mutex_unlock(&m->pace->lock);
+	if (last) {
+		pthread_mutex_destroy(&m->pace->lock);
+		pthread_cond_destroy(&m->pace->cond);
+		free(m->pace);
+	}
 	free(m);
 }
 
@@ -292,10 +382,69 @@ moodle_set_tick(struct moodle *m, void (*tick)(void *), void *arg)
 	http_set_tick(m->http, tick, arg);
 }
 
+void
+moodle_set_observer(struct moodle *m, moodle_observer_fn fn, void *arg)
+{
+	m->observe = fn;
+	m->observe_arg = arg;
+}
+
+void
+moodle_set_resend(struct moodle *m, bool resend)
+{
+	m->resend = resend;
+}
+
 uint64_t
 moodle_requests(const struct moodle *m)
 {
-	return m->requests;
+	uint64_t n;
+
+	pthread_mutex_lock(&m->pace->lock);
+	n = m->pace->requests;
+	pthread_mutex_unlock(&m->pace->lock);
+	return n;
+}
+
+int
+moodle_concurrency(const struct moodle *m)
+{
+	return m->pace->max;
+}
+
+int
+moodle_concurrency_now(const struct moodle *m)
+{
+	int n;
+
+	pthread_mutex_lock(&m->pace->lock);
+	n = m->pace->limit;
+	pthread_mutex_unlock(&m->pace->lock);
+	return n;
+}
+
+int
+moodle_tries(const struct moodle *m)
+{
+	return m->tries;
+}
+
+int64_t
+moodle_retry_delay(const struct moodle *m)
+{
+	return m->retry_delay_ms;
+}
+
+int
+moodle_max_input_vars(const struct moodle *m)
+{
+	return m->max_input_vars;
+}
+
+void
+moodle_set_max_input_vars(struct moodle *m, int n)
+{
+	m->max_input_vars = n;
 }
 
 size_t
@@ -403,9 +552,8 @@ form_free(struct moodle_form *f)
 	memset(f, 0, sizeof(*f));
 }
 
-/* Wait ms, waking every 100 ms for the cancel flag; -1 when cancelled. */
-static int
-moodle_sleep(struct moodle *m, int64_t ms)
+int
+moodle_wait(struct moodle *m, int64_t ms)
 {
 	int64_t deadline = now_monotonic_ms() + ms, left, now;
 	struct timespec ts;
@@ -439,8 +587,11 @@ moodle_fail_transfer(const struct moodle *m, const char *function,
 	} map[] = {
 		{ HTTP_ERR_CONNECT, MOODLE_TRANSIENT, "connect",
 		  "cannot reach Moodle" },
-		{ HTTP_ERR_TIMEOUT, MOODLE_TRANSIENT, "timeout",
+		/* Sent: Moodle may go on with it after we gave up. */
+		{ HTTP_ERR_TIMEOUT, MOODLE_UNSURE, "timeout",
 		  "Moodle did not answer in time (moodle.timeout)" },
+		{ HTTP_ERR_NO_ANSWER, MOODLE_UNSURE, "noanswer",
+		  "the connection to Moodle broke before its answer" },
 		{ HTTP_ERR_TOO_BIG, MOODLE_FATAL, "toobig",
 		  "Moodle's answer is too large" },
 		{ HTTP_ERR_CANCELLED, MOODLE_CANCELLED, "cancelled",
@@ -490,6 +641,13 @@ moodle_fail_status(const struct moodle *m, const char *function,
 			    "administration > Advanced features and the REST "
 			    "protocol under Site administration > Server > Web "
 			    "services > Manage protocols");
+	else if (resp->status == 502 || resp->status == 504)
+		/* The gateway gave up on PHP, which may still be at work. */
+		moodle_fail(m, err, MOODLE_UNSURE, function, code, NULL,
+			    resp->status,
+			    "Moodle's web server answered HTTP %ld (its PHP "
+			    "may still be working on the call)",
+			    resp->status);
 	else if (resp->status >= 500 || resp->status == 429)
 		moodle_fail(m, err, MOODLE_TRANSIENT, function, code, NULL,
 			    resp->status, "Moodle answered HTTP %ld",
@@ -570,10 +728,12 @@ moodle_answer(const struct moodle *m, const char *function,
 			    "Moodle answered in XML instead of JSON, so it did "
 			    "not see moodlewsrestformat, which we send last: "
 			    "PHP's max_input_vars on the server is lower than "
-			    "moodle.max_input_vars (%d) and cut the request; "
-			    "set moodle.max_input_vars to the server's value: "
-			    "\"%s\"",
-			    m->max_input_vars, q);
+			    "%d and cut the request; %s: \"%s\"",
+			    m->max_input_vars,
+			    m->miv_auto ? "the next run measures it again"
+					: "set moodle.max_input_vars to the "
+					  "server's value (or to auto)",
+			    q);
 		free(q);
 		return -1;
 	}
@@ -608,17 +768,178 @@ moodle_answer(const struct moodle *m, const char *function,
 	return 0;
 }
 
-/* Send the form, retrying transient failures with a doubling back-off.
- * On success *ret is the answer, of JSON type expect. */
+/* The times of one function's answers, per form variable. */
+static struct moodle_pace_fn *
+moodle_pace_fn(struct moodle_pace *p, const char *function)
+{
+	for (size_t i = 0; i < p->nfns; i++)
+		if (strcmp(p->fns[i].function, function) == 0)
+			return &p->fns[i];
+	if (p->nfns == MOODLE_PACE_FUNCTIONS)
+		return NULL;
+	p->fns[p->nfns].function = function;
+	return &p->fns[p->nfns++];
+}
+
+static int
+moodle_double_cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static double
+moodle_pace_median(const struct moodle_pace_fn *fn)
+{
+	double v[MOODLE_PACE_WINDOW];
+
+	memcpy(v, fn->us_per_var, fn->n * sizeof(v[0]));
+	qsort(v, fn->n, sizeof(v[0]), moodle_double_cmp);
+	return v[fn->n / 2];
+}
+
+/* Fewer calls at once; with the pace lock held. */
+static void
+moodle_pace_lower(struct moodle_pace *p, const char *why)
+{
+	int old = p->limit;
+
+	p->slow = p->good = 0;
+	if (p->limit == 1)
+		return;
+	p->limit /= 2;
+	log_warnx("Moodle %s: %d call%s at once instead of %d until it "
+		  "answers normally",
+		  why, p->limit, p->limit == 1 ? "" : "s", old);
+}
+
+/* Wait for a free place among the calls in flight. */
+static void
+moodle_pace_enter(struct moodle *m)
+{
+	struct moodle_pace *p = m->pace;
+
+	pthread_mutex_lock(&p->lock);
+	while (p->inflight >= p->limit)
+		pthread_cond_wait(&p->cond, &p->lock);
+	p->inflight++;
+	p->requests++;
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* One answer (or none): judge Moodle's pace from it and free the place. */
+static void
+moodle_pace_leave(struct moodle *m, const struct moodle_form *f,
+		  enum moodle_status kind, int64_t usec)
+{
+	struct moodle_pace *p = m->pace;
+	struct moodle_pace_fn *fn;
+	double t = (double)usec / (f->nvars > 0 ? f->nvars : 1), median;
+	char why[96];
+
+	pthread_mutex_lock(&p->lock);
+	p->inflight--;
+	if (kind == MOODLE_TRANSIENT || kind == MOODLE_UNSURE)
+		moodle_pace_lower(p, "fails or times out");
+	else if (kind != MOODLE_CANCELLED &&
+		 (fn = moodle_pace_fn(p, f->function)) != NULL) {
+		median = fn->n >= MOODLE_PACE_MIN_SAMPLES
+			     ? moodle_pace_median(fn)
+			     : 0;
+		if (median > 0 && t > MOODLE_PACE_SLOW * median) {
+			p->good = 0;
+			if (++p->slow >= MOODLE_PACE_SLOW_RUN) {
+				snprintf(why, sizeof(why),
+					 "answers %s %.0f times slower than "
+					 "usual",
+					 f->function, t / median);
+				moodle_pace_lower(p, why);
+			}
+		} else if (++p->good >= MOODLE_PACE_GOOD_RUN &&
+			   p->limit < p->max) {
+			p->slow = p->good = 0;
+			p->limit++;
+			log_info("Moodle answers normally again: %d calls at "
+				 "once",
+				 p->limit);
+		} else
+			p->slow = 0;
+		fn->us_per_var[fn->pos] = t;
+		fn->pos = (fn->pos + 1) % MOODLE_PACE_WINDOW;
+		if (fn->n < MOODLE_PACE_WINDOW)
+			fn->n++;
+	}
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* The observer's word for how a request ended. */
+static const char *
+moodle_outcome(int rv, const struct moodle_error *err)
+{
+	static const struct {
+		const char *errorcode, *outcome;
+	} map[] = {
+		{ "timeout", "timeout" },        { "connect", "connect_error" },
+		{ "noanswer", "connect_error" }, { "cancelled", "cancelled" },
+		{ "badjson", "bad_answer" },     { "badanswer", "bad_answer" },
+		{ "xml", "bad_answer" },         { "redirect", "http_error" },
+		{ "toobig", "http_error" },      { "http", "http_error" },
+	};
+
+	if (rv == 0)
+		return "ok";
+	for (size_t i = 0; i < nitems(map); i++)
+		if (strcmp(err->errorcode, map[i].errorcode) == 0)
+			return map[i].outcome;
+	if (err->http_status != 200)
+		return "http_error";
+	return "moodle_error";
+}
+
+/* One request and its answer, paced and observed. */
+static int
+moodle_attempt(struct moodle *m, struct moodle_form *f,
+	       const struct http_request *req, json_type expect, json_t **ret,
+	       struct moodle_error *err)
+{
+	struct http_response resp;
+	enum http_result r;
+	char *cause = NULL;
+	int64_t start;
+	int rv;
+
+	moodle_pace_enter(m);
+	start = now_monotonic_ms();
+	memset(&resp, 0, sizeof(resp));
+	r = http_perform(m->http, req, &resp, &cause);
+	if (r == HTTP_OK) {
+		rv = moodle_answer(m, f->function, &resp, expect, ret, err);
+		http_response_clear(&resp);
+	} else {
+		moodle_fail_transfer(m, f->function, r, cause, err);
+		free(cause);
+		rv = -1;
+	}
+	moodle_pace_leave(m, f, rv == 0 ? MOODLE_OK : err->kind,
+			  (now_monotonic_ms() - start) * 1000);
+	if (m->observe != NULL)
+		m->observe(m->observe_arg, f->function, moodle_outcome(rv, err),
+			   (now_monotonic_ms() - start) * 1000);
+	return rv;
+}
+
+/* Send the form, retrying transient failures with a doubling back-off (a
+ * call without an answer too, unless resending is off).  On success *ret
+ * is the answer, of JSON type expect. */
 static int
 moodle_call(struct moodle *m, struct moodle_form *f, json_type expect,
 	    json_t **ret, struct moodle_error *err)
 {
 	struct http_request req;
-	struct http_response resp;
-	enum http_result r;
 	int64_t delay = m->retry_delay_ms;
-	char *cause = NULL;
+	bool again;
 	int try, rv;
 
 	form_seal(f);
@@ -648,24 +969,18 @@ moodle_call(struct moodle *m, struct moodle_form *f, json_type expect,
 	for (try = 1;; try++) {
 		log_debug("moodle: %s: %d variables, %zu bytes, try %d",
 			  f->function, f->nvars, f->len, try);
-		m->requests++;
-		memset(&resp, 0, sizeof(resp));
-		r = http_perform(m->http, &req, &resp, &cause);
-		if (r == HTTP_OK) {
-			rv = moodle_answer(m, f->function, &resp, expect, ret,
-					   err);
-			http_response_clear(&resp);
-		} else {
-			moodle_fail_transfer(m, f->function, r, cause, err);
-			free(cause);
-			cause = NULL;
-			rv = -1;
-		}
-		if (rv == 0 || err->kind != MOODLE_TRANSIENT || try >= m->tries)
+		rv = moodle_attempt(m, f, &req, expect, ret, err);
+		again = rv == -1 && (err->kind == MOODLE_TRANSIENT ||
+				     (err->kind == MOODLE_UNSURE && m->resend));
+		if (!again)
 			return rv;
+		if (try >= m->tries) {
+			err->kind = MOODLE_TRANSIENT;
+			return rv;
+		}
 		log_debug("moodle: %s: %s, try %d of %d in %" PRId64 " ms",
 			  f->function, err->message, try + 1, m->tries, delay);
-		if (moodle_sleep(m, delay) == -1) {
+		if (moodle_wait(m, delay) == -1) {
 			moodle_fail(m, err, MOODLE_CANCELLED, f->function,
 				    "cancelled", NULL, 0,
 				    "cancelled while waiting to retry");
@@ -1559,115 +1874,72 @@ moodle_parse_answer(const struct moodle *m, const struct moodle_reply *r,
 	return rv;
 }
 
-/* Send [first, first+count) through the batch's call: 0 confirmed (done()
- * told), 1 refused item by item, -1 stop with *e set. */
+/* A user look-up of n values that no site has (valid usernames, so Moodle
+ * looks them up and finds none): 0 and *ret_cut false when the answer is
+ * the expected empty list, *ret_cut true when PHP cut the request. */
 static int
-moodle_batch_send(struct moodle *m, const struct moodle_batch *b, size_t first,
-		  size_t count, struct moodle_error *e)
+moodle_probe_once(struct moodle *m, int nvars, bool *ret_cut,
+		  struct moodle_error *err)
 {
-	moodle_error_clear(e);
-	if (b->call(m, first, count, b->arg, e) != 0) {
-		if (e->kind == MOODLE_ITEM && !moodle_error_committed(e))
-			return 1;
-		if (e->kind == MOODLE_ITEM) {
-			/* Applied, then failed (MAILFAIL): resending would
-			 * only repeat it, so count the items as done. */
-			log_warnx("%s: %s; %zu items counted as done",
-				  e->function, e->message, count);
-		} else {
-			if (e->kind == MOODLE_OK)
-				moodle_fail(m, e, MOODLE_FATAL, "batch",
-					    "callback", NULL, 0,
-					    "stopped by the caller");
-			return -1;
-		}
+	struct moodle_form f;
+	char key[32], value[40];
+	json_t *j;
+	int rv;
+
+	form_init(&f, m, "core_user_get_users_by_field");
+	f.limit = nvars; /* this request is sized on purpose */
+	form_add(&f, "field", "username");
+	for (int i = 0; f.nvars < nvars - 1; i++) {
+		snprintf(key, sizeof(key), "values[%d]", i);
+		snprintf(value, sizeof(value), "webcoursed-probe-%d", i);
+		form_add(&f, key, value);
 	}
-	if (b->done != NULL && b->done(first, count, b->arg) != 0) {
-		moodle_fail(m, e, MOODLE_FATAL, "batch", "callback", NULL, 0,
-			    "stopped by the caller");
-		return -1;
+	rv = moodle_send(m, &f, JSON_ARRAY, &j, err);
+	*ret_cut = rv == -1 && err->errorcode != NULL &&
+		   strcmp(err->errorcode, "xml") == 0;
+	if (rv == 0)
+		json_decref(j);
+	if (*ret_cut) {
+		moodle_error_clear(err);
+		return 0;
 	}
-	moodle_error_clear(e);
-	return 0;
+	return rv;
 }
 
-/* Chunks of capacity items go out in order.  A refused chunk is searched
- * by halving: a confirmed left half is committed and the bad item is in
- * the right one, a refused left half narrows the search and its right half
- * returns to the queue.  Each bad item costs 1 + log2(capacity) calls. */
 int
-moodle_batch_run(struct moodle *m, const struct moodle_batch *b,
-		 struct moodle_error *err)
+moodle_probe_max_input_vars(struct moodle *m, int limit, int *ret,
+			    struct moodle_error *err)
 {
-	struct moodle_error e = { 0 }, half = { 0 }, tmp;
-	size_t cap, pos = 0, count, lo, hi, mid = 0;
-	bool alone;
-	int rc, rv = -1;
+	/* What Moodle 4 on PHP 8 requires, then more; failing that, down
+	 * through PHP's default to a site that lowered it. */
+	static const int up[] = { 5000, 10000, 20000, 50000 };
+	static const int down[] = { 4000, 3000, 2000, 1000, 500, 250, 100 };
+	int good = 0;
+	bool cut = false;
 
 	moodle_error_clear(err);
-	if (b->n == 0)
-		return 0;
-	if ((cap = moodle_capacity(m, b->fields, b->extra)) == 0) {
-		moodle_fail(m, err, MOODLE_FATAL, "batch", "toomanyvars", NULL,
+	for (size_t i = 0; i < nitems(up) && up[i] <= limit && !cut; i++) {
+		if (moodle_probe_once(m, up[i], &cut, err) == -1)
+			return -1;
+		if (!cut)
+			good = up[i];
+	}
+	for (size_t i = 0; i < nitems(down) && good == 0; i++) {
+		if (down[i] > limit)
+			continue;
+		if (moodle_probe_once(m, down[i], &cut, err) == -1)
+			return -1;
+		if (!cut)
+			good = down[i];
+	}
+	if (good == 0) {
+		moodle_fail(m, err, MOODLE_FATAL,
+			    "core_user_get_users_by_field", "toomanyvars", NULL,
 			    0,
-			    "moodle.max_input_vars (%d) leaves no room for one "
-			    "item of %d fields",
-			    m->max_input_vars, b->fields);
+			    "PHP on the Moodle server cuts even a request of "
+			    "100 form variables: set moodle.max_input_vars");
 		return -1;
 	}
-	while (pos < b->n) {
-		count = b->n - pos < cap ? b->n - pos : cap;
-		if ((rc = moodle_batch_send(m, b, pos, count, &e)) == -1)
-			goto stop;
-		if (rc == 0) {
-			pos += count;
-			continue;
-		}
-		/* [lo, hi) is refused and e is its first bad item's error;
-		 * alone says whether lo was refused on its own. */
-		lo = pos;
-		hi = pos + count;
-		alone = count == 1;
-		while (hi - lo > 1 || !alone) {
-			mid = hi - lo > 1 ? lo + (hi - lo) / 2 : hi;
-			if ((rc = moodle_batch_send(m, b, lo, mid - lo,
-						    &half)) == -1) {
-				moodle_error_clear(&e);
-				e = half;
-				memset(&half, 0, sizeof(half));
-				goto stop;
-			}
-			if (rc == 0 && mid == hi)
-				break; /* refused only in company: not bad */
-			if (rc == 0) {
-				lo = mid;
-				alone = false;
-			} else {
-				hi = mid;
-				alone = mid - lo == 1;
-				tmp = e;
-				e = half;
-				half = tmp;
-			}
-		}
-		if (rc == 0 && mid == hi && !alone) {
-			pos = hi;
-			continue;
-		}
-		if (b->failed != NULL && b->failed(lo, &e, b->arg) != 0) {
-			moodle_fail(m, &e, MOODLE_FATAL, "batch", "callback",
-				    NULL, 0, "stopped by the caller");
-			goto stop;
-		}
-		pos = lo + 1;
-	}
-	rv = 0;
-	goto out;
-stop:
-	*err = e;
-	memset(&e, 0, sizeof(e));
-out:
-	moodle_error_clear(&e);
-	moodle_error_clear(&half);
-	return rv;
+	*ret = good;
+	return 0;
 }

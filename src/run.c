@@ -34,6 +34,10 @@ struct run {
 	int64_t start_ms;
 };
 
+/* Calls grow no larger than this many form variables, whatever PHP takes:
+ * a call of 3,300 enrolments already keeps Moodle busy for 40 s. */
+#define RUN_MAX_INPUT_VARS 10000
+
 /* Meta keys of the last fully applied feed. */
 static const char *const run_validator_keys[] = { "feed_etag",
 						  "feed_last_modified",
@@ -72,8 +76,24 @@ run_validator_field(struct feed_validators *v, size_t i)
 }
 
 static int
+run_count_cb(const struct ledger_inflight *f, void *arg)
+{
+	(void)f;
+	(*(size_t *)arg)++;
+	return 0;
+}
+
+/* The validators of the last fully applied feed; none while enrolments of
+ * an earlier run are in flight, whose fate the plan must see. */
+static int
 run_load_validators(struct run *r)
 {
+	size_t inflight = 0;
+
+	if (ledger_inflight_foreach(r->ledger, run_count_cb, &inflight) == -1)
+		return -1;
+	if (inflight > 0)
+		return 0;
 	for (size_t i = 0; i < nitems(run_validator_keys); i++)
 		if (ledger_meta_get(r->ledger, run_validator_keys[i],
 				    run_validator_field(&r->last, i)) == -1)
@@ -96,6 +116,48 @@ run_save_validators(struct run *r)
 			return -1;
 		}
 	return ledger_commit(r->ledger);
+}
+
+/* max_input_vars = auto: the limit measured on this Moodle version, kept
+ * in the ledger as "LIMIT VERSION"; measured again when the version
+ * changes or a cut forgot it (run_steps). */
+static int
+run_max_input_vars(struct run *r, const char *version)
+{
+	struct moodle_error err = { 0 };
+	char *kept = NULL, *sp, value[128];
+	int64_t n;
+	int limit, rv = -1;
+
+	if (ledger_meta_get(r->ledger, "max_input_vars", &kept) == -1)
+		return run_fail(r, "failed", xstrdup(ledger_errmsg(r->ledger)));
+	if (kept != NULL && (sp = strchr(kept, ' ')) != NULL &&
+	    strcmp(sp + 1, version) == 0 && (*sp = '\0', 1) &&
+	    parse_int64(kept, 100, INT32_MAX, &n) == 0) {
+		moodle_set_max_input_vars(r->moodle, (int)n);
+		rv = 0;
+		goto out;
+	}
+	run_progress(r, "measuring max_input_vars");
+	if (moodle_probe_max_input_vars(r->moodle, RUN_MAX_INPUT_VARS, &limit,
+					&err) == -1) {
+		run_fail(r, "failed",
+			 xstrdup(err.message ? err.message : "probe failed"));
+		goto out;
+	}
+	moodle_set_max_input_vars(r->moodle, limit);
+	log_info("Moodle's PHP takes %d form variables per call "
+		 "(max_input_vars, measured with read-only look-ups%s)",
+		 limit, limit == RUN_MAX_INPUT_VARS ? ", or more" : "");
+	snprintf(value, sizeof(value), "%d %s", limit, version);
+	if (ledger_meta_set(r->ledger, "max_input_vars", value) == -1)
+		log_warnx("cannot keep max_input_vars: %s",
+			  ledger_errmsg(r->ledger));
+	rv = 0;
+out:
+	free(kept);
+	moodle_error_clear(&err);
+	return rv;
 }
 
 /* The token must reach every function a run calls; say which it cannot. */
@@ -132,6 +194,9 @@ run_check_moodle(struct run *r)
 		run_fail(r, "failed", tmp);
 		goto out;
 	}
+	if (r->conf->moodle_max_input_vars == 0 &&
+	    run_max_input_vars(r, si->version) == -1)
+		goto out;
 	rv = 0;
 out:
 	free(missing);
@@ -249,7 +314,8 @@ run_guard(struct run *r)
 static bool
 run_applied_whole(const struct run *r)
 {
-	if (r->withheld || r->res->errors > 0 || r->plan->nhold > 0)
+	if (r->withheld || r->res->errors > 0 || r->plan->nhold > 0 ||
+	    r->apply.unsettled > 0)
 		return false;
 	if (r->conf->sync_on_removed_course == REMOVED_COURSE_HIDE)
 		for (size_t i = 0; i < r->plan->nvanished; i++)
@@ -306,6 +372,10 @@ run_steps(struct run *r)
 			  ledger_errmsg(r->ledger));
 	return 0;
 fail_apply:
+	if (r->apply.cut && r->conf->moodle_max_input_vars == 0 &&
+	    ledger_meta_set(r->ledger, "max_input_vars", NULL) == -1)
+		log_warnx("cannot forget max_input_vars: %s",
+			  ledger_errmsg(r->ledger));
 	if (r->res->outcome != NULL && strcmp(r->res->outcome, "running") != 0)
 		return -1; /* run_check_moodle said why */
 	return run_fail(
@@ -363,8 +433,12 @@ run_sync(const struct config *conf, struct ledger *l,
 	r.moodle = moodle_new(conf, opts->cancel);
 	http_set_tick(r.http, run_tick, (void *)opts);
 	moodle_set_tick(r.moodle, run_tick, (void *)opts);
-	r.apply = (struct apply){ conf,         l,    r.moodle, opts, res,
-				  res->started, NULL, NULL };
+	r.apply = (struct apply){ .conf = conf,
+				  .ledger = l,
+				  .moodle = r.moodle,
+				  .opts = opts,
+				  .counts = res,
+				  .now = res->started };
 
 	rv = run_steps(&r);
 

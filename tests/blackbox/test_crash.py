@@ -1,35 +1,39 @@
 #!/usr/bin/env python3
 """Crash safety and convergence: a sync killed with SIGKILL at many points
 (before Moodle handles a request, after Moodle committed it but before the
-answer left, after the answer arrived but before our ledger commit), then
-run again, leaves Moodle holding exactly the feed — no duplicate course,
-no missing enrolment, no enrolment sent again to someone Moodle already
-holds (which would undo an admin's suspension and mail them again).  Also:
-a lost ledger converges the same way, and a Moodle that fails half-way."""
+answer left, after the answer arrived but before our ledger commit), with
+one call at a time and with several in flight, then run again, leaves
+Moodle holding exactly the feed — no duplicate course, no missing
+enrolment, no enrolment sent again to someone Moodle already holds (which
+would undo an admin's suspension and mail them again).  The same when
+Moodle goes on with a call after its client died and commits it seconds
+later (late commit), or after a call timed out.  Also: a lost ledger
+converges the same way, and a Moodle that fails half-way."""
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import Env, MoodleDouble, WEBCOURSECTL, feed_of, wrapper  # noqa: E402
-from moodle_double import Reply  # noqa: E402
+from harness import Env, MoodleDouble, WEBCOURSECTL, feed_of, wait_for, wrapper  # noqa: E402
+from moodle_double import Reply, max_concurrency  # noqa: E402
 from tap import Tap  # noqa: E402
 
 t = Tap()
 
 USERS = ["00000000023", "00000000069", "00000000074", "00000000076", "00000000078"]
-EXTRA = ["crash%03d" % i for i in range(60)]
+EXTRA = ["crash%03d" % i for i in range(120)]
 FEED = {
     "K%d" % c: ("Kill course %d" % c,
-                [(u, None) for u in EXTRA[c * 10:(c + 1) * 10]] +
+                [(u, None) for u in EXTRA[c * 20:(c + 1) * 20]] +
                 [(USERS[c % 5], "teacher"), ("ghost%d" % c, None)])
     for c in range(6)
 }
 EXPECTED = {("K%d" % c, u): ("active", (5,))
-            for c in range(6) for u in EXTRA[c * 10:(c + 1) * 10]}
+            for c in range(6) for u in EXTRA[c * 20:(c + 1) * 20]}
 EXPECTED.update({("K%d" % c, USERS[c % 5]): ("active", (3,)) for c in range(6)})
 
 
@@ -64,6 +68,8 @@ class KillingDouble(MoodleDouble):
                                              int(fields["enrolments[%d][userid]" % i]),
                                              fields.get("enrolments[%d][suspend]" % i)))
                 i += 1
+        if self.kill_at == ("enrol", fields.get("wsfunction")):
+            self._kill()  # the client dies; this call goes on (late commit)
         if self.kill_at == (n, "before"):
             self._kill()
             return Reply(reset=True), {"function": fields.get("wsfunction"), "items": 0,
@@ -104,51 +110,113 @@ def check_converged(env, label):
                     sorted(cs), set(moodle_enrolments(env).items()) ^ set(EXPECTED.items())))
 
 
-# A reference run tells how many requests a full sync makes.
-ref = Env(feed=feed_of(FEED), double=KillingDouble(max_input_vars=100).start(),
-          max_input_vars=100)
-try:
-    ref.double.add_users(EXTRA)
-    p = ref.sync()
-    t.eq(p.returncode, 0, "reference sync", p.err)
-    total = ref.double.count
-    check_converged(ref, "reference")
-    t.ok(total >= 12, "a full sync makes %d requests at max_input_vars 100" % total)
-finally:
-    ref.close()
+# Small calls (max_input_vars 100) make many requests to kill at; a short
+# moodle.timeout keeps the wait for a call that may still be at work short.
+MIV = 100
+MOODLE = {"timeout": "3s"}
 
-# Kill points spread over the run, in each phase.
-phases = ["before", "handled", "answered"]
-points = [(i, phase) for i in range(1, total) for phase in phases]
-t.ok(len(points) >= 20, "%d kill points" % len(points))
-for n, phase in points:
-    d = KillingDouble(max_input_vars=100).start()
-    env = Env(feed=feed_of(FEED), double=d, max_input_vars=100)
+
+def world(concurrency):
+    d = KillingDouble(max_input_vars=MIV).start()
+    # Calls take a moment, as Moodle's do, so that several overlap.
+    d.configure(cost={"call": 0.01, "item": 0.001})
+    env = Env(feed=feed_of(FEED), double=d, max_input_vars=MIV,
+              moodle=dict(MOODLE, max_concurrent_calls=str(concurrency)))
+    d.add_users(EXTRA)
+    return d, env
+
+
+for concurrency in (1, 4):
+    # A reference run tells how many requests a full sync makes.
+    d, ref = world(concurrency)
     try:
-        d.add_users(EXTRA)
-        d.kill_at = (n, phase)
+        p = ref.sync()
+        t.eq(p.returncode, 0, "reference sync, %d calls at once" % concurrency, p.err)
+        total = ref.double.count
+        check_converged(ref, "reference")
+        t.ok(total >= 10, "a full sync makes %d requests at max_input_vars %d" % (total, MIV))
+        most = max_concurrency(ref.double.log())
+        t.ok(most <= concurrency and (concurrency == 1 or most >= 2),
+             "at most %d calls were in flight at once (%d seen)" % (concurrency, most))
+    finally:
+        ref.close()
+
+    # Kill points spread over the run, in each phase.
+    phases = ["before", "handled", "answered"]
+    points = [(i, phase) for i in range(1, total) for phase in phases]
+    t.ok(len(points) >= 27, "%d kill points" % len(points))
+    for n, phase in points:
+        d, env = world(concurrency)
+        try:
+            d.kill_at = (n, phase)
+            proc = sync_proc(env)
+            d.victim = proc.pid
+            proc.communicate(timeout=120)
+            d.kill_at = None
+            killed = proc.returncode == -signal.SIGKILL
+            # Calls still in the double finish before we look.
+            wait_for(lambda: not d.inflight(), 30, "the calls in flight to end")
+            before = active_pairs(env)
+            first_sent = len(d.sent_enrolments)
+            p = env.sync()
+            resent = [(c, u) for c, u, s in d.sent_enrolments[first_sent:]
+                      if s is None and (c, u) in before]
+            label = "%d at once, killed at request %d (%s)%s" % (
+                concurrency, n, phase, "" if killed else " [finished first]")
+            t.ok(p.returncode == 0, label + ": the next sync succeeds", p.err[-2000:])
+            check_converged(env, label)
+            t.eq(resent, [], label + ": no enrolment Moodle held was sent again")
+        finally:
+            env.close()
+
+# Moodle goes on after its client died: the sync is killed while its enrol
+# calls are at work in Moodle, which commits them seconds later.  The next
+# run, started at once, must not take "not there yet" for "not applied".
+for concurrency in (1, 4):
+    d, env = world(concurrency)
+    try:
+        d.set_fault("latecommit", count=-1, function="enrol_manual_enrol_users", seconds=1.5)
+        d.kill_at = ("enrol", "enrol_manual_enrol_users")
         proc = sync_proc(env)
         d.victim = proc.pid
         proc.communicate(timeout=120)
         d.kill_at = None
-        killed = proc.returncode == -signal.SIGKILL
-        before = active_pairs(env)
+        d.clear_faults()
+        label = "late commit, %d at once" % concurrency
+        t.eq(proc.returncode, -signal.SIGKILL, label + ": the sync was killed mid-call")
+        t.ok(d.inflight(), label + ": Moodle is still at work on a call of the dead sync")
         first_sent = len(d.sent_enrolments)
         p = env.sync()
-        resent = [(c, u) for c, u, s in d.sent_enrolments[first_sent:]
-                  if s is None and (c, u) in before]
-        label = "killed at request %d (%s)%s" % (n, phase, "" if killed else " [finished first]")
-        t.ok(p.returncode == 0, label + ": the next sync succeeds", p.err[-2000:])
+        t.eq(p.returncode, 0, label + ": the next sync succeeds", p.err[-2000:])
         check_converged(env, label)
-        t.eq(resent, [], label + ": no enrolment Moodle held was sent again")
+        again = [(c, u) for c, u, s in d.sent_enrolments[first_sent:]
+                 if s is None and (c, u) in set((c2, u2) for c2, u2, _ in
+                                                d.sent_enrolments[:first_sent])]
+        t.eq(again, [], label + ": no enrolment of the dead sync's calls was sent again")
+        t.ok("may still be applied by Moodle: held back" in p.err,
+             label + ": the run held them back until Moodle had finished", p.err[-1500:])
     finally:
         env.close()
 
-# A lost ledger: the next run adopts the courses and sends nothing twice.
-d = KillingDouble(max_input_vars=100).start()
-env = Env(feed=feed_of(FEED), double=d, max_input_vars=100)
+# A call that times out while Moodle is still at work: the run does not
+# send it again blindly, looks once the call cannot be at work any more,
+# and records what Moodle applied.
+d, env = world(4)
 try:
-    d.add_users(EXTRA)
+    d.set_fault("latecommit", count=1, function="enrol_manual_enrol_users", seconds=4)
+    p = env.sync()
+    t.eq(p.returncode, 0, "a timed-out call that Moodle commits later: the run completes",
+         p.err[-2000:])
+    check_converged(env, "a timed-out call committed late")
+    sent = [(c, u) for c, u, s in d.sent_enrolments if s is None]
+    t.eq(len(sent), len(set(sent)), "no enrolment was sent twice", sorted(sent))
+    t.ok("no answer to a call" in p.err, "the log says a call got no answer", p.err[-1500:])
+finally:
+    env.close()
+
+# A lost ledger: the next run adopts the courses and sends nothing twice.
+d, env = world(4)
+try:
     env.sync()
     d.enrol("K0", EXTRA[0], 5, status="suspended")  # an admin's change
     for f in os.listdir(env.dir):

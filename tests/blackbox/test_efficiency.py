@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Moodle calls are counted: an initial run of N enrolments uses at most
-ceil(N / capacity) enrol calls, no request is over max_input_vars, and a
-second run on the same feed writes nothing."""
+"""Moodle calls are counted: an initial run of N enrolments uses
+ceil(N / capacity) enrol calls one after another, or spreads them over the
+calls allowed in flight (each still carrying at least 25 enrolments), no
+request is over max_input_vars, and a second run on the same feed writes
+nothing."""
 import math
 import os
 import sys
@@ -12,22 +14,28 @@ from tap import Tap  # noqa: E402
 
 t = Tap()
 MARGIN = 10  # moodle.c's safety margin, in form variables
-for limit in (1000, 5000):
+SPREAD = 25  # apply.c: fewest enrolments worth a call of their own
+for limit, concurrency in ((1000, 1), (5000, 1), (5000, 4)):
     users = ["eff%05d" % i for i in range(2500)]
     feed = feed_of({"E%02d" % c: ("Efficiency %d" % c,
                                   [(u, None) for u in users[c * 100:(c + 1) * 100]])
                     for c in range(25)})
-    env = Env(feed=feed, max_input_vars=limit)
+    env = Env(feed=feed, max_input_vars=limit,
+              moodle={"max_concurrent_calls": str(concurrency)})
+    at = "at max_input_vars %d, %d call%s at once" % (limit, concurrency,
+                                                      "" if concurrency == 1 else "s")
     try:
         env.double.add_users(users)
         p = env.sync()
-        t.eq(p.returncode, 0, "initial sync of 2500 enrolments at max_input_vars %d" % limit, p.err)
+        t.eq(p.returncode, 0, "initial sync of 2500 enrolments " + at, p.err)
         log = env.double.log()
         enrols = [r for r in log if r["function"] == "enrol_manual_enrol_users"]
         capacity = (limit - MARGIN - 3) // 3
-        want = math.ceil(2500 / capacity)
-        t.eq(sum(r["items"] for r in enrols), 2500, "every enrolment sent once")
-        t.eq(len(enrols), want, "%d enrol calls = ceil(2500 / %d)" % (want, capacity))
+        want = max(math.ceil(2500 / capacity), min(concurrency, 2500 // SPREAD))
+        t.eq(sum(r["items"] for r in enrols), 2500, "every enrolment sent once " + at)
+        t.eq(len(enrols), want, "%d enrol calls = max(ceil(2500 / %d), min(%d, 2500 / %d))"
+             % (want, capacity, concurrency, SPREAD))
+        t.ok(all(r["items"] >= SPREAD for r in enrols), "each carries at least %d" % SPREAD)
         over = [r for r in log if r["nvars"] > limit - MARGIN]
         t.eq(over, [], "no request carries more than max_input_vars less the margin")
         lookups = [r for r in log if r["function"] == "core_user_get_users_by_field"]

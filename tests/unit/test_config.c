@@ -38,6 +38,7 @@ static const char *const all_keys[] = {
 	"moodle.token_file",
 	"moodle.timeout",
 	"moodle.max_input_vars",
+	"moodle.max_concurrent_calls",
 	"moodle.ca_file",
 	"moodle.retries",
 	"moodle.retry_delay",
@@ -155,7 +156,9 @@ check_minimal(const struct config *c)
 	is_str(c->moodle_url, "https://moodle.example.edu",
 	       "minimal: moodle.url loses its trailing slash");
 	is_int(c->moodle_timeout_ms, 120000, "minimal: moodle.timeout 120s");
-	is_int(c->moodle_max_input_vars, 1000, "minimal: max_input_vars 1000");
+	is_int(c->moodle_max_input_vars, 0, "minimal: max_input_vars auto (0)");
+	is_int(c->moodle_max_concurrent_calls, 4,
+	       "minimal: max_concurrent_calls 4");
 	is_int(c->moodle_retries, 5, "minimal: retries 5");
 	is_int(c->moodle_retry_delay_ms, 2000, "minimal: retry_delay 2s");
 	is_int(c->sync_interval_ms, 15 * 60000, "minimal: interval 15m");

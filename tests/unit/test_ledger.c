@@ -20,6 +20,9 @@
 #include "tap.h"
 #include "util.h"
 
+/* The schema version this build migrates to. */
+#define LATEST 2
+
 #define NOBODY 65534
 
 static char *tmpdir;
@@ -223,8 +226,10 @@ test_create(void)
 	struct stat sb;
 
 	ok(ledger_open(path, false, &l, &cause) == 0, "a new ledger opens");
-	is_int(ledger_schema_version(l), 1, "new ledger at the latest version");
-	is_int(raw_int(path, "PRAGMA user_version"), 1, "user_version is set");
+	is_int(ledger_schema_version(l), LATEST,
+	       "new ledger at the latest version");
+	is_int(raw_int(path, "PRAGMA user_version"), LATEST,
+	       "user_version is set");
 	s = raw_text(path, "PRAGMA journal_mode");
 	is_str(s, "wal", "the ledger is in WAL mode");
 	free(s);
@@ -234,7 +239,7 @@ test_create(void)
 
 	l = NULL;
 	ok(ledger_open(path, false, &l, &cause) == 0 &&
-	       ledger_schema_version(l) == 1,
+	       ledger_schema_version(l) == LATEST,
 	   "reopening a current ledger works");
 	ledger_free(l);
 	ledger_free(NULL);
@@ -285,10 +290,12 @@ test_migrate(void)
 	   "a version-0 database made by hand");
 	ok(ledger_open(path, false, &l, &cause) == 0,
 	   "a version-0 ledger opens");
-	is_int(ledger_schema_version(l), 1, "migrated to the latest version");
+	is_int(ledger_schema_version(l), LATEST,
+	       "migrated to the latest version");
 	ok(ledger_meta_set(l, "k", "v") == 0, "the new tables work");
 	ledger_free(l);
-	is_int(raw_int(path, "PRAGMA user_version"), 1, "user_version stored");
+	is_int(raw_int(path, "PRAGMA user_version"), LATEST,
+	       "user_version stored");
 	s = raw_text(path, "SELECT x FROM keepme");
 	is_str(s, "data", "migration keeps the data already there");
 	free(s);

@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "batch.h"
 #include "check.h"
 #include "config.h"
 #include "double.h"
@@ -384,11 +385,17 @@ test_calls(void)
 
 /* max_input_vars: refuse locally, and batch to the minimum of calls. */
 static int
-enrol_call(struct moodle *m, size_t first, size_t count, void *arg,
+enrol_call(struct moodle *m, const size_t *idx, size_t count, void *arg,
 	   struct moodle_error *err)
 {
-	return moodle_enrol(m, (struct moodle_enrolment *)arg + first, count,
-			    err);
+	struct moodle_enrolment *all = arg, *en = xcalloc(count, sizeof(*en));
+	int rv;
+
+	for (size_t i = 0; i < count; i++)
+		en[i] = all[idx[i]];
+	rv = moodle_enrol(m, en, count, err);
+	free(en);
+	return rv;
 }
 
 struct tally {
@@ -399,18 +406,19 @@ struct tally {
 static struct tally T;
 
 static int
-tally_done(size_t first, size_t count, void *arg)
+tally_done(struct moodle *m, const size_t *idx, size_t count, void *arg)
 {
-	(void)first, (void)arg;
+	(void)m, (void)idx, (void)arg;
 	T.done += count;
 	T.calls_done++;
 	return 0;
 }
 
 static int
-tally_failed(size_t index, const struct moodle_error *err, void *arg)
+tally_failed(struct moodle *m, size_t index, const struct moodle_error *err,
+	     void *arg)
 {
-	(void)arg;
+	(void)m, (void)arg;
 	if (T.nfailed < nitems(T.failed))
 		T.failed[T.nfailed] = index;
 	T.nfailed++;
@@ -477,7 +485,7 @@ test_batching(int miv, int n, int want_calls)
 	struct moodle *m = client(NULL, NULL, miv, 1, 10, NULL);
 	struct moodle_error err = { 0 };
 	struct moodle_enrolment *en;
-	struct moodle_batch b = { 0 };
+	struct batch b = { 0 };
 	char cfgjson[64];
 	int maxv, calls;
 
@@ -495,7 +503,7 @@ test_batching(int miv, int n, int want_calls)
 	b.arg = en;
 	memset(&T, 0, sizeof(T));
 	log_clear();
-	is_int(moodle_batch_run(m, &b, &err), 0, "%d enrolments at %d", n, miv);
+	is_int(batch_run(m, &b, &err), 0, "%d enrolments at %d", n, miv);
 	calls = log_count("enrol_manual_enrol_users", &maxv);
 	is_int(calls, want_calls, "%d enrolments at limit %d: %d calls", n, miv,
 	       want_calls);
@@ -536,7 +544,7 @@ test_split(void)
 	struct moodle *m = client(NULL, NULL, 1000, 1, 10, NULL);
 	struct moodle_error err = { 0 };
 	struct moodle_enrolment *en;
-	struct moodle_batch b = { 0 };
+	struct batch b = { 0 };
 	int calls, bound = 3 * (int)ceil(log2(100)) + 4;
 
 	reset_double();
@@ -545,11 +553,15 @@ test_split(void)
 	en[7].userid = 999001;
 	en[50].userid = 999002;
 	en[93].userid = 999003;
-	b = (struct moodle_batch){ 100,          3, 0, enrol_call, tally_done,
-				   tally_failed, en };
+	b = (struct batch){ .n = 100,
+			    .fields = 3,
+			    .call = enrol_call,
+			    .done = tally_done,
+			    .failed = tally_failed,
+			    .arg = en };
 	memset(&T, 0, sizeof(T));
 	log_clear();
-	is_int(moodle_batch_run(m, &b, &err), 0, "batch of 100 with 3 bad");
+	is_int(batch_run(m, &b, &err), 0, "batch of 100 with 3 bad");
 	calls = log_count("enrol_manual_enrol_users", NULL);
 	is_int(T.nfailed, 3, "exactly 3 failed");
 	ok(T.failed[0] == 7 && T.failed[1] == 50 && T.failed[2] == 93,
@@ -604,7 +616,26 @@ test_errors(void)
 	expect_fault(m, "{\"mode\": \"http502\", \"count\": -1}",
 		     MOODLE_TRANSIENT, "http502", NULL, "HTTP 502");
 	expect_fault(m, "{\"mode\": \"reset\", \"count\": -1}",
-		     MOODLE_TRANSIENT, "connect", NULL, "connection reset");
+		     MOODLE_TRANSIENT, "noanswer", NULL, "connection reset");
+	/* Without resending, a call without an answer is unsure: Moodle may
+	 * have applied it (a gateway error too: PHP may still be at work);
+	 * a rolled-back write is a conflict (30d/30e). */
+	moodle_set_resend(m, false);
+	expect_fault(m, "{\"mode\": \"reset\", \"count\": -1}", MOODLE_UNSURE,
+		     "noanswer", NULL, "reset, no resending");
+	expect_fault(m, "{\"mode\": \"http502\", \"count\": -1}", MOODLE_UNSURE,
+		     "http502", NULL, "502, no resending");
+	expect_fault(m, "{\"mode\": \"http503\", \"count\": -1}",
+		     MOODLE_TRANSIENT, "http503", NULL,
+		     "503 is nothing done: transient even so");
+	moodle_set_resend(m, true);
+	expect_fault(m,
+		     "{\"mode\": \"error\", \"count\": -1, \"body\": "
+		     "{\"exception\": \"dml_write_exception\", "
+		     "\"errorcode\": \"dmlwriteexception\", \"message\": "
+		     "\"Error writing to database\"}}",
+		     MOODLE_CONFLICT, "dmlwriteexception",
+		     "undid the whole call", "a rolled-back write");
 	expect_fault(m, "{\"mode\": \"sitemaintenance\", \"count\": -1}",
 		     MOODLE_TRANSIENT, "sitemaintenance", "maintenance",
 		     "maintenance mode");
@@ -690,14 +721,17 @@ test_errors(void)
 		/* batch_run counts a committed batch as done, without splits */
 		struct moodle_enrolment two[2] = { { 5, 4, cid, -1 },
 						   { 5, 5, cid, -1 } };
-		struct moodle_batch b = { 2,          3,          0,
-					  enrol_call, tally_done, tally_failed,
-					  two };
+		struct batch b = { .n = 2,
+				   .fields = 3,
+				   .call = enrol_call,
+				   .done = tally_done,
+				   .failed = tally_failed,
+				   .arg = two };
 
 		memset(&T, 0, sizeof(T));
 		fault("{\"mode\": \"mailfail\", \"count\": -1}");
 		log_clear();
-		is_int(moodle_batch_run(m, &b, &err), 0, "MAILFAIL batch");
+		is_int(batch_run(m, &b, &err), 0, "MAILFAIL batch");
 		is_int(T.done, 2, "counted as done");
 		is_int(T.nfailed, 0, "not as failed");
 		is_int(log_count("enrol_manual_enrol_users", NULL), 1,
