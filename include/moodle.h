@@ -40,6 +40,14 @@ extern const char *const moodle_required_functions[];
 struct moodle *moodle_new(const struct config *, volatile sig_atomic_t *cancel);
 void moodle_free(struct moodle *);
 void moodle_set_tick(struct moodle *, void (*tick)(void *), void *arg);
+/* fn is told of every HTTP request attempt (retries included): the web
+ * service function, the outcome ("ok", "moodle_error" for an exception
+ * answer, "http_error", "timeout", "connect_error", "bad_answer",
+ * "cancelled") and the request's duration.  NULL: no observer. */
+void moodle_set_observer(struct moodle *,
+			 void (*fn)(void *arg, const char *function,
+				    const char *outcome, int64_t usec),
+			 void *arg);
 /* Number of HTTP requests made so far (for progress and reports). */
 uint64_t moodle_requests(const struct moodle *);
 

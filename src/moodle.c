@@ -57,6 +57,8 @@ struct moodle {
 	void (*tick)(void *);
 	void *tick_arg;
 	int64_t last_tick_ms;
+	void (*observe)(void *, const char *, const char *, int64_t);
+	void *observe_arg;
 };
 
 /* A form body under construction; it counts its variables. */
@@ -290,6 +292,16 @@ moodle_set_tick(struct moodle *m, void (*tick)(void *), void *arg)
 	m->tick = tick;
 	m->tick_arg = arg;
 	http_set_tick(m->http, tick, arg);
+}
+
+void
+moodle_set_observer(struct moodle *m,
+		    void (*fn)(void *arg, const char *function,
+			       const char *outcome, int64_t usec),
+		    void *arg)
+{
+	m->observe = fn;
+	m->observe_arg = arg;
 }
 
 uint64_t
@@ -608,6 +620,35 @@ moodle_answer(const struct moodle *m, const char *function,
 	return 0;
 }
 
+/* What one request attempt came to, for the observer: a transfer without
+ * an answer by its http_result, an answer by its status and body.  Our
+ * own codes for a body that is not the JSON expected are bad answers; any
+ * other error in a 2xx answer is Moodle's exception object. */
+static const char *
+moodle_outcome(enum http_result r, long status, int rv,
+	       const struct moodle_error *err)
+{
+	static const char *const transfer[] = {
+		[HTTP_OK] = "ok",
+		[HTTP_ERR_CONNECT] = "connect_error",
+		[HTTP_ERR_TIMEOUT] = "timeout",
+		[HTTP_ERR_TOO_BIG] = "bad_answer",
+		[HTTP_ERR_CANCELLED] = "cancelled",
+		[HTTP_ERR_OTHER] = "connect_error",
+	};
+	static const char *const bad[] = { "xml", "badjson", "badanswer" };
+
+	if (r != HTTP_OK || rv == 0)
+		return transfer[r];
+	if (status < 200 || status > 299)
+		return "http_error";
+	for (size_t i = 0; i < nitems(bad); i++)
+		if (err->errorcode != NULL &&
+		    strcmp(err->errorcode, bad[i]) == 0)
+			return "bad_answer";
+	return "moodle_error";
+}
+
 /* Send the form, retrying transient failures with a doubling back-off.
  * On success *ret is the answer, of JSON type expect. */
 static int
@@ -617,8 +658,9 @@ moodle_call(struct moodle *m, struct moodle_form *f, json_type expect,
 	struct http_request req;
 	struct http_response resp;
 	enum http_result r;
-	int64_t delay = m->retry_delay_ms;
+	int64_t delay = m->retry_delay_ms, t0, usec;
 	char *cause = NULL;
+	long status;
 	int try, rv;
 
 	form_seal(f);
@@ -650,7 +692,10 @@ moodle_call(struct moodle *m, struct moodle_form *f, json_type expect,
 			  f->function, f->nvars, f->len, try);
 		m->requests++;
 		memset(&resp, 0, sizeof(resp));
+		t0 = now_monotonic_us();
 		r = http_perform(m->http, &req, &resp, &cause);
+		usec = now_monotonic_us() - t0;
+		status = resp.status;
 		if (r == HTTP_OK) {
 			rv = moodle_answer(m, f->function, &resp, expect, ret,
 					   err);
@@ -661,6 +706,9 @@ moodle_call(struct moodle *m, struct moodle_form *f, json_type expect,
 			cause = NULL;
 			rv = -1;
 		}
+		if (m->observe != NULL)
+			m->observe(m->observe_arg, f->function,
+				   moodle_outcome(r, status, rv, err), usec);
 		if (rv == 0 || err->kind != MOODLE_TRANSIENT || try >= m->tries)
 			return rv;
 		log_debug("moodle: %s: %s, try %d of %d in %" PRId64 " ms",
