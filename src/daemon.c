@@ -96,8 +96,10 @@ child_tick(void *arg)
 static __attribute__((noreturn)) void
 child_main(struct daemon *d, int fd)
 {
-	struct run_options opts = { false, &child_cancel, child_progress,
-				    child_tick, &fd };
+	struct run_options opts = { .cancel = &child_cancel,
+				    .progress = child_progress,
+				    .tick = child_tick,
+				    .arg = &fd };
 	struct sigaction sa = { .sa_handler = child_term_cb };
 	struct ledger_run res;
 	struct ledger *l;
