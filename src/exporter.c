@@ -60,8 +60,17 @@ exporter_request_cb(struct evhttp_request *req, void *arg)
 		return;
 	}
 	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+		/* Not evhttp_send_error(): it drops the headers set here. */
 		evhttp_add_header(headers, "Allow", "GET, HEAD");
-		evhttp_send_error(req, HTTP_BADMETHOD, NULL);
+		evhttp_add_header(headers, "Content-Type",
+				  "text/plain; charset=utf-8");
+		if ((body = evbuffer_new()) != NULL)
+			evbuffer_add_printf(body, "%s takes GET or HEAD\n",
+					    EXPORTER_PATH);
+		evhttp_send_reply(req, HTTP_BADMETHOD, "Method Not Allowed",
+				  body);
+		if (body != NULL)
+			evbuffer_free(body);
 		return;
 	}
 	if (e->collect != NULL)
