@@ -171,6 +171,27 @@ exporter_bind(struct exporter *e, const char *address)
 	return 0;
 }
 
+/* What a bind error usually means here, for the one log line. */
+static const char *
+exporter_hint(int err)
+{
+	static const struct {
+		int err;
+		const char *hint;
+	} hints[] = {
+		{ EADDRINUSE, " (another process listens there)" },
+		{ EACCES, " (a port below 1024 needs privileges)" },
+		{ EPERM, " (refused by policy: does the unit's "
+			 "SocketBindAllow= allow this port?)" },
+		{ EADDRNOTAVAIL, " (no such address on this host)" },
+	};
+
+	for (size_t i = 0; i < nitems(hints); i++)
+		if (hints[i].err == err)
+			return hints[i].hint;
+	return "";
+}
+
 int
 exporter_listen(struct exporter *e, const char *address, char **cause)
 {
@@ -191,11 +212,14 @@ exporter_listen(struct exporter *e, const char *address, char **cause)
 		return 0;
 	}
 	err = errno;
-	xasprintf(cause, "cannot listen on %s: %s", address, strerror(err));
+	xasprintf(cause, "cannot listen on %s: %s%s", address, strerror(err),
+		  exporter_hint(err));
 	if (old != NULL && exporter_bind(e, old) == -1) {
 		free(*cause);
-		xasprintf(cause, "cannot listen on %s: %s; nor again on %s: %s",
-			  address, strerror(err), old, strerror(errno));
+		xasprintf(cause,
+			  "cannot listen on %s: %s%s; nor again on %s: %s",
+			  address, strerror(err), exporter_hint(err), old,
+			  strerror(errno));
 	}
 	free(old);
 	return -1;

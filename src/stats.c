@@ -159,8 +159,8 @@ static const struct metrics_def stats_defs[ST_COUNT] = {
 			   "it)." },
 	[ST_COURSES] = { "webcoursed_courses", METRICS_GAUGE, stats_state, NULL,
 			 0,
-			 "Courses in the ledger by state (active: status's "
-			 "tracked)." },
+			 "Courses in the ledger by state (active ones are "
+			 "what status calls tracked)." },
 	[ST_AWAITING] = { "webcoursed_courses_awaiting_approval", METRICS_GAUGE,
 			  NULL, NULL, 0,
 			  "New courses waiting for webcoursectl approve, or "

@@ -20,7 +20,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import Env, SLOWDOWN, TOP, SEED_FEED, wait_for  # noqa: E402
 from feedserver import FeedServer  # noqa: E402
-from hostile import Lines  # noqa: E402
+from hostile import Lines, crash_report  # noqa: E402
 from tap import Tap  # noqa: E402
 
 t = Tap()
@@ -37,7 +37,8 @@ def free_port():
 
 def request(port, path="/metrics", method="GET", body=None, timeout=10):
     """One request on a fresh connection: (status, headers, body, seconds),
-    or None when the connection is refused."""
+    or None when nothing listens (refused, or reset: a connection still in
+    the backlog of a listener being closed)."""
     start = time.monotonic()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout * SLOWDOWN)
     try:
@@ -45,7 +46,7 @@ def request(port, path="/metrics", method="GET", body=None, timeout=10):
         resp = conn.getresponse()
         data = resp.read()
         return resp.status, dict(resp.getheaders()), data.decode(), time.monotonic() - start
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return None
     finally:
         conn.close()
@@ -197,6 +198,7 @@ def sync_ended(port, n, outcome=None):
 # --- a long sync, scraped during it and after ------------------------------
 port = free_port()
 env = Env(metrics={"listen": "127.0.0.1:%d" % port},
+          moodle={"timeout": "120s"},  # longer than DELAY, even under valgrind
           sync={"removals_allowance": "0", "max_removals": "10%"})
 try:
     # The one enrol call of the first sync takes DELAY seconds.
@@ -393,6 +395,7 @@ try:
     t.eq(d.wait(30 * SLOWDOWN), 0, "the daemon stops cleanly")
     out.thread.join(10)
     t.eq(out.count("cannot listen"), 1, "one line for the bind failure", out.text()[-2000:])
+    t.eq(crash_report(out.text()), None, "no crash or sanitizer report")
 finally:
     env.close()
 
@@ -416,7 +419,9 @@ try:
     t.ok(True, "a reload binds the freed port")
     compare_status(env, port, "after a restart of the endpoint")
     d.send_signal(signal.SIGTERM)
-    d.wait(30 * SLOWDOWN)
+    t.eq(d.wait(30 * SLOWDOWN), 0, "the daemon stops cleanly")
+    out.thread.join(10)
+    t.eq(crash_report(out.text()), None, "no crash or sanitizer report")
 finally:
     taken.close()
     env.close()
