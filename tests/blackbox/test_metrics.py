@@ -426,6 +426,31 @@ finally:
     taken.close()
     env.close()
 
+# --- approve and reject between syncs show without a sync ----------------
+port = free_port()
+env = Env(metrics={"listen": "127.0.0.1:%d" % port}, sync={"new_courses": "approve"})
+try:
+    d = env.daemon()
+    out = Lines(d.stdout)
+    m = sync_ended(port, 1, "ok")
+    t.eq((value(m, "webcoursed_courses", state="pending"),
+          value(m, "webcoursed_courses_awaiting_approval")), (3.0, 3.0),
+         "new courses wait for approval")
+    t.eq(env.ctl("approve", "unique_field1").returncode, 0, "approve one")
+    t.eq(env.ctl("reject", "unique_field2").returncode, 0, "reject another")
+
+    def decided():
+        m = parse(scrape(port) or "")
+        return [value(m, "webcoursed_courses", state=s)
+                for s in ("pending", "approved", "rejected")] == [1, 1, 1]
+    wait_for(decided, 20, "the course states to be read again")
+    t.ok(True, "approve and reject show between syncs")
+    compare_status(env, port, "after approve and reject")
+    d.send_signal(signal.SIGTERM)
+    t.eq(d.wait(30 * SLOWDOWN), 0, "the daemon stops cleanly")
+finally:
+    env.close()
+
 # --- the docs and the units ----------------------------------------------
 example = open(os.path.join(TOP, "etc", "webcoursed.conf")).read()
 listen = re.search(r"^listen = (\S+):(\d+)$", example, re.M)
