@@ -47,8 +47,9 @@ enum stats_family {
 	ST_COUNT
 };
 
-/* Label values: every one a family can take is listed, and the series of
- * the lists below exist (at 0) from the start. */
+/* The label values each family can take; anything else is refused.  But
+ * for the Moodle requests (function by outcome), every series exists from
+ * the start, at 0, so that a rate() has a baseline. */
 static const char *const stats_outcomes[] = { "ok", "partial", "failed",
 					      "cancelled", NULL };
 static const char *const stats_moodle_outcomes[] = {
