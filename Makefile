@@ -15,7 +15,8 @@ VERSION := 0.1.0
 CFLAGS ?= -O2 -g
 PKGS := libcurl jansson libevent libsystemd sqlite3 inih
 DEBS := libcurl4-openssl-dev libjansson-dev libevent-dev libsystemd-dev \
-	libsqlite3-dev libinih-dev pkg-config python3 curl clang-format
+	libsqlite3-dev libinih-dev pkg-config python3 curl clang-format \
+	prometheus
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-san

@@ -61,6 +61,8 @@ struct config {
 	char *state_database;
 	char *state_missing_users_csv;
 
+	char *metrics_listen; /* "ADDRESS:PORT" for /metrics, or NULL: off */
+
 	int log_level; /* syslog priority */
 
 	/* Secrets, loaded from files or systemd credentials; never logged. */

@@ -62,16 +62,19 @@ struct feed_validators {
 void feed_validators_clear(struct feed_validators *);
 
 enum feed_fetch_result {
-	FEED_FETCH_NEW = 0,       /* a body to decode in *ret_body */
-	FEED_FETCH_UNCHANGED = 1, /* 304, or same digest as last */
+	FEED_FETCH_NEW = 0,          /* a body to decode in *ret_body */
+	FEED_FETCH_UNCHANGED = 1,    /* the same digest as last */
+	FEED_FETCH_NOT_MODIFIED = 2, /* 304 to a conditional request */
 	FEED_FETCH_ERROR = -1,
 	FEED_FETCH_CANCELLED = -2
 };
 
 /* GET source.url with conditional headers from last (may be NULL).  On
- * FEED_FETCH_NEW and _UNCHANGED, *ret_new holds the validators of this
- * answer.  On error, *cause is one line naming the URL (without
- * credentials), the status and the first bytes of the body. */
+ * FEED_FETCH_NEW, _UNCHANGED and _NOT_MODIFIED, *ret_new holds the
+ * validators of this answer and *ret_len the size of the body received
+ * (0 for a 304); only _NEW hands the body over in *ret_body.  On error,
+ * *cause is one line naming the URL (without credentials), the status and
+ * the first bytes of the body. */
 enum feed_fetch_result feed_fetch(const struct config *, struct http *,
 				  const struct feed_validators *last,
 				  char **ret_body, size_t *ret_len,

@@ -119,6 +119,8 @@ int ledger_course_get(struct ledger *, const char *shortname,
 		      struct ledger_course *ret);
 int ledger_course_put(struct ledger *, const struct ledger_course *);
 int ledger_course_delete(struct ledger *, const char *shortname);
+/* Courses with this status (enum ledger_course_status). */
+int ledger_course_count(struct ledger *, int status, int64_t *ret);
 void ledger_course_clear(struct ledger_course *);
 
 /* Ordered by course, username, roleid. */

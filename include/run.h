@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct config;
 struct ledger;
@@ -20,7 +21,16 @@ struct run_options {
 	    *cancel; /* non-zero: stop at the next safe point */
 	run_progress_fn progress;
 	void (*tick)(void *arg); /* heartbeat while waiting on the network */
-	void *arg;               /* for progress and tick */
+	/* For the metrics, each may be NULL: every Moodle request attempt
+	 * (see moodle_set_observer), and the feed fetch: its result ("304",
+	 * "unchanged", "new", "rejected" when validation refused the body,
+	 * or "error"; a cancelled fetch is not told), the bytes of the body
+	 * received and the fetch's duration. */
+	void (*observe_moodle)(void *arg, const char *function,
+			       const char *outcome, int64_t usec);
+	void (*observe_fetch)(void *arg, const char *result, size_t bytes,
+			      int64_t usec);
+	void *arg; /* for progress, tick and the observers */
 };
 
 /* Run once with the ledger locked by the caller.  Fills *ret (free its

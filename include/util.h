@@ -22,9 +22,11 @@ int read_secret_file(const char *path, size_t max, char **ret, char **cause);
 /* Parse a decimal integer in [min, max]; -1 on any junk or overflow. */
 int parse_int64(const char *s, int64_t min, int64_t max, int64_t *ret);
 
-/* Wall-clock now as seconds since the epoch, and a monotonic clock in ms. */
+/* Wall-clock now as seconds since the epoch, and a monotonic clock in ms
+ * and in microseconds (for durations that are measured, not scheduled). */
 int64_t now_epoch(void);
 int64_t now_monotonic_ms(void);
+int64_t now_monotonic_us(void);
 
 /* ISO-8601 UTC "YYYY-MM-DDTHH:MM:SSZ" for t into buf (at least 21 bytes). */
 void format_time(int64_t t, char *buf, size_t len);

@@ -1,4 +1,5 @@
 /* The configuration file: one table of keys, parsed with libinih. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -32,13 +33,15 @@ enum config_section {
 	SEC_SYNC,
 	SEC_ROLES,
 	SEC_STATE,
+	SEC_METRICS,
 	SEC_LOG,
 	SEC_COUNT
 };
 
 static const char *const config_sections[SEC_COUNT] = {
-	[SEC_SOURCE] = "source", [SEC_MOODLE] = "moodle", [SEC_SYNC] = "sync",
-	[SEC_ROLES] = "roles",   [SEC_STATE] = "state",   [SEC_LOG] = "log",
+	[SEC_SOURCE] = "source",   [SEC_MOODLE] = "moodle", [SEC_SYNC] = "sync",
+	[SEC_ROLES] = "roles",     [SEC_STATE] = "state",   [SEC_LOG] = "log",
+	[SEC_METRICS] = "metrics",
 };
 
 enum config_type {
@@ -51,7 +54,8 @@ enum config_type {
 	CT_INT64,
 	CT_BOOL,
 	CT_ENUM,
-	CT_REMOVALS /* a count, or a percentage "N%" */
+	CT_REMOVALS, /* a count, or a percentage "N%" */
+	CT_LISTEN    /* a numeric ADDRESS:PORT, [IPv6]:PORT */
 };
 
 #define CF_REQUIRED 0x1  /* no default: the file must set it */
@@ -238,6 +242,11 @@ static const struct config_key config_keys[] = {
 	  "/var/lib/webcoursed/missing-users.csv", 0, 0, NULL,
 	  OFF(state_missing_users_csv), 0, 0,
 	  "CSV of feed users not found in Moodle, rewritten every run" },
+
+	{ SEC_METRICS, "listen", CT_LISTEN, NULL, 1, 65535, NULL,
+	  OFF(metrics_listen), 0, CF_EMPTY_OK,
+	  "ADDRESS:PORT to serve Prometheus metrics on at /metrics; off when "
+	  "unset" },
 
 	{ SEC_LOG, "level", CT_ENUM, "info", 0, 0, config_log_levels,
 	  OFF(log_level), 0, 0, "least important messages logged" },
@@ -604,6 +613,67 @@ config_set_removals(struct config_parse *cp, const struct config_key *k,
 	return 0;
 }
 
+/* metrics.listen: "127.0.0.1:9826", "[::1]:9826".  Only numeric
+ * addresses: the daemon binds at start and on reload, and a name to look
+ * up there could block or change under it. */
+static int
+config_set_listen(struct config_parse *cp, const struct config_key *k,
+		  const char *value, char **field)
+{
+	const char *sect = config_sections[k->section], *start, *end, *port;
+	char addr[INET6_ADDRSTRLEN];
+	bool v6 = value[0] == '[';
+	unsigned char bin[sizeof(struct in6_addr)];
+	int64_t v;
+
+	if (*value == '\0') {
+		config_replace_string(field, NULL);
+		return 0;
+	}
+	start = value + (v6 ? 1 : 0);
+	end = v6 ? strstr(value, "]:") : strrchr(value, ':');
+	if (end == NULL || end == start || end[v6 ? 2 : 1] == '\0') {
+		config_error(cp, cp->line,
+			     "%s.%s = %s is not ADDRESS:PORT (e.g. "
+			     "127.0.0.1:9826 or [::1]:9826)",
+			     sect, k->name, value);
+		return -1;
+	}
+	port = end + (v6 ? 2 : 1);
+	snprintf(addr, sizeof(addr), "%.*s", (int)(end - start), start);
+	if (!v6 && strchr(addr, ':') != NULL) {
+		config_error(cp, cp->line,
+			     "%s.%s = %s: write an IPv6 address in brackets, "
+			     "as in [::1]:9826",
+			     sect, k->name, value);
+		return -1;
+	}
+	if ((size_t)(end - start) >= sizeof(addr) ||
+	    inet_pton(v6 ? AF_INET6 : AF_INET, addr, bin) != 1) {
+		config_error(cp, cp->line,
+			     "%s.%s = %s: \"%.*s\" is not an IPv4 address or "
+			     "an IPv6 address in brackets (host names are not "
+			     "looked up)",
+			     sect, k->name, value, (int)(end - start), start);
+		return -1;
+	}
+	if (port[strspn(port, "0123456789")] != '\0' ||
+	    parse_int64(port, INT64_MIN, INT64_MAX, &v) == -1) {
+		config_error(cp, cp->line, "bad port \"%s\" for %s.%s", port,
+			     sect, k->name);
+		return -1;
+	}
+	if (v < k->min || v > k->max) {
+		config_error(cp, cp->line,
+			     "%s.%s = %s: port out of range (%" PRId64
+			     "..%" PRId64 ")",
+			     sect, k->name, value, k->min, k->max);
+		return -1;
+	}
+	config_replace_string(field, xstrdup(value));
+	return 0;
+}
+
 /* Parse value as key k's type into its field; -1 once reported. */
 static int
 config_set_value(struct config_parse *cp, const struct config_key *k,
@@ -690,6 +760,8 @@ config_set_value(struct config_parse *cp, const struct config_key *k,
 		return 0;
 	case CT_REMOVALS:
 		return config_set_removals(cp, k, value);
+	case CT_LISTEN:
+		return config_set_listen(cp, k, value, field);
 	}
 	return -1;
 }
@@ -1167,6 +1239,7 @@ config_free(struct config *c)
 		case CT_STRING:
 		case CT_PATH:
 		case CT_URL:
+		case CT_LISTEN:
 			free(*(char **)((char *)c + config_keys[i].off));
 			break;
 		default:

@@ -10,7 +10,15 @@
  * connections must not cross fork(2)).  SIGTERM reaches the child as a
  * cancel flag that libcurl's progress callback and the retry sleeps check,
  * so a run stops at its next safe point: the current request is
- * abandoned, the transaction of the current batch is never committed. */
+ * abandoned, the transaction of the current batch is never committed.
+ *
+ * The same loop serves the metrics (exporter.c): a scrape answers from
+ * numbers kept in memory (stats.c), which the child's lines update as it
+ * goes and the ledger refreshes when it ends, so a sync never holds a
+ * scrape up.  The child inherits the listening socket and open
+ * connections through fork(2) but never touches them; evhttp shuts a
+ * connection down before closing it, so a client is not left waiting on
+ * the child's copy. */
 #include <sys/types.h>
 #include <sys/wait.h>
 
@@ -19,6 +27,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,15 +37,20 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "exporter.h"
 #include "ledger.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "run.h"
+#include "stats.h"
 #include "util.h"
 
 #define DAEMON_FIRST_RUN_MS   500   /* first run shortly after start */
 #define DAEMON_BACKOFF_MAX_MS 60000 /* first back-off, at most */
 #define DAEMON_STOP_GRACE_MS  8000  /* then the run is killed */
+#define DAEMON_STATS_MS       5000  /* ledger counts read at most this often */
+#define DAEMON_LINE_FIELDS    4     /* fields of a line from the sync */
 
 /* The daemon's one context. */
 struct daemon {
@@ -45,6 +59,9 @@ struct daemon {
 	struct config *pending_conf; /* a reload waiting for the run to end */
 	const char *conf_path;
 	struct ledger *ledger;
+	struct metrics *metrics;
+	struct stats *stats;
+	struct exporter *exporter;
 	struct event *ev_timer, *ev_watchdog, *ev_pipe, *ev_kill;
 	struct event *ev_sig[5];
 	pid_t child;
@@ -52,9 +69,11 @@ struct daemon {
 	char pipebuf[512];
 	size_t pipelen;
 	int64_t last_beat_ms, watchdog_ms, next_run;
+	int64_t child_start_us, child_errors, stats_ms;
 	int failures;
 	bool stopping, run_again;
 	char phase[128];
+	char child_outcome[16]; /* from the child's R line; "" until then */
 };
 
 static volatile sig_atomic_t child_cancel;
@@ -70,34 +89,58 @@ child_term_cb(int sig)
 	child_cancel = 1;
 }
 
-/* In the child: write a progress line to the parent. */
-static void
-child_progress(void *arg, const char *phase, size_t done, size_t total)
+/* In the child: one line to the parent (daemon_lines), whole or not at
+ * all: a line this short reaches the pipe in one write(2). */
+__attribute__((format(printf, 2, 3))) static void
+child_write(void *arg, const char *fmt, ...)
 {
 	int fd = *(int *)arg;
 	char line[256];
+	va_list ap;
 	int n;
 
-	n = snprintf(line, sizeof(line), "P\t%s\t%zu\t%zu\n", phase, done,
-		     total);
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
 	if (n > 0 && (size_t)n < sizeof(line))
 		(void)!write(fd, line, (size_t)n);
 }
 
 static void
+child_progress(void *arg, const char *phase, size_t done, size_t total)
+{
+	child_write(arg, "P\t%s\t%zu\t%zu\n", phase, done, total);
+}
+
+static void
 child_tick(void *arg)
 {
-	int fd = *(int *)arg;
+	child_write(arg, "T\n");
+}
 
-	(void)!write(fd, "T\n", 2);
+static void
+child_observe_moodle(void *arg, const char *function, const char *outcome,
+		     int64_t usec)
+{
+	child_write(arg, "M\t%s\t%s\t%" PRId64 "\n", function, outcome, usec);
+}
+
+static void
+child_observe_fetch(void *arg, const char *result, size_t bytes, int64_t usec)
+{
+	child_write(arg, "F\t%s\t%zu\t%" PRId64 "\n", result, bytes, usec);
 }
 
 /* The child's whole life: its own ledger connection, one run, exit. */
 static __attribute__((noreturn)) void
 child_main(struct daemon *d, int fd)
 {
-	struct run_options opts = { false, &child_cancel, child_progress,
-				    child_tick, &fd };
+	struct run_options opts = { .cancel = &child_cancel,
+				    .progress = child_progress,
+				    .tick = child_tick,
+				    .observe_moodle = child_observe_moodle,
+				    .observe_fetch = child_observe_fetch,
+				    .arg = &fd };
 	struct sigaction sa = { .sa_handler = child_term_cb };
 	struct ledger_run res;
 	struct ledger *l;
@@ -116,6 +159,7 @@ child_main(struct daemon *d, int fd)
 		_exit(2);
 	}
 	rv = run_sync(d->conf, l, &opts, &res);
+	child_write(&fd, "R\t%s\t%" PRId64 "\n", res.outcome, res.errors);
 	run_result_clear(&res);
 	ledger_free(l);
 	_exit(rv == 0 ? 0 : 1);
@@ -154,6 +198,10 @@ daemon_run_start(struct daemon *d)
 	d->pipe_fd = fds[0];
 	d->pipelen = 0;
 	d->last_beat_ms = now_monotonic_ms();
+	d->child_start_us = now_monotonic_us();
+	d->child_outcome[0] = '\0';
+	d->child_errors = 0;
+	stats_sync_started(d->stats);
 	snprintf(d->phase, sizeof(d->phase), "starting");
 	evutil_make_socket_nonblocking(d->pipe_fd);
 	d->ev_pipe = event_new(d->base, d->pipe_fd, EV_READ | EV_PERSIST,
@@ -163,46 +211,105 @@ daemon_run_start(struct daemon *d)
 	daemon_status(d);
 }
 
-/* One line from the child: "P\tphase\tdone\ttotal" or "T". */
+/* "P\tphase\tdone\ttotal": STATUS= says where the sync is. */
 static void
-daemon_child_line(struct daemon *d, char *line)
+daemon_line_progress(struct daemon *d, char **f)
 {
-	char *phase, *done, *total;
-
-	d->last_beat_ms = now_monotonic_ms();
-	if (line[0] != 'P' || (phase = strchr(line, '\t')) == NULL)
-		return;
-	phase++;
-	if ((done = strchr(phase, '\t')) == NULL)
-		return;
-	*done++ = '\0';
-	if ((total = strchr(done, '\t')) == NULL)
-		return;
-	*total++ = '\0';
-	if (strcmp(total, "0") == 0)
-		snprintf(d->phase, sizeof(d->phase), "%s", phase);
+	if (strcmp(f[2], "0") == 0)
+		snprintf(d->phase, sizeof(d->phase), "%s", f[0]);
 	else
-		snprintf(d->phase, sizeof(d->phase), "%s %s/%s", phase, done,
-			 total);
+		snprintf(d->phase, sizeof(d->phase), "%s %s/%s", f[0], f[1],
+			 f[2]);
 	daemon_status(d);
 }
 
+/* "M\tfunction\toutcome\tusec": one Moodle request attempt. */
 static void
-daemon_pipe_cb(evutil_socket_t fd, short what, void *arg)
+daemon_line_moodle(struct daemon *d, char **f)
 {
-	struct daemon *d = arg;
+	int64_t usec;
+
+	if (parse_int64(f[2], 0, INT64_MAX, &usec) == -1 ||
+	    stats_moodle_request(d->stats, f[0], f[1], usec) == -1)
+		log_debug("sync process: bad line M %s %s %s", f[0], f[1],
+			  f[2]);
+}
+
+/* "F\tresult\tbytes\tusec": the feed fetch. */
+static void
+daemon_line_fetch(struct daemon *d, char **f)
+{
+	int64_t bytes, usec;
+
+	if (parse_int64(f[1], 0, INT64_MAX, &bytes) == -1 ||
+	    parse_int64(f[2], 0, INT64_MAX, &usec) == -1 ||
+	    stats_feed_fetch(d->stats, f[0], bytes, usec) == -1)
+		log_debug("sync process: bad line F %s %s %s", f[0], f[1],
+			  f[2]);
+}
+
+/* "R\toutcome\terrors": the run's result, the last line. */
+static void
+daemon_line_result(struct daemon *d, char **f)
+{
+	snprintf(d->child_outcome, sizeof(d->child_outcome), "%s", f[0]);
+	if (parse_int64(f[1], 0, INT64_MAX, &d->child_errors) == -1)
+		d->child_errors = 0;
+}
+
+/* The lines a sync process writes on its pipe: a kind, then its fields,
+ * each after a tab.  Short, so that each reaches the pipe whole. */
+static const struct daemon_line {
+	char kind;
+	size_t nfields;
+	void (*fn)(struct daemon *, char **fields);
+} daemon_lines[] = {
+	{ 'P', 3, daemon_line_progress }, /* phase, done, total */
+	{ 'T', 0, NULL },                 /* a heartbeat */
+	{ 'M', 3, daemon_line_moodle },   /* function, outcome, usec */
+	{ 'F', 3, daemon_line_fetch },    /* result, bytes, usec */
+	{ 'R', 2, daemon_line_result },   /* outcome, item errors */
+};
+
+/* One line from the child.  Any line is a heartbeat; one of an unknown
+ * kind or with the wrong number of fields is ignored. */
+static void
+daemon_child_line(struct daemon *d, char *line)
+{
+	char *fields[DAEMON_LINE_FIELDS], *p = line + 1;
+	size_t n = 0;
+
+	d->last_beat_ms = now_monotonic_ms();
+	if (line[0] == '\0')
+		return;
+	while (*p == '\t' && n < nitems(fields)) {
+		*p++ = '\0';
+		fields[n++] = p;
+		p += strcspn(p, "\t");
+	}
+	if (*p != '\0')
+		return;
+	for (size_t i = 0; i < nitems(daemon_lines); i++)
+		if (daemon_lines[i].kind == line[0] &&
+		    daemon_lines[i].nfields == n) {
+			if (daemon_lines[i].fn != NULL)
+				daemon_lines[i].fn(d, fields);
+			return;
+		}
+}
+
+/* Read what the pipe holds and act on its whole lines: the bytes read, 0
+ * at the end, -1 when there is nothing now. */
+static ssize_t
+daemon_pipe_read(struct daemon *d)
+{
 	char *nl;
 	ssize_t n;
 
-	(void)what;
-	n = read(fd, d->pipebuf + d->pipelen,
+	n = read(d->pipe_fd, d->pipebuf + d->pipelen,
 		 sizeof(d->pipebuf) - 1 - d->pipelen);
-	if (n <= 0) {
-		if (n == -1 && errno == EAGAIN)
-			return;
-		event_del(d->ev_pipe);
-		return;
-	}
+	if (n <= 0)
+		return n;
 	d->pipelen += (size_t)n;
 	d->pipebuf[d->pipelen] = '\0';
 	while ((nl = strchr(d->pipebuf, '\n')) != NULL) {
@@ -213,6 +320,52 @@ daemon_pipe_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (d->pipelen == sizeof(d->pipebuf) - 1)
 		d->pipelen = 0; /* an overlong line: drop it */
+	return n;
+}
+
+static void
+daemon_pipe_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	ssize_t n;
+
+	(void)fd;
+	(void)what;
+	n = daemon_pipe_read(d);
+	if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR))
+		event_del(d->ev_pipe); /* the end, or a broken pipe */
+}
+
+/* Serve the metrics where the configuration says (also after a reload: a
+ * new address is bound, and one that failed before is tried again).  A
+ * failure costs the metrics, never the syncs. */
+static void
+daemon_listen(struct daemon *d)
+{
+	const char *was = exporter_address(d->exporter);
+	char *cause = NULL;
+
+	if (d->conf->metrics_listen == NULL) {
+		if (was != NULL)
+			log_info("metrics: no longer listening on %s", was);
+		exporter_listen(d->exporter, NULL, &cause);
+		return;
+	}
+	if (was != NULL && strcmp(was, d->conf->metrics_listen) == 0)
+		return;
+	if (exporter_listen(d->exporter, d->conf->metrics_listen, &cause) ==
+	    -1) {
+		if (exporter_address(d->exporter) != NULL)
+			log_warnx("metrics: %s; still serving /metrics on %s",
+				  cause, exporter_address(d->exporter));
+		else
+			log_warnx("metrics: %s; /metrics is off until a "
+				  "reload (syncs go on)",
+				  cause);
+		free(cause);
+		return;
+	}
+	log_info("metrics: serving /metrics on %s", d->conf->metrics_listen);
 }
 
 /* Swap in a configuration that loaded cleanly.  The ledger stays where it
@@ -230,6 +383,7 @@ daemon_swap_config(struct daemon *d, struct config *conf)
 	config_free(d->conf);
 	d->conf = conf;
 	log_setlevel(conf->log_level);
+	daemon_listen(d);
 	log_info("configuration %s reloaded", d->conf_path);
 	notify_ready();
 }
@@ -287,6 +441,7 @@ daemon_arm(struct daemon *d, int64_t delay_ms)
 
 	evtimer_add(d->ev_timer, &tv);
 	d->next_run = now_epoch() + (delay_ms + 999) / 1000;
+	stats_next_sync(d->stats, d->next_run);
 	format_time(d->next_run, when, sizeof(when));
 	if (ledger_meta_set(d->ledger, "next_run", when) == -1)
 		log_debug("cannot note the next run: %s",
@@ -328,17 +483,34 @@ daemon_status(struct daemon *d)
 	ledger_runs_free(runs, n);
 }
 
+/* The ledger's numbers after a sync, for the metrics. */
+static void
+daemon_read_stats(struct daemon *d)
+{
+	d->stats_ms = now_monotonic_ms();
+	if (stats_refresh(d->stats, d->ledger, true) == -1)
+		log_warnx("metrics: cannot read the ledger: %s; the ledger's "
+			  "numbers are from before",
+			  ledger_errmsg(d->ledger));
+}
+
 static void
 daemon_child_reaped(struct daemon *d, int wstatus)
 {
 	if (d->ev_pipe != NULL) {
-		daemon_pipe_cb(d->pipe_fd, EV_READ, d); /* the last lines */
+		while (daemon_pipe_read(d) > 0) /* the last lines */
+			;
 		event_free(d->ev_pipe);
 		d->ev_pipe = NULL;
 	}
 	close(d->pipe_fd);
 	d->pipe_fd = -1;
 	d->child = 0;
+	/* No result line: the process died before its run said how it went. */
+	stats_sync_ended(
+	    d->stats, d->child_outcome[0] != '\0' ? d->child_outcome : "failed",
+	    d->child_errors, now_monotonic_us() - d->child_start_us);
+	daemon_read_stats(d);
 	if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0)
 		d->failures = 0;
 	else {
@@ -403,6 +575,23 @@ daemon_signal_cb(evutil_socket_t sig, short what, void *arg)
 		evtimer_add(d->ev_kill, &grace);
 		break;
 	}
+}
+
+/* Before a scrape.  Between syncs only webcoursectl approve and reject
+ * change the ledger (course states, a cheap count): read them again, at
+ * most every DAEMON_STATS_MS.  During a sync the rest waits for its end. */
+static void
+daemon_collect_cb(void *arg)
+{
+	struct daemon *d = arg;
+	int64_t now = now_monotonic_ms();
+
+	if (d->child > 0 || now - d->stats_ms < DAEMON_STATS_MS)
+		return;
+	d->stats_ms = now;
+	if (stats_refresh(d->stats, d->ledger, false) == -1)
+		log_debug("metrics: cannot read the ledger: %s",
+			  ledger_errmsg(d->ledger));
 }
 
 static void
@@ -520,6 +709,7 @@ main(int argc, char **argv)
 	static const int signals[] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1,
 				       SIGCHLD };
 	struct daemon d = { .conf_path = CONFIG_DEFAULT_PATH, .pipe_fd = -1 };
+	int64_t started = now_epoch();
 	bool foreground = false, once = false, test = false, verbose = false;
 	char *errors = NULL, *cause = NULL;
 	struct timeval tv;
@@ -600,6 +790,11 @@ main(int argc, char **argv)
 		    event_new(d.base, -1, EV_PERSIST, daemon_watchdog_cb, &d);
 		event_add(d.ev_watchdog, &tv);
 	}
+	d.metrics = metrics_new();
+	d.stats = stats_new(d.metrics, started);
+	daemon_read_stats(&d);
+	d.exporter = exporter_new(d.base, d.metrics, daemon_collect_cb, &d);
+	daemon_listen(&d);
 	daemon_arm(&d, DAEMON_FIRST_RUN_MS);
 	log_info("webcoursed %s started; syncing %s every %" PRId64 " s",
 		 WEBCOURSED_VERSION, d.conf->moodle_url,
@@ -620,6 +815,9 @@ main(int argc, char **argv)
 	event_free(d.ev_timer);
 	if (d.ev_pipe != NULL)
 		event_free(d.ev_pipe);
+	exporter_free(d.exporter);
+	stats_free(d.stats);
+	metrics_free(d.metrics);
 	event_base_free(d.base);
 out:
 	ledger_free(d.ledger);

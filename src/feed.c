@@ -469,7 +469,7 @@ feed_fetch(const struct config *cfg, struct http *http,
 		    resp.last_modified != NULL ? resp.last_modified
 					       : last->last_modified);
 		ret_new->digest = feed_xstrdup_or_null(last->digest);
-		res = FEED_FETCH_UNCHANGED;
+		res = FEED_FETCH_NOT_MODIFIED;
 		goto out;
 	}
 	/* curl reports no status for file:// transfers. */
@@ -493,6 +493,7 @@ feed_fetch(const struct config *cfg, struct http *http,
 	ret_new->digest = xstrdup(digest);
 	if (last != NULL && last->digest != NULL &&
 	    strcmp(last->digest, digest) == 0) {
+		*ret_len = resp.len;
 		res = FEED_FETCH_UNCHANGED;
 		goto out;
 	}

@@ -143,6 +143,7 @@ enum ledger_sql {
 	SQL_COURSE_GET,
 	SQL_COURSE_PUT,
 	SQL_COURSE_DELETE,
+	SQL_COURSE_COUNT,
 	SQL_ENROL_ALL,
 	SQL_ENROL_COURSE,
 	SQL_ENROL_PUT,
@@ -204,6 +205,7 @@ static const char *const ledger_sql_text[SQL_MAX] = {
 	    " first_seen = excluded.first_seen,"
 	    " last_seen = excluded.last_seen",
 	[SQL_COURSE_DELETE] = "DELETE FROM courses WHERE shortname = ?1",
+	[SQL_COURSE_COUNT] = "SELECT count(*) FROM courses WHERE status = ?1",
 	[SQL_ENROL_ALL] = "SELECT course, username, roleid, status"
 			  " FROM enrolments ORDER BY course, username, roleid",
 	[SQL_ENROL_COURSE] = "SELECT course, username, roleid, status"
@@ -993,6 +995,12 @@ ledger_enrol_delete(struct ledger *l, const char *course, const char *username,
 	    sqlite3_bind_text(st, 1, course, -1, SQLITE_STATIC) |
 		sqlite3_bind_text(st, 2, username, -1, SQLITE_STATIC) |
 		sqlite3_bind_int(st, 3, roleid));
+}
+
+int
+ledger_course_count(struct ledger *l, int status, int64_t *ret)
+{
+	return ledger_query_int(l, SQL_COURSE_COUNT, status, ret);
 }
 
 int

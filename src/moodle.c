@@ -885,7 +885,7 @@ moodle_outcome(int rv, const struct moodle_error *err)
 		{ "noanswer", "connect_error" }, { "cancelled", "cancelled" },
 		{ "badjson", "bad_answer" },     { "badanswer", "bad_answer" },
 		{ "xml", "bad_answer" },         { "redirect", "http_error" },
-		{ "toobig", "http_error" },      { "http", "http_error" },
+		{ "toobig", "bad_answer" },      { "http", "connect_error" },
 	};
 
 	if (rv == 0)
@@ -907,11 +907,11 @@ moodle_attempt(struct moodle *m, struct moodle_form *f,
 	struct http_response resp;
 	enum http_result r;
 	char *cause = NULL;
-	int64_t start;
+	int64_t start, usec;
 	int rv;
 
 	moodle_pace_enter(m);
-	start = now_monotonic_ms();
+	start = now_monotonic_us();
 	memset(&resp, 0, sizeof(resp));
 	r = http_perform(m->http, req, &resp, &cause);
 	if (r == HTTP_OK) {
@@ -922,11 +922,11 @@ moodle_attempt(struct moodle *m, struct moodle_form *f,
 		free(cause);
 		rv = -1;
 	}
-	moodle_pace_leave(m, f, rv == 0 ? MOODLE_OK : err->kind,
-			  (now_monotonic_ms() - start) * 1000);
+	usec = now_monotonic_us() - start;
+	moodle_pace_leave(m, f, rv == 0 ? MOODLE_OK : err->kind, usec);
 	if (m->observe != NULL)
 		m->observe(m->observe_arg, f->function, moodle_outcome(rv, err),
-			   (now_monotonic_ms() - start) * 1000);
+			   usec);
 	return rv;
 }
 

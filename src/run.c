@@ -56,6 +56,32 @@ run_cancelled(const struct run *r)
 	return r->opts->cancel != NULL && *r->opts->cancel;
 }
 
+/* Tell the fetch observer what the fetch came to (rejected: the body did
+ * not pass validation).  A cancelled fetch says nothing about the feed. */
+static void
+run_observe_fetch(struct run *r, enum feed_fetch_result fr, bool rejected,
+		  int64_t usec)
+{
+	static const struct {
+		enum feed_fetch_result fr;
+		const char *result;
+	} results[] = {
+		{ FEED_FETCH_NEW, "new" },
+		{ FEED_FETCH_UNCHANGED, "unchanged" },
+		{ FEED_FETCH_NOT_MODIFIED, "304" },
+		{ FEED_FETCH_ERROR, "error" },
+	};
+
+	if (r->opts->observe_fetch == NULL)
+		return;
+	for (size_t i = 0; i < nitems(results); i++)
+		if (results[i].fr == fr)
+			r->opts->observe_fetch(r->opts->arg,
+					       rejected ? "rejected"
+							: results[i].result,
+					       r->len, usec);
+}
+
 /* Fail the run with a message (taking ownership of msg). */
 static int
 run_fail(struct run *r, const char *outcome, char *msg)
@@ -250,6 +276,19 @@ run_limit(const struct config *c, int64_t tracked, int64_t floor)
 	return limit < floor ? floor : limit;
 }
 
+/* Remember the withheld removals (msg NULL: none): the warning for status
+ * and STATUS=, the count for the metrics. */
+static void
+run_note_withheld(struct run *r, const char *msg, int64_t count)
+{
+	char n[24];
+
+	snprintf(n, sizeof(n), "%" PRId64, count);
+	ledger_meta_set(r->ledger, "removals_withheld", msg);
+	ledger_meta_set(r->ledger, "removals_withheld_count",
+			msg != NULL ? n : NULL);
+}
+
 /* The removal guard: too many removals at once are withheld until an
  * operator allows them or the feed recovers.  Enrolments (suspended or
  * unenrolled) and courses (hidden) are measured each against their own
@@ -267,7 +306,7 @@ run_guard(struct run *r)
 	char *msg;
 
 	if (enrolments <= elimit && courses <= climit) {
-		ledger_meta_set(r->ledger, "removals_withheld", NULL);
+		run_note_withheld(r, NULL, 0);
 		return;
 	}
 	if (r->opts->allow_removals) {
@@ -275,7 +314,7 @@ run_guard(struct run *r)
 			  " course removals over the limit, as allowed by the "
 			  "operator",
 			  enrolments, courses);
-		ledger_meta_set(r->ledger, "removals_withheld", NULL);
+		run_note_withheld(r, NULL, 0);
 		return;
 	}
 	r->withheld = true;
@@ -304,7 +343,7 @@ run_guard(struct run *r)
 				       : 100,
 		    climit);
 	log_fields(LOG_WARNING, NULL, "%s", msg);
-	ledger_meta_set(r->ledger, "removals_withheld", msg);
+	run_note_withheld(r, msg, r->res->removals_withheld);
 	free(msg);
 }
 
@@ -330,28 +369,36 @@ run_steps(struct run *r)
 {
 	enum feed_fetch_result fr;
 	char *cause = NULL;
+	int64_t usec;
 
 	run_progress(r, "fetching feed");
 	if (run_load_validators(r) == -1)
 		return run_fail(r, "failed", xstrdup(ledger_errmsg(r->ledger)));
+	usec = now_monotonic_us();
 	fr = feed_fetch(r->conf, r->http, &r->last, &r->body, &r->len,
 			&r->fetched, &cause);
-	if (fr == FEED_FETCH_ERROR || fr == FEED_FETCH_CANCELLED)
+	usec = now_monotonic_us() - usec;
+	if (fr == FEED_FETCH_ERROR || fr == FEED_FETCH_CANCELLED) {
+		run_observe_fetch(r, fr, false, usec);
 		return run_fail(r, "failed",
 				cause ? cause : xstrdup("fetch failed"));
+	}
 	if (fr == FEED_FETCH_NEW) {
 		run_progress(r, "decoding feed");
 		if (feed_decode(r->conf, r->body, r->len, &r->feed, &cause) ==
-		    -1)
+		    -1) {
+			run_observe_fetch(r, fr, true, usec);
 			return run_fail(r, "failed", cause);
+		}
 		free(r->body);
 		r->body = NULL;
 		run_record_issues(r);
 	}
+	run_observe_fetch(r, fr, false, usec);
 	run_progress(r, "checking Moodle");
 	if (run_check_moodle(r) == -1 || apply_recover(&r->apply) == -1)
 		goto fail_apply;
-	if (fr == FEED_FETCH_UNCHANGED) {
+	if (fr != FEED_FETCH_NEW) {
 		log_info("feed unchanged; looking up missing users again");
 		if (apply_missing(&r->apply) == -1)
 			goto fail_apply;
@@ -433,6 +480,7 @@ run_sync(const struct config *conf, struct ledger *l,
 	r.moodle = moodle_new(conf, opts->cancel);
 	http_set_tick(r.http, run_tick, (void *)opts);
 	moodle_set_tick(r.moodle, run_tick, (void *)opts);
+	moodle_set_observer(r.moodle, opts->observe_moodle, opts->arg);
 	r.apply = (struct apply){ .conf = conf,
 				  .ledger = l,
 				  .moodle = r.moodle,

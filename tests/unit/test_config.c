@@ -56,6 +56,7 @@ static const char *const all_keys[] = {
 	"sync.idnumber_prefix",
 	"state.database",
 	"state.missing_users_csv",
+	"metrics.listen",
 	"log.level",
 };
 
@@ -188,6 +189,7 @@ check_minimal(const struct config *c)
 	       "minimal: database");
 	is_str(c->state_missing_users_csv,
 	       "/var/lib/webcoursed/missing-users.csv", "minimal: csv");
+	ok(c->metrics_listen == NULL, "minimal: no metrics listener");
 	is_int(c->log_level, LOG_INFO, "minimal: log level info");
 	is_str(c->moodle_token, CRED_TOKEN, "minimal: token of the credential");
 	ok(c->source_auth_header == NULL, "minimal: no auth header");
@@ -241,6 +243,7 @@ check_full(const struct config *c)
 	free(want);
 	is_str(c->state_missing_users_csv, "/srv/webcoursed/missing.csv",
 	       "full: csv");
+	is_str(c->metrics_listen, "[::1]:9826", "full: metrics on [::1]:9826");
 	is_int(c->log_level, LOG_DEBUG, "full: log level debug");
 	free(dir);
 }

@@ -468,7 +468,8 @@ test_fetch_200_304(struct http *http)
 	body = NULL;
 
 	r = feed_fetch(&cfg, http, &v1, &body, &len, &v2, &cause);
-	is_int(r, FEED_FETCH_UNCHANGED, "304 with a matching ETag: unchanged");
+	is_int(r, FEED_FETCH_NOT_MODIFIED,
+	       "304 with a matching ETag: not modified");
 	ok(body == NULL && len == 0, "no body on unchanged");
 	is_str(v2.etag, "\"v1\"", "validators carried over");
 	is_str(v2.digest, digest, "the digest carried over");
@@ -518,7 +519,8 @@ test_fetch_ims_and_digest(struct http *http)
 	free(body);
 	body = NULL;
 	r = feed_fetch(&cfg, http, &v1, &body, &len, &v2, &cause);
-	is_int(r, FEED_FETCH_UNCHANGED, "If-Modified-Since: 304, unchanged");
+	is_int(r, FEED_FETCH_NOT_MODIFIED,
+	       "If-Modified-Since: 304, not modified");
 	server_stop(&s);
 	reqs = server_requests(&s);
 	is_str(req_header(reqs, 1, "If-Modified-Since"), lm,
@@ -534,6 +536,7 @@ test_fetch_ims_and_digest(struct http *http)
 	r = feed_fetch(&cfg, http, &v1, &body, &len, &v2, &cause);
 	is_int(r, FEED_FETCH_UNCHANGED, "200 with the same digest: unchanged");
 	ok(body == NULL, "no body handed out");
+	is_int(len, strlen(feed_body), "but its size is told");
 	is_str(v2.digest, v1.digest, "the same digest");
 	is_str(v2.etag, NULL, "no ETag this time");
 	feed_validators_clear(&v2);

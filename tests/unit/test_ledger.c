@@ -427,6 +427,14 @@ test_courses(void)
 	ok(ledger_course_put(l, &c) == 0, "put a course");
 	is_int(ledger_course_foreach(l, course_cb, &col), 0, "foreach ends");
 	is_str(col.buf, "ART=0;MATH101=42;PHYS=7;", "courses by shortname");
+	ok(ledger_course_count(l, LEDGER_COURSE_ACTIVE, &n) == 0 && n == 1,
+	   "one active course");
+	ok(ledger_course_count(l, LEDGER_COURSE_PENDING, &n) == 0 && n == 1,
+	   "one pending");
+	ok(ledger_course_count(l, LEDGER_COURSE_HIDDEN, &n) == 0 && n == 1,
+	   "one hidden");
+	ok(ledger_course_count(l, LEDGER_COURSE_REJECTED, &n) == 0 && n == 0,
+	   "none rejected");
 
 	ok(ledger_course_get(l, "NOPE", &got) == 1, "get a missing course");
 	is_str(got.shortname, "sentinel", "a miss leaves ret alone");
