@@ -15,11 +15,13 @@
 #include "ledger.h"
 #include "log.h"
 #include "plan.h"
+#include "progress.h"
 #include "report.h"
 #include "run.h"
 #include "util.h"
 
-#define CTL_PLAN_LINES 20 /* lines per kind in `plan` without --verbose */
+#define CTL_PLAN_LINES  20    /* lines per kind in `plan` without --verbose */
+#define CTL_PROGRESS_MS 10000 /* progress lines when not on a terminal */
 
 /* Exit statuses: 0 ok, 1 failed, 2 usage. */
 enum { CTL_OK = 0, CTL_FAILED = 1, CTL_USAGE = 2 };
@@ -332,25 +334,36 @@ ctl_term_cb(int sig)
 	ctl_cancel = 1;
 }
 
-/* One progress line per phase; on a terminal the counter updates in place. */
+/* What `sync` shows as it goes. */
+struct ctl_progress {
+	bool tty;
+	struct progress p;
+};
+
+/* One line per phase; on a terminal the count, rate and time left update
+ * in place, elsewhere a line every CTL_PROGRESS_MS and at the end. */
 static void
 ctl_progress(void *arg, const char *phase, size_t done, size_t total)
 {
-	bool tty = *(bool *)arg;
+	struct ctl_progress *cp = arg;
+	int64_t now = now_monotonic_ms();
+	char line[192];
 
+	progress_update(&cp->p, phase, done, total, now);
+	progress_format(&cp->p, now, line, sizeof(line));
 	if (total == 0)
-		fprintf(stderr, "%s...\n", phase);
-	else if (tty)
-		fprintf(stderr, "\r%s %zu/%zu%s", phase, done, total,
+		fprintf(stderr, "%s...\n", line);
+	else if (cp->tty)
+		fprintf(stderr, "\r\033[K%s%s", line,
 			done == total ? "\n" : "");
-	else if (done == total)
-		fprintf(stderr, "%s %zu/%zu\n", phase, done, total);
+	else if (done == total || progress_due(&cp->p, now, CTL_PROGRESS_MS))
+		fprintf(stderr, "%s\n", line);
 }
 
 static int
 ctl_sync(struct ctl *c)
 {
-	bool tty = isatty(STDERR_FILENO);
+	struct ctl_progress cp = { .tty = isatty(STDERR_FILENO) };
 	struct run_options opts = { 0 };
 	struct ledger_run res;
 	struct ledger *l;
@@ -370,7 +383,7 @@ ctl_sync(struct ctl *c)
 	opts.allow_removals = ctl_opt(c, "--allow-removals") != NULL;
 	opts.cancel = &ctl_cancel;
 	opts.progress = ctl_progress;
-	opts.arg = &tty;
+	opts.arg = &cp;
 	/* The run logs its outcome once (stderr here); no second copy. */
 	rv = run_sync(c->conf, l, &opts, &res);
 	run_result_clear(&res);

@@ -42,6 +42,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
+#include "progress.h"
 #include "run.h"
 #include "stats.h"
 #include "util.h"
@@ -51,6 +52,7 @@
 #define DAEMON_STOP_GRACE_MS  8000  /* then the run is killed */
 #define DAEMON_STATS_MS       5000  /* ledger counts read at most this often */
 #define DAEMON_LINE_FIELDS    4     /* fields of a line from the sync */
+#define DAEMON_PHASE_LOG_MS   10000 /* a long phase is logged this often */
 
 /* The daemon's one context. */
 struct daemon {
@@ -72,8 +74,9 @@ struct daemon {
 	int64_t child_start_us, child_errors, stats_ms;
 	int failures;
 	bool stopping, run_again;
-	char phase[128];
-	char child_outcome[16]; /* from the child's R line; "" until then */
+	struct progress progress; /* of the sync in progress */
+	char phase[192];          /* progress_format of it */
+	char child_outcome[16];   /* from the child's R line; "" until then */
 };
 
 static volatile sig_atomic_t child_cancel;
@@ -202,6 +205,7 @@ daemon_run_start(struct daemon *d)
 	d->child_outcome[0] = '\0';
 	d->child_errors = 0;
 	stats_sync_started(d->stats);
+	memset(&d->progress, 0, sizeof(d->progress));
 	snprintf(d->phase, sizeof(d->phase), "starting");
 	evutil_make_socket_nonblocking(d->pipe_fd);
 	d->ev_pipe = event_new(d->base, d->pipe_fd, EV_READ | EV_PERSIST,
@@ -211,15 +215,21 @@ daemon_run_start(struct daemon *d)
 	daemon_status(d);
 }
 
-/* "P\tphase\tdone\ttotal": STATUS= says where the sync is. */
+/* "P\tphase\tdone\ttotal": STATUS= says where the sync is, with its rate
+ * and time left, and a long phase is logged every DAEMON_PHASE_LOG_MS. */
 static void
 daemon_line_progress(struct daemon *d, char **f)
 {
-	if (strcmp(f[2], "0") == 0)
-		snprintf(d->phase, sizeof(d->phase), "%s", f[0]);
-	else
-		snprintf(d->phase, sizeof(d->phase), "%s %s/%s", f[0], f[1],
-			 f[2]);
+	int64_t done, total, now = now_monotonic_ms();
+
+	if (parse_int64(f[1], 0, INT64_MAX, &done) == -1 ||
+	    parse_int64(f[2], 0, INT64_MAX, &total) == -1)
+		return;
+	progress_update(&d->progress, f[0], (size_t)done, (size_t)total, now);
+	progress_format(&d->progress, now, d->phase, sizeof(d->phase));
+	if (total > 0 && done < total &&
+	    progress_due(&d->progress, now, DAEMON_PHASE_LOG_MS))
+		log_info("sync: %s", d->phase);
 	daemon_status(d);
 }
 

@@ -50,6 +50,7 @@ Python API (tests/moodle-double on sys.path):
     d.add_users(["u1", {"username": "u2", "firstname": "A"}]) -> [ids]
     d.add_course("SN", fullname=None, manual="enabled", visible=1, categoryid=1,
                  idnumber="") -> id
+    d.add_category("Name", idnumber=None) -> id
     d.enrol("SN", "u1", roleid=None, status="active")
         # new enrolment: that status, role roleid (student if None); existing
         # enrolment: the status changes, nothing else (roleid, if given, is
@@ -2321,6 +2322,13 @@ class MoodleDouble:
     def add_course(self, shortname, fullname=None, manual="enabled", visible=1, categoryid=1,
                    idnumber=""):
         return self.site.add_course(shortname, fullname, manual, visible, categoryid, idnumber)
+
+    def add_category(self, name, idnumber=None):
+        """A new top-level course category; returns its id."""
+        with self.site.lock:
+            cid = max(self.site.categories) + 1
+            self.site._category(cid, name, idnumber, "", int(time.time()))
+            return cid
 
     def enrol(self, shortname, username, roleid=None, status="active"):
         self.site.admin_enrol(shortname, username, roleid, status)
