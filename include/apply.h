@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 
+#include "history.h"
 #include "run.h"
 
 struct config;
@@ -21,6 +22,7 @@ struct apply {
 	const struct run_options *opts;
 	struct ledger_run *counts; /* counters are added to */
 	int64_t now;
+	struct history hist; /* rows of this run */
 	char *cause;      /* set when a service-wide fault stopped the apply */
 	size_t unsettled; /* enrolments left that Moodle may still apply */
 	size_t unsettled_calls; /* calls without an answer this run */

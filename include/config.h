@@ -60,6 +60,7 @@ struct config {
 
 	char *state_database;
 	char *state_missing_users_csv;
+	int state_history_days; /* 0: for ever */
 
 	char *metrics_listen; /* "ADDRESS:PORT" for /metrics, or NULL: off */
 

@@ -111,6 +111,22 @@ struct ledger_inflight {
 };
 typedef int (*ledger_inflight_cb)(const struct ledger_inflight *, void *);
 
+/* One event of the history: a change made in Moodle, or a decision not to
+ * make one, and why, in words for a person.  course, username and role
+ * may be NULL. */
+struct ledger_history {
+	int64_t id, run_id, time;
+	const char *action, *course, *username, *role, *reason;
+};
+typedef int (*ledger_history_cb)(const struct ledger_history *, void *);
+
+/* Which events ledger_history_foreach visits: NULL, 0 for any. */
+struct ledger_history_filter {
+	const char *username, *course;
+	int64_t since; /* epoch seconds */
+	int64_t run_id;
+};
+
 /* Iterators stop early and return the callback's value when it is not 0.
  * The strings of a row live until the callback returns. */
 int ledger_course_foreach(struct ledger *, ledger_course_cb, void *);
@@ -150,7 +166,8 @@ int ledger_user_foreach(struct ledger *, ledger_user_cb, void *);
  * keeps first_seen of rows already there), sweep the unmarked. */
 int ledger_missing_unmark_all(struct ledger *);
 int ledger_missing_put(struct ledger *, const char *username,
-		       const char *course, int roleid, int64_t now);
+		       const char *course, int roleid, int64_t now,
+		       bool *ret_new); /* *ret_new: not there before */
 int ledger_missing_delete(struct ledger *, const char *username,
 			  const char *course, int roleid);
 int ledger_missing_sweep(struct ledger *);
@@ -176,6 +193,20 @@ int ledger_error_foreach(struct ledger *, int64_t run_id, ledger_error_cb,
 int ledger_inflight_put(struct ledger *, const struct ledger_inflight *);
 int ledger_inflight_delete(struct ledger *, const char *id);
 int ledger_inflight_foreach(struct ledger *, ledger_inflight_cb, void *);
+
+/* History: add a row (in the transaction of the change it describes);
+ * the latest row about (course, username): 0 found (free it with
+ * ledger_history_clear), 1 none, -1; the rows a filter lets through,
+ * newest first; drop at most max rows older than before, oldest first. */
+int ledger_history_add(struct ledger *, const struct ledger_history *);
+int ledger_history_last(struct ledger *, const char *course,
+			const char *username, struct ledger_history *ret);
+void ledger_history_clear(struct ledger_history *);
+int ledger_history_foreach(struct ledger *,
+			   const struct ledger_history_filter *,
+			   ledger_history_cb, void *);
+int ledger_history_prune(struct ledger *, int64_t before, size_t max,
+			 size_t *ret_deleted);
 
 /* Small key/value store: feed validators (feed_etag, feed_last_modified,
  * feed_digest), withheld removals, ...  ret is NULL when the key is unset;

@@ -34,6 +34,9 @@ struct plan_enrol {
 	int64_t courseid; /* 0: course created in this run, apply fills it */
 	int64_t userid;   /* 0: not cached, see plan->lookup */
 	bool reactivate;  /* enrol: a suspended enrolment coming back */
+	/* role_add: the role the same plan removes from the user (a role
+	 * change), role_remove: the one it adds; 0 when none. */
+	int other_roleid;
 };
 
 struct plan {

@@ -17,6 +17,11 @@ int report_missing_json(const struct config *, struct ledger *, FILE *);
 
 int report_status(const struct config *, struct ledger *, FILE *, bool json);
 int report_errors(struct ledger *, FILE *, bool json);
+/* The history rows the filter lets through, newest first: one line each,
+ * or every field as JSON. */
+struct ledger_history_filter;
+int report_history(struct ledger *, const struct ledger_history_filter *,
+		   FILE *, bool json);
 
 /* One CSV cell, quoted as RFC 4180 needs and neutralised against formula
  * injection (=, +, -, @, tab, CR at the start). */

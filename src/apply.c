@@ -140,7 +140,17 @@ apply_item_error(struct apply *a, const char *kind, const char *course,
 	char run[32], f_course[300], f_func[80], f_code[120];
 	const char *fields[] = { run, f_course, f_func, f_code, NULL };
 
+	size_t clen = strlen(course);
+	const char *user =
+	    clen > 0 && strncmp(item, course, clen) == 0 && item[clen] == '/'
+		? item + clen + 1
+	    : *course == '\0' ? item
+			      : NULL;
+
 	if (ledger_error_add(a->ledger, a->counts->id, kind, item, code,
+			     message) == -1 ||
+	    history_add_once(&a->hist, "error", *course ? course : NULL, user,
+			     0, "%s refused by Moodle: %s: %s", kind, code,
 			     message) == -1)
 		log_warnx("cannot record error for %s: %s", item,
 			  ledger_errmsg(a->ledger));
@@ -375,6 +385,63 @@ out:
 	return rv;
 }
 
+/* The history row of a confirmed item: what was done, and why. */
+static int
+apply_history_item(struct apply_batch *b, const struct plan_enrol *e)
+{
+	const struct history *h = &b->a->hist;
+	const struct config *c = b->a->conf;
+	const char *policy =
+	    c->sync_on_removed_participant == REMOVED_PARTICIPANT_SUSPEND
+		? "suspend"
+		: "unenrol";
+	const char *other = config_role_name(c, e->other_roleid),
+		   *role = config_role_name(c, e->roleid);
+	char since[64];
+
+	switch (b->op) {
+	case OP_ENROL:
+		if (b->from_missing)
+			return history_add(h, "enrol", e->course, e->username,
+					   e->roleid,
+					   "listed in the feed; the Moodle "
+					   "account now exists");
+		if (e->reactivate)
+			return history_add(h, "reactivate", e->course,
+					   e->username, e->roleid,
+					   "back in the feed after our "
+					   "suspension");
+		return history_add(h, "enrol", e->course, e->username,
+				   e->roleid, "listed in the feed");
+	case OP_ROLE_ADD:
+		if (e->other_roleid > 0)
+			return history_add(
+			    h, "role_add", e->course, e->username, e->roleid,
+			    "role changed in the feed: %s → %s",
+			    other ? other : "?", role ? role : "?");
+		return history_add(h, "role_add", e->course, e->username,
+				   e->roleid, "role added in the feed");
+	case OP_ROLE_REMOVE:
+		if (e->other_roleid > 0)
+			return history_add(
+			    h, "role_remove", e->course, e->username, e->roleid,
+			    "role changed in the feed: %s → %s",
+			    role ? role : "?", other ? other : "?");
+		return history_add(h, "role_remove", e->course, e->username,
+				   e->roleid, "role no longer in the feed");
+	case OP_SUSPEND:
+	case OP_UNENROL:
+		if (history_since(h, "withhold", e->course, e->username, since,
+				  sizeof(since)) == -1)
+			return -1;
+		return history_add(
+		    h, b->op == OP_SUSPEND ? "suspend" : "unenrol", e->course,
+		    e->username, e->roleid,
+		    "absent from the feed since %s; policy %s", since, policy);
+	}
+	return 0;
+}
+
 /* Write one confirmed item to the ledger. */
 static int
 apply_commit_item(struct apply_batch *b, const struct plan_enrol *e)
@@ -383,6 +450,8 @@ apply_commit_item(struct apply_batch *b, const struct plan_enrol *e)
 	struct ledger_run *c = b->a->counts;
 	int rv = 0;
 
+	if (apply_history_item(b, e) == -1)
+		return -1;
 	switch (b->op) {
 	case OP_ENROL:
 		if (e->reactivate)
@@ -786,7 +855,12 @@ apply_course_adopt(struct apply *a, const struct plan_course *pc,
 	bool ours = mc->idnumber != NULL && pc->idnumber != NULL &&
 		    strcmp(mc->idnumber, pc->idnumber) == 0;
 
-	if (apply_course_record(a, pc, mc->id, ours) == -1)
+	if (apply_course_record(a, pc, mc->id, ours) == -1 ||
+	    history_add(&a->hist, "adopt", pc->shortname, NULL, 0,
+			"in the feed and already in Moodle (id %" PRId64
+			"%s), matched by shortname; what it holds that the "
+			"feed lists is recorded as ours",
+			mc->id, ours ? ", made by webcoursed" : "") == -1)
 		return apply_ledger_failed(a);
 	a->counts->courses_adopted++;
 	log_debug("course %s exists in Moodle (id %" PRId64 "): adopted",
@@ -872,7 +946,11 @@ apply_create_done(struct moodle *m, const size_t *idx, size_t count, void *arg)
 		goto fail;
 	for (size_t i = 0; i < count; i++)
 		if (apply_course_record(a, cr->items[idx[i]], cr->ids[idx[i]],
-					true) == -1)
+					true) == -1 ||
+		    history_add(&a->hist, "create",
+				cr->items[idx[i]]->shortname, NULL, 0,
+				"new in the feed; Moodle id %" PRId64,
+				cr->ids[idx[i]]) == -1)
 			goto fail;
 	if (ledger_commit(a->ledger) == -1)
 		goto fail;
@@ -1042,6 +1120,15 @@ apply_courses_hold(struct apply *a, const struct plan_course *list, size_t n)
 			lc.shortname = xstrdup(list[i].shortname);
 			lc.status = LEDGER_COURSE_PENDING;
 			lc.first_seen = a->now;
+			if (history_add(&a->hist, "hold", list[i].shortname,
+					NULL, 0,
+					"new in the feed; held for approval "
+					"(sync.new_courses = approve): "
+					"webcoursectl approve creates "
+					"it") == -1) {
+				ledger_course_clear(&lc);
+				goto fail;
+			}
 		}
 		free(lc.fullname);
 		lc.fullname = xstrdup(list[i].fullname);
@@ -1103,6 +1190,28 @@ apply_update_call(struct moodle *m, const size_t *idx, size_t count, void *arg,
 	return rv;
 }
 
+static int
+apply_update_history(struct apply_updates *u, const struct plan_course *pc)
+{
+	const struct history *h = &u->a->hist;
+
+	switch (u->what) {
+	case UPDATE_RENAME:
+		return history_add(h, "rename", pc->shortname, NULL, 0,
+				   "renamed in the feed: \"%s\" → \"%s\"",
+				   pc->old_fullname ? pc->old_fullname : "",
+				   pc->fullname);
+	case UPDATE_HIDE:
+		return history_add(h, "hide", pc->shortname, NULL, 0,
+				   "absent from %d feeds in a row; policy hide",
+				   pc->absent_runs);
+	case UPDATE_UNHIDE:
+		return history_add(h, "unhide", pc->shortname, NULL, 0,
+				   "back in the feed after we hid it");
+	}
+	return 0;
+}
+
 /* update_courses applies the good items and warns about the bad ones. */
 static int
 apply_update_done(struct moodle *m, const size_t *idx, size_t count, void *arg)
@@ -1129,6 +1238,10 @@ apply_update_done(struct moodle *m, const size_t *idx, size_t count, void *arg)
 		memset(&lc, 0, sizeof(lc));
 		if (ledger_course_get(a->ledger, pc->shortname, &lc) != 0)
 			goto fail;
+		if (apply_update_history(u, pc) == -1) {
+			ledger_course_clear(&lc);
+			goto fail;
+		}
 		if (u->what == UPDATE_RENAME) {
 			free(lc.fullname);
 			lc.fullname = xstrdup(pc->fullname);
@@ -1242,7 +1355,7 @@ apply_resolve(struct apply *a, struct plan_enrol *list, size_t n,
 	char *key;
 	int64_t id, failed;
 	size_t k = 0;
-	bool adopting = strmap_count(a->maps->present) > 0;
+	bool adopting = strmap_count(a->maps->present) > 0, fresh;
 
 	for (size_t i = 0; i < n; i++) {
 		struct plan_enrol *e = &list[i];
@@ -1255,8 +1368,14 @@ apply_resolve(struct apply *a, struct plan_enrol *list, size_t n,
 			e->userid = id;
 		if (e->userid == 0 && op == OP_ENROL) {
 			if (ledger_missing_put(a->ledger, e->username,
-					       e->course, e->roleid,
-					       a->now) == -1)
+					       e->course, e->roleid, a->now,
+					       &fresh) == -1 ||
+			    (fresh &&
+			     history_add(&a->hist, "missing", e->course,
+					 e->username, e->roleid,
+					 "no Moodle account with this username "
+					 "yet; enrolled as soon as it "
+					 "exists") == -1))
 				log_warnx("cannot record missing user %s: %s",
 					  e->username,
 					  ledger_errmsg(a->ledger));
@@ -1342,7 +1461,7 @@ apply_missing_keep(struct apply *a, const struct feed *feed)
 		if (rv == 0 &&
 		    ledger_missing_put(a->ledger, k.rows[i].username,
 				       k.rows[i].course, k.rows[i].roleid,
-				       k.rows[i].first_seen) == -1)
+				       k.rows[i].first_seen, NULL) == -1)
 			rv = -1;
 		free((char *)k.rows[i].username);
 		free((char *)k.rows[i].course);
@@ -1458,10 +1577,13 @@ apply_settling_cb(const struct ledger_inflight *f, void *arg)
 			s->courseids = xreallocarray(s->courseids, s->cap,
 						     sizeof(*s->courseids));
 		}
-		s->items[s->n] =
-		    (struct plan_enrol){ xstrdup(fld[0]), xstrdup(fld[1]),
-					 (int)roleid,     courseid,
-					 userid,          false };
+		s->items[s->n] = (struct plan_enrol){
+			.course = xstrdup(fld[0]),
+			.username = xstrdup(fld[1]),
+			.roleid = (int)roleid,
+			.courseid = courseid,
+			.userid = userid,
+		};
 		s->settle_by[s->n] = f->settle_by;
 		s->row[s->n++] = s->nids - 1;
 		snprintf(key, sizeof(key), "%" PRId64, courseid);
@@ -1551,7 +1673,12 @@ apply_settle_look(struct apply *a, struct plan_enrol ***ret_resend,
 
 		key = apply_unsettled_key(e->course, e->username, e->roleid);
 		if (apply_is_present(a, e->courseid, e->userid, e->roleid)) {
-			if (ledger_enrol_put(a->ledger, e->course, e->username,
+			if (history_add(&a->hist, "enrol", e->course,
+					e->username, e->roleid,
+					"listed in the feed; Moodle applied "
+					"it after the call that carried it "
+					"got no answer") == -1 ||
+			    ledger_enrol_put(a->ledger, e->course, e->username,
 					     e->roleid,
 					     LEDGER_ENROL_ACTIVE) == -1 ||
 			    ledger_missing_delete(a->ledger, e->username,
@@ -1720,12 +1847,49 @@ apply_done(struct apply *a)
 	a->cause = NULL;
 }
 
+/* The removals the guard withholds, each written once, when withheld
+ * first: the first of them dates "absent since" when it is applied. */
+static int
+apply_withhold(struct apply *a, const struct plan *p)
+{
+	static const char *const why =
+	    "withheld by the guard: more removals at once than "
+	    "sync.max_removals allows; webcoursectl sync --allow-removals "
+	    "applies them";
+	const struct {
+		const struct plan_enrol *list;
+		size_t n;
+		const char *what;
+	} lists[] = { { p->suspend, p->nsuspend, "suspension" },
+		      { p->unenrol, p->nunenrol, "unenrolment" } };
+
+	if (ledger_begin(a->ledger) == -1)
+		return apply_ledger_failed(a);
+	for (size_t l = 0; l < nitems(lists); l++)
+		for (size_t i = 0; i < lists[l].n; i++)
+			if (history_add_once(&a->hist, "withhold",
+					     lists[l].list[i].course,
+					     lists[l].list[i].username,
+					     lists[l].list[i].roleid,
+					     "absent from the feed: %s %s",
+					     lists[l].what, why) == -1)
+				return apply_ledger_failed(a);
+	for (size_t i = 0; i < p->nhide; i++)
+		if (history_add_once(&a->hist, "withhold", p->hide[i].shortname,
+				     NULL, 0, "absent from the feed: hiding %s",
+				     why) == -1)
+			return apply_ledger_failed(a);
+	return ledger_commit(a->ledger) == 0 ? 0 : apply_ledger_failed(a);
+}
+
 int
 apply_plan(struct apply *a, struct plan *p, const struct feed *feed,
 	   bool withhold_removals)
 {
 	if (a->maps == NULL)
 		apply_maps_init(a);
+	if (withhold_removals && apply_withhold(a, p) == -1)
+		return -1;
 	if (p->nhold > 0 && apply_courses_hold(a, p->hold, p->nhold) == -1)
 		return -1;
 	if (apply_lookup(a, p->lookup, p->nlookup) == -1 ||
@@ -1765,9 +1929,10 @@ apply_missing_cb(const struct ledger_missing *m, void *arg)
 		ml->lookup =
 		    xreallocarray(ml->lookup, ml->cap, sizeof(*ml->lookup));
 	}
-	ml->items[ml->n] = (struct plan_enrol){
-		xstrdup(m->course), xstrdup(m->username), m->roleid, 0, 0, false
-	};
+	ml->items[ml->n] =
+	    (struct plan_enrol){ .course = xstrdup(m->course),
+				 .username = xstrdup(m->username),
+				 .roleid = m->roleid };
 	if (strmap_get(ml->names, m->username, &dummy) == -1) {
 		strmap_put(ml->names, m->username, 1);
 		ml->lookup[ml->nlookup++] = ml->items[ml->n].username;

@@ -242,6 +242,9 @@ static const struct config_key config_keys[] = {
 	  "/var/lib/webcoursed/missing-users.csv", 0, 0, NULL,
 	  OFF(state_missing_users_csv), 0, 0,
 	  "CSV of feed users not found in Moodle, rewritten every run" },
+	{ SEC_STATE, "history_days", CT_INT, "400", 0, 36500, NULL,
+	  OFF(state_history_days), 0, 0,
+	  "days the history of changes is kept (0: for ever)" },
 
 	{ SEC_METRICS, "listen", CT_LISTEN, NULL, 1, 65535, NULL,
 	  OFF(metrics_listen), 0, CF_EMPTY_OK,

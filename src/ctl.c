@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "config.h"
 #include "feed.h"
+#include "history.h"
 #include "http.h"
 #include "ledger.h"
 #include "log.h"
@@ -58,6 +60,7 @@ static int ctl_reject(struct ctl *);
 static int ctl_missing_users(struct ctl *);
 static int ctl_errors(struct ctl *);
 static int ctl_check(struct ctl *);
+static int ctl_history(struct ctl *);
 
 static const struct ctl_command ctl_commands[] = {
 	{ "status",
@@ -111,6 +114,13 @@ static const struct ctl_command ctl_commands[] = {
 	  { NULL },
 	  false,
 	  ctl_check },
+	{ "history",
+	  "[--json] [--user U] [--course SN] [--since DATE] [--run N]",
+	  "every change made in Moodle, and every decision not to, with why; "
+	  "newest first (DATE: 2026-11-02, 2026-11-02T08:00, or 7d ago)",
+	  { "--json", "--user=", "--course=", "--since=", "--run=" },
+	  false,
+	  ctl_history },
 };
 
 static void
@@ -413,6 +423,7 @@ static int
 ctl_decide(struct ctl *c, int to)
 {
 	bool all = ctl_opt(c, "--all") != NULL;
+	struct history hist = { .conf = c->conf, .now = now_epoch() };
 	struct ctl_held held = { NULL, 0 };
 	struct ledger_course lc;
 	struct ledger *l;
@@ -425,6 +436,7 @@ ctl_decide(struct ctl *c, int to)
 					   : "needs SHORTNAME...");
 	if (ctl_open(c, false, &l) == -1)
 		return CTL_FAILED;
+	hist.ledger = l; /* run 0: between runs */
 	if (all && ledger_course_foreach(l, ctl_held_cb, &held) == -1)
 		goto fail;
 	for (int i = 0; i < c->noperands; i++) {
@@ -448,7 +460,18 @@ ctl_decide(struct ctl *c, int to)
 			rv = CTL_FAILED;
 		} else {
 			lc.status = to;
-			if (ledger_course_put(l, &lc) == -1) {
+			if (ledger_course_put(l, &lc) == -1 ||
+			    history_add(&hist,
+					to == LEDGER_COURSE_APPROVED ? "approve"
+								     : "reject",
+					held.names[i], NULL, 0,
+					to == LEDGER_COURSE_APPROVED
+					    ? "approved by an operator "
+					      "(webcoursectl approve); the "
+					      "next run creates it"
+					    : "rejected by an operator "
+					      "(webcoursectl reject); never "
+					      "created") == -1) {
 				ledger_course_clear(&lc);
 				ledger_rollback(l);
 				goto fail;
@@ -493,6 +516,80 @@ static int
 ctl_check(struct ctl *c)
 {
 	return check_run(c->conf, stdout) == 0 ? CTL_OK : CTL_FAILED;
+}
+
+/* --since: a UTC date ("2026-11-02", "2026-11-02T08:00[:00][Z]") or a
+ * time ago ("7d", "12h", as config durations). */
+static int
+ctl_parse_since(const char *s, int64_t *ret)
+{
+	static const char *const formats[] = { "%Y-%m-%d", "%Y-%m-%dT%H:%M",
+					       "%Y-%m-%dT%H:%M:%S" };
+	struct tm tm;
+	const char *end;
+	int64_t ago;
+
+	for (size_t i = 0; strchr(s, '-') != NULL && i < nitems(formats); i++) {
+		memset(&tm, 0, sizeof(tm));
+		end = strptime(s, formats[i], &tm);
+		if (end != NULL && (*end == '\0' || strcmp(end, "Z") == 0)) {
+			*ret = (int64_t)timegm(&tm);
+			return 0;
+		}
+	}
+	if (strchr(s, '-') == NULL && config_parse_duration(s, &ago) == 0) {
+		*ret = now_epoch() - ago / 1000;
+		return 0;
+	}
+	return -1;
+}
+
+/* Where the history goes: a pager on a terminal ($PAGER, else less). */
+static FILE *
+ctl_pager(bool json)
+{
+	const char *pager = getenv("PAGER");
+	FILE *f;
+
+	if (json || !isatty(STDOUT_FILENO))
+		return stdout;
+	if (pager == NULL || *pager == '\0')
+		pager = "less -FRX";
+	signal(SIGPIPE, SIG_IGN); /* quitting the pager early is fine */
+	if ((f = popen(pager, "w")) == NULL)
+		return stdout;
+	return f;
+}
+
+static int
+ctl_history(struct ctl *c)
+{
+	struct ledger_history_filter filter = {
+		.username = ctl_opt(c, "--user"),
+		.course = ctl_opt(c, "--course"),
+	};
+	const char *since = ctl_opt(c, "--since"), *run = ctl_opt(c, "--run");
+	bool json = ctl_opt(c, "--json") != NULL;
+	struct ledger *l;
+	FILE *out;
+	int rv;
+
+	if (since != NULL && ctl_parse_since(since, &filter.since) == -1)
+		return ctl_usage_error(since, "is not a date (2026-11-02, "
+					      "2026-11-02T08:00) or a time "
+					      "ago (7d, 12h)");
+	if (run != NULL && parse_int64(run, 1, INT64_MAX, &filter.run_id) == -1)
+		return ctl_usage_error(run, "is not a run number");
+	if (ctl_open_read(c, &l) == -1)
+		return CTL_FAILED;
+	out = ctl_pager(json);
+	rv = report_history(l, &filter, out, json);
+	if (rv == -1)
+		fprintf(stderr, "webcoursectl: ledger: %s\n", ledger_errmsg(l));
+	if (out != stdout)
+		pclose(out);
+	ledger_free(l);
+	return rv == 0 ? CTL_OK : CTL_FAILED;
 }
 
 int

@@ -983,7 +983,8 @@ feed_role(struct feed_decoder *d, json_t *p, size_t idx)
 		name = feed_sanitise(json_string_value(v),
 				     json_string_length(v), FEED_SNIPPET);
 		feed_participant_issue(d, idx, d->user, "unknown-role",
-				       "role \"%s\" is not in [roles]", name);
+				       "unknown role \"%s\" (not in [roles])",
+				       name);
 		free(name);
 	}
 	return id;

@@ -116,6 +116,19 @@ static const char *const ledger_migrations[] = {
 	"INSERT INTO inflight (id, settle_by, items)"
 	" SELECT 'legacy', 0, value FROM meta WHERE key = 'inflight_enrol';"
 	"DELETE FROM meta WHERE key = 'inflight_enrol';",
+	/* 3: the history of every change and decision, with its reason. */
+	"CREATE TABLE history ("
+	" id INTEGER PRIMARY KEY,"
+	" run_id INTEGER NOT NULL,"
+	" time INTEGER NOT NULL,"
+	" action TEXT NOT NULL,"
+	" course TEXT,"
+	" username TEXT,"
+	" role TEXT,"
+	" reason TEXT NOT NULL"
+	") STRICT;"
+	"CREATE INDEX history_pair ON history (course, username);"
+	"CREATE INDEX history_user ON history (username);",
 };
 #define LEDGER_VERSION ((int)nitems(ledger_migrations))
 
@@ -172,12 +185,23 @@ enum ledger_sql {
 	SQL_INFLIGHT_PUT,
 	SQL_INFLIGHT_DELETE,
 	SQL_INFLIGHT_ALL,
+	SQL_HISTORY_ADD,
+	SQL_HISTORY_LAST,
+	SQL_HISTORY_ALL,
+	SQL_HISTORY_USER,
+	SQL_HISTORY_COURSE,
+	SQL_HISTORY_PRUNE,
 	SQL_MAX
 };
 
 #define COURSE_COLUMNS                                                         \
 	"shortname, moodle_id, fullname, status, absent_runs, created, "       \
 	"participants, first_seen, last_seen"
+#define HISTORY_COLUMNS                                                        \
+	"id, run_id, time, action, course, username, role, reason"
+#define HISTORY_FILTERS                                                        \
+	"(?1 IS NULL OR username = ?1) AND (?2 IS NULL OR course = ?2)"        \
+	" AND time >= ?3 AND (?4 = 0 OR run_id = ?4)"
 #define RUN_COLUMNS                                                            \
 	"id, started, ended, outcome, message, courses_created, "              \
 	"courses_adopted, courses_renamed, courses_hidden, courses_pending, "  \
@@ -232,7 +256,10 @@ static const char *const ledger_sql_text[SQL_MAX] = {
 	[SQL_MISSING_UNMARK] = "UPDATE missing SET mark = 0 WHERE mark <> 0",
 	[SQL_MISSING_PUT] = "INSERT INTO missing (username, course, roleid,"
 			    " first_seen, mark) VALUES (?1, ?2, ?3, ?4, 1)"
-			    " ON CONFLICT DO UPDATE SET mark = 1",
+			    /* 2: kept from before, so RETURNING tells
+			     * a new row (1) from an old one */
+			    " ON CONFLICT DO UPDATE SET mark = 2"
+			    " RETURNING mark = 1",
 	[SQL_MISSING_DELETE] = "DELETE FROM missing WHERE username = ?1"
 			       " AND course = ?2 AND roleid = ?3",
 	[SQL_MISSING_SWEEP] = "DELETE FROM missing WHERE mark = 0",
@@ -273,6 +300,25 @@ static const char *const ledger_sql_text[SQL_MAX] = {
 	[SQL_INFLIGHT_DELETE] = "DELETE FROM inflight WHERE id = ?1",
 	[SQL_INFLIGHT_ALL] = "SELECT id, settle_by, items FROM inflight"
 			     " ORDER BY id",
+	[SQL_HISTORY_ADD] = "INSERT INTO history (run_id, time, action, course,"
+			    " username, role, reason)"
+			    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	[SQL_HISTORY_LAST] = "SELECT " HISTORY_COLUMNS " FROM history"
+			     " WHERE course IS ?1 AND username IS ?2"
+			     " ORDER BY id DESC LIMIT 1",
+	/* One statement per index: an OR of optional filters would scan. */
+	[SQL_HISTORY_ALL] = "SELECT " HISTORY_COLUMNS " FROM history"
+			    " WHERE " HISTORY_FILTERS " ORDER BY id DESC",
+	[SQL_HISTORY_USER] =
+	    "SELECT " HISTORY_COLUMNS " FROM history"
+	    " WHERE username = ?1 AND " HISTORY_FILTERS " ORDER BY id DESC",
+	[SQL_HISTORY_COURSE] =
+	    "SELECT " HISTORY_COLUMNS " FROM history"
+	    " WHERE course = ?2 AND " HISTORY_FILTERS " ORDER BY id DESC",
+	/* Oldest first, a bounded number a time: pruning stays cheap. */
+	[SQL_HISTORY_PRUNE] = "DELETE FROM history WHERE id IN (SELECT id"
+			      " FROM history WHERE time < ?1 ORDER BY id"
+			      " LIMIT ?2)",
 };
 
 struct ledger {
@@ -297,6 +343,7 @@ struct ledger_visit {
 		ledger_missing_cb missing;
 		ledger_error_cb error;
 		ledger_inflight_cb inflight;
+		ledger_history_cb history;
 	} cb;
 	void *arg;
 };
@@ -1078,18 +1125,27 @@ ledger_missing_unmark_all(struct ledger *l)
 
 int
 ledger_missing_put(struct ledger *l, const char *username, const char *course,
-		   int roleid, int64_t now)
+		   int roleid, int64_t now, bool *ret_new)
 {
 	sqlite3_stmt *st;
+	int rc;
 
 	if ((st = ledger_stmt(l, SQL_MISSING_PUT)) == NULL)
 		return -1;
-	return ledger_exec(
-	    l, SQL_MISSING_PUT, st,
-	    sqlite3_bind_text(st, 1, username, -1, SQLITE_STATIC) |
-		sqlite3_bind_text(st, 2, course, -1, SQLITE_STATIC) |
-		sqlite3_bind_int(st, 3, roleid) |
-		sqlite3_bind_int64(st, 4, now));
+	rc =
+	    ledger_row(l, SQL_MISSING_PUT, st,
+		       sqlite3_bind_text(st, 1, username, -1, SQLITE_STATIC) |
+			   sqlite3_bind_text(st, 2, course, -1, SQLITE_STATIC) |
+			   sqlite3_bind_int(st, 3, roleid) |
+			   sqlite3_bind_int64(st, 4, now));
+	if (rc != 0)
+		return -1; /* RETURNING always gives a row */
+	if (ret_new != NULL)
+		*ret_new = sqlite3_column_int(st, 0) != 0;
+	/* Step to the end: the upsert is done once the statement is. */
+	rc = sqlite3_step(st);
+	ledger_release(l, SQL_MISSING_PUT, st);
+	return rc == SQLITE_DONE ? 0 : ledger_sqlite_fail(l, SQL_MISSING_PUT);
 }
 
 int
@@ -1386,4 +1442,127 @@ ledger_inflight_foreach(struct ledger *l, ledger_inflight_cb cb, void *arg)
 		return -1;
 	return ledger_iterate(l, SQL_INFLIGHT_ALL, st, SQLITE_OK,
 			      ledger_inflight_row, &v);
+}
+
+int
+ledger_history_add(struct ledger *l, const struct ledger_history *h)
+{
+	sqlite3_stmt *st;
+
+	if ((st = ledger_stmt(l, SQL_HISTORY_ADD)) == NULL)
+		return -1;
+	return ledger_exec(
+	    l, SQL_HISTORY_ADD, st,
+	    sqlite3_bind_int64(st, 1, h->run_id) |
+		sqlite3_bind_int64(st, 2, h->time) |
+		sqlite3_bind_text(st, 3, h->action, -1, SQLITE_STATIC) |
+		sqlite3_bind_text(st, 4, h->course, -1, SQLITE_STATIC) |
+		sqlite3_bind_text(st, 5, h->username, -1, SQLITE_STATIC) |
+		sqlite3_bind_text(st, 6, h->role, -1, SQLITE_STATIC) |
+		sqlite3_bind_text(st, 7, h->reason, -1, SQLITE_STATIC));
+}
+
+static void
+ledger_history_fill(sqlite3_stmt *st, struct ledger_history *h)
+{
+	h->id = sqlite3_column_int64(st, 0);
+	h->run_id = sqlite3_column_int64(st, 1);
+	h->time = sqlite3_column_int64(st, 2);
+	h->action = ledger_col_text(st, 3);
+	h->course = ledger_col_text(st, 4);
+	h->username = ledger_col_text(st, 5);
+	h->role = ledger_col_text(st, 6);
+	h->reason = ledger_col_text(st, 7);
+}
+
+static int
+ledger_history_row(sqlite3_stmt *st, struct ledger_visit *v)
+{
+	struct ledger_history h;
+
+	ledger_history_fill(st, &h);
+	return v->cb.history(&h, v->arg);
+}
+
+/* Copy the row for the caller, who frees it with ledger_history_clear. */
+static int
+ledger_history_keep(const struct ledger_history *h, void *arg)
+{
+	struct ledger_history *ret = arg;
+
+	*ret = *h;
+	ret->action = xstrdup(h->action);
+	ret->course = h->course != NULL ? xstrdup(h->course) : NULL;
+	ret->username = h->username != NULL ? xstrdup(h->username) : NULL;
+	ret->role = h->role != NULL ? xstrdup(h->role) : NULL;
+	ret->reason = xstrdup(h->reason);
+	return 1;
+}
+
+int
+ledger_history_last(struct ledger *l, const char *course, const char *username,
+		    struct ledger_history *ret)
+{
+	struct ledger_visit v = { .cb.history = ledger_history_keep,
+				  .arg = ret };
+	sqlite3_stmt *st;
+	int rv;
+
+	memset(ret, 0, sizeof(*ret));
+	if ((st = ledger_stmt(l, SQL_HISTORY_LAST)) == NULL)
+		return -1;
+	rv = ledger_iterate(
+	    l, SQL_HISTORY_LAST, st,
+	    sqlite3_bind_text(st, 1, course, -1, SQLITE_STATIC) |
+		sqlite3_bind_text(st, 2, username, -1, SQLITE_STATIC),
+	    ledger_history_row, &v);
+	return rv == 1 ? 0 : rv == 0 ? 1 : -1;
+}
+
+void
+ledger_history_clear(struct ledger_history *h)
+{
+	free((char *)h->action);
+	free((char *)h->course);
+	free((char *)h->username);
+	free((char *)h->role);
+	free((char *)h->reason);
+	memset(h, 0, sizeof(*h));
+}
+
+int
+ledger_history_foreach(struct ledger *l, const struct ledger_history_filter *f,
+		       ledger_history_cb cb, void *arg)
+{
+	struct ledger_visit v = { .cb.history = cb, .arg = arg };
+	enum ledger_sql id = f->username != NULL ? SQL_HISTORY_USER
+			     : f->course != NULL ? SQL_HISTORY_COURSE
+						 : SQL_HISTORY_ALL;
+	sqlite3_stmt *st;
+
+	if ((st = ledger_stmt(l, id)) == NULL)
+		return -1;
+	return ledger_iterate(
+	    l, id, st,
+	    sqlite3_bind_text(st, 1, f->username, -1, SQLITE_STATIC) |
+		sqlite3_bind_text(st, 2, f->course, -1, SQLITE_STATIC) |
+		sqlite3_bind_int64(st, 3, f->since) |
+		sqlite3_bind_int64(st, 4, f->run_id),
+	    ledger_history_row, &v);
+}
+
+int
+ledger_history_prune(struct ledger *l, int64_t before, size_t max,
+		     size_t *ret_deleted)
+{
+	sqlite3_stmt *st;
+
+	*ret_deleted = 0;
+	if ((st = ledger_stmt(l, SQL_HISTORY_PRUNE)) == NULL ||
+	    ledger_exec(l, SQL_HISTORY_PRUNE, st,
+			sqlite3_bind_int64(st, 1, before) |
+			    sqlite3_bind_int64(st, 2, (int64_t)max)) == -1)
+		return -1;
+	*ret_deleted = (size_t)sqlite3_changes(l->db);
+	return 0;
 }

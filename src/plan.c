@@ -395,6 +395,19 @@ plan_feed_has_role(const struct feed_participant *p, size_t n, int roleid)
 	return false;
 }
 
+/* A role added and one removed for the same user are a role change: each
+ * names the other (for the history's reason). */
+static void
+plan_pair_roles(struct plan *p, size_t nadd, size_t nremove)
+{
+	if (p->nrole_add == nadd || p->nrole_remove == nremove)
+		return;
+	for (size_t i = nadd; i < p->nrole_add; i++)
+		p->role_add[i].other_roleid = p->role_remove[nremove].roleid;
+	for (size_t i = nremove; i < p->nrole_remove; i++)
+		p->role_remove[i].other_roleid = p->role_add[nadd].roleid;
+}
+
 /* One user of one course: roles in the feed F against rows we made L. */
 static void
 plan_user(struct plan_builder *b, size_t ci, const struct feed_participant *F,
@@ -406,7 +419,7 @@ plan_user(struct plan_builder *b, size_t ci, const struct feed_participant *F,
 	bool suspended = false, kept;
 	int enrol_role = -1;
 	const char *who;
-	size_t k;
+	size_t k, nadd, nremove;
 
 	for (k = 0; k < nl; k++)
 		suspended |= L[k].status == LEDGER_ENROL_SUSPENDED;
@@ -434,6 +447,8 @@ plan_user(struct plan_builder *b, size_t ci, const struct feed_participant *F,
 		plan_item(b, PL_ENROL, ci, who, enrol_role)->reactivate =
 		    nl > 0;
 	}
+	nadd = b->ps->plan.nrole_add;
+	nremove = b->ps->plan.nrole_remove;
 	for (k = 0; k < nf; k++)
 		if (F[k].roleid != enrol_role &&
 		    !plan_has_role(L, nl, F[k].roleid))
@@ -443,6 +458,7 @@ plan_user(struct plan_builder *b, size_t ci, const struct feed_participant *F,
 	for (k = 0; k < nl; k++)
 		if (!plan_feed_has_role(F, nf, L[k].roleid))
 			plan_item(b, PL_ROLE_REMOVE, ci, who, L[k].roleid);
+	plan_pair_roles(&b->ps->plan, nadd, nremove);
 }
 
 static int

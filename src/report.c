@@ -367,3 +367,62 @@ report_errors(struct ledger *l, FILE *f, bool json)
 	json_decref(re.array);
 	return rv;
 }
+
+struct report_history {
+	FILE *f;
+	json_t *array;
+	size_t n;
+};
+
+static int
+report_history_cb(const struct ledger_history *h, void *arg)
+{
+	struct report_history *rh = arg;
+	char when[32];
+
+	rh->n++;
+	format_time(h->time, when, sizeof(when));
+	if (rh->array != NULL) {
+		json_array_append_new(
+		    rh->array,
+		    json_pack("{s:I, s:I, s:s, s:s, s:s?, s:s?, s:s?, s:s}",
+			      "id", (json_int_t)h->id, "run",
+			      (json_int_t)h->run_id, "time", when, "action",
+			      h->action, "course", h->course, "username",
+			      h->username, "role", h->role, "reason",
+			      h->reason));
+		return 0;
+	}
+	when[10] = ' ';
+	when[16] = '\0'; /* "YYYY-MM-DD HH:MM", UTC */
+	fprintf(rh->f, "%s  run %-5" PRId64 " %-11s %-16s %-14s %-9s %s\n",
+		when, h->run_id, h->action, h->course ? h->course : "-",
+		h->username ? h->username : "-", h->role ? h->role : "-",
+		h->reason);
+	return 0;
+}
+
+int
+report_history(struct ledger *l, const struct ledger_history_filter *filter,
+	       FILE *f, bool json)
+{
+	struct report_history rh = { f, json ? json_array() : NULL, 0 };
+	int rv;
+
+	if (!json)
+		fprintf(f, "%-16s  %-9s %-11s %-16s %-14s %-9s %s\n",
+			"time (UTC)", "run", "action", "course", "user", "role",
+			"why");
+	rv = ledger_history_foreach(l, filter, report_history_cb, &rh);
+	if (rv == 0 && json) {
+		json_dumpf(rh.array, f, JSON_INDENT(2));
+		fputc('\n', f);
+	} else if (rv == 0 && rh.n == 0)
+		fprintf(f, "no events%s\n",
+			filter->username || filter->course || filter->since ||
+				filter->run_id
+			    ? " match"
+			    : " yet");
+	json_decref(rh.array);
+	return rv;
+}

@@ -7,6 +7,7 @@
 #include "apply.h"
 #include "config.h"
 #include "feed.h"
+#include "history.h"
 #include "http.h"
 #include "ledger.h"
 #include "log.h"
@@ -37,6 +38,10 @@ struct run {
 /* Calls grow no larger than this many form variables, whatever PHP takes:
  * a call of 3,300 enrolments already keeps Moodle busy for 40 s. */
 #define RUN_MAX_INPUT_VARS 10000
+
+/* History rows pruned per run at most: a long-unpruned ledger catches up
+ * over a few runs instead of stalling one. */
+#define RUN_HISTORY_PRUNE 10000
 
 /* Meta keys of the last fully applied feed. */
 static const char *const run_validator_keys[] = { "feed_etag",
@@ -231,6 +236,43 @@ out:
 	return rv;
 }
 
+/* A skipped record in the history, once: "shortname/username" items name
+ * a participant, others a course (or a place in the feed). */
+static int
+run_history_issue(struct run *r, const struct feed_issue *fi)
+{
+	char *course = xstrdup(fi->item), *user = strchr(course, '/');
+	int rv;
+
+	if (user != NULL && strcmp(fi->kind, "participant") == 0)
+		*user++ = '\0';
+	else
+		user = NULL;
+	rv = history_add_once(&r->apply.hist, "skip", course, user, 0,
+			      "feed record skipped: %s", fi->message);
+	free(course);
+	return rv;
+}
+
+/* The skipped records in the error table and the history, at once. */
+static int
+run_record_skipped(struct run *r)
+{
+	const struct feed *f = r->feed;
+
+	if (ledger_begin(r->ledger) == -1)
+		return -1;
+	for (size_t i = 0; i < f->nissues; i++)
+		if (ledger_error_add(r->ledger, r->res->id, f->issues[i].kind,
+				     f->issues[i].item, f->issues[i].code,
+				     f->issues[i].message) == -1 ||
+		    run_history_issue(r, &f->issues[i]) == -1) {
+			ledger_rollback(r->ledger);
+			return -1;
+		}
+	return ledger_commit(r->ledger);
+}
+
 /* Skipped feed records: one error row each, one warning per kind. */
 static void
 run_record_issues(struct run *r)
@@ -238,10 +280,9 @@ run_record_issues(struct run *r)
 	const struct feed *f = r->feed;
 	size_t count;
 
-	for (size_t i = 0; i < f->nissues; i++)
-		ledger_error_add(r->ledger, r->res->id, f->issues[i].kind,
-				 f->issues[i].item, f->issues[i].code,
-				 f->issues[i].message);
+	if (run_record_skipped(r) == -1)
+		log_warnx("cannot record the skipped records: %s",
+			  ledger_errmsg(r->ledger));
 	r->res->errors += (int64_t)f->nissues;
 	for (size_t i = 0; i < f->nissues; i++) {
 		bool first = true;
@@ -476,6 +517,9 @@ run_sync(const struct config *conf, struct ledger *l,
 		run_fail(&r, "failed", xstrdup(ledger_errmsg(l)));
 		return -1;
 	}
+	if (history_prune(&(struct history){ l, conf, res->id, res->started },
+			  conf->state_history_days, RUN_HISTORY_PRUNE) == -1)
+		log_warnx("cannot prune the history: %s", ledger_errmsg(l));
 	r.http = http_new(opts->cancel);
 	r.moodle = moodle_new(conf, opts->cancel);
 	http_set_tick(r.http, run_tick, (void *)opts);
@@ -486,7 +530,8 @@ run_sync(const struct config *conf, struct ledger *l,
 				  .moodle = r.moodle,
 				  .opts = opts,
 				  .counts = res,
-				  .now = res->started };
+				  .now = res->started,
+				  .hist = { l, conf, res->id, res->started } };
 
 	rv = run_steps(&r);
 

@@ -184,7 +184,7 @@ try:
             ("a 5 MB role name", [dict(SEED["courses"][1], participants=SEED["courses"][1]
                                        ["participants"] + [{"username": "00000000069",
                                                             "roleid": big}])],
-             "(unknown-role), e.g. unique_field2/00000000069: role \"SSSS")]:
+             "(unknown-role), e.g. unique_field2/00000000069: unknown role \"SSSS")]:
         env.set_feed(feed_with(records))
         check_skipped(env, label, expect)
     # An unknown field may be big: it is ignored, the course is unchanged.

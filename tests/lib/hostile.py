@@ -84,7 +84,8 @@ _VOLATILE_META = {"feed_digest", "feed_etag", "feed_last_modified"}
 def ledger_dump(db, loose=False):
     """Every table of the ledger but runs and errors, as sorted rows.  With
     loose, the columns a run that accepted the feed updates anyway
-    (last_seen, mark, the feed's validators) are left out."""
+    (last_seen, mark, the feed's validators) are left out, and the history
+    keeps only rows other than skipped records ("skip")."""
     con = sqlite3.connect(db, timeout=10)
     try:
         out = {}
@@ -98,6 +99,8 @@ def ledger_dump(db, loose=False):
             rows = con.execute("SELECT %s FROM %s" % (", ".join(cols), t)).fetchall()
             if loose and t == "meta":
                 rows = [r for r in rows if r[0] not in _VOLATILE_META]
+            if loose and t == "history":
+                rows = [r for r in rows if r[cols.index("action")] != "skip"]
             out[t] = (cols, sorted(rows, key=repr))
         return out
     finally:

@@ -56,6 +56,7 @@ static const char *const all_keys[] = {
 	"sync.idnumber_prefix",
 	"state.database",
 	"state.missing_users_csv",
+	"state.history_days",
 	"metrics.listen",
 	"log.level",
 };

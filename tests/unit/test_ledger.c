@@ -21,7 +21,7 @@
 #include "util.h"
 
 /* The schema version this build migrates to. */
-#define LATEST 2
+#define LATEST 3
 
 #define NOBODY 65534
 
@@ -640,10 +640,10 @@ test_missing(void)
 	int64_t n;
 
 	l = open_rw(path);
-	ok(ledger_missing_put(l, "u2", "C1", 5, 100) == 0 &&
-	       ledger_missing_put(l, "u1", "C2", 5, 100) == 0 &&
-	       ledger_missing_put(l, "u1", "C1", 5, 100) == 0 &&
-	       ledger_missing_put(l, "u1", "C1", 3, 100) == 0,
+	ok(ledger_missing_put(l, "u2", "C1", 5, 100, NULL) == 0 &&
+	       ledger_missing_put(l, "u1", "C2", 5, 100, NULL) == 0 &&
+	       ledger_missing_put(l, "u1", "C1", 5, 100, NULL) == 0 &&
+	       ledger_missing_put(l, "u1", "C1", 3, 100, NULL) == 0,
 	   "put missing users");
 	ledger_missing_foreach(l, missing_cb, &col);
 	is_str(col.buf, "u1|C1|3|100\nu1|C1|5|100\nu1|C2|5|100\nu2|C1|5|100\n",
@@ -653,8 +653,8 @@ test_missing(void)
 
 	/* The next full run: u1 still missing in C1 as 5, u3 new. */
 	ok(ledger_missing_unmark_all(l) == 0, "unmark all");
-	ok(ledger_missing_put(l, "u1", "C1", 5, 200) == 0 &&
-	       ledger_missing_put(l, "u3", "C1", 5, 200) == 0,
+	ok(ledger_missing_put(l, "u1", "C1", 5, 200, NULL) == 0 &&
+	       ledger_missing_put(l, "u3", "C1", 5, 200, NULL) == 0,
 	   "mark the still missing");
 	ok(ledger_missing_sweep(l) == 0, "sweep");
 	memset(&col, 0, sizeof col);
