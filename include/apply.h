@@ -27,6 +27,7 @@ struct apply {
 	size_t unsettled; /* enrolments left that Moodle may still apply */
 	size_t unsettled_calls; /* calls without an answer this run */
 	bool cut; /* PHP cut a request: max_input_vars is lower than used */
+	bool drift_known; /* the plan saw drift: changes may put it back */
 	struct apply_maps *maps; /* private to apply.c */
 };
 

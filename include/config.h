@@ -16,6 +16,7 @@ enum on_removed_participant {
 	REMOVED_PARTICIPANT_UNENROL
 };
 enum on_removed_course { REMOVED_COURSE_KEEP, REMOVED_COURSE_HIDE };
+enum on_drift { ON_DRIFT_REPORT, ON_DRIFT_REPAIR };
 
 struct config_role {
 	char *name; /* lower case, as written in the feed's "roleid" */
@@ -54,6 +55,8 @@ struct config {
 	char *sync_course_format;
 	bool sync_course_visible;
 	char *sync_idnumber_prefix;
+	int64_t sync_reconcile_every_ms; /* 0: no drift checks */
+	enum on_drift sync_on_drift;
 
 	struct config_role *roles;
 	size_t nroles;

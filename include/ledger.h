@@ -27,6 +27,8 @@ struct ledger_course {
 	int participants;   /* participant count in the last feed */
 	int64_t first_seen; /* epoch seconds */
 	int64_t last_seen;
+	int64_t checked; /* last checked against Moodle (drift), 0: never */
+	int visible;     /* the visibility we last set, -1: unknown */
 };
 
 enum ledger_enrol_status {
@@ -120,6 +122,19 @@ struct ledger_history {
 };
 typedef int (*ledger_history_cb)(const struct ledger_history *, void *);
 
+/* What differs between the ledger and Moodle (drift).  kind: "gone" (our
+ * enrolment), "role_gone", "suspended" (by an admin), "course_gone",
+ * "renamed", "visibility"; username "" and roleid 0 where they do not
+ * apply.  ledger_said and moodle_has are for a person. */
+struct ledger_drift {
+	const char *course, *username;
+	int roleid;
+	const char *kind, *ledger_said, *moodle_has;
+	int64_t since; /* epoch seconds: found then */
+	int64_t run_id;
+};
+typedef int (*ledger_drift_cb)(const struct ledger_drift *, void *);
+
 /* Which events ledger_history_foreach visits: NULL, 0 for any. */
 struct ledger_history_filter {
 	const char *username, *course;
@@ -207,6 +222,22 @@ int ledger_history_foreach(struct ledger *,
 			   ledger_history_cb, void *);
 int ledger_history_prune(struct ledger *, int64_t before, size_t max,
 			 size_t *ret_deleted);
+
+/* Courses in Moodle to check for drift, the longest unchecked first (at
+ * most max); how many there are, how many were last checked before
+ * `before`, and the oldest check (0: one never checked). */
+int ledger_course_foreach_due(struct ledger *, size_t max, ledger_course_cb,
+			      void *);
+int ledger_course_checks(struct ledger *, int64_t before, int64_t *ret_tracked,
+			 int64_t *ret_overdue, int64_t *ret_oldest);
+
+/* Drift: put returns 1 when new, 0 when known already (kept as it was);
+ * delete takes NULL username or kind and roleid < 0 for any, and returns
+ * how many rows went. */
+int ledger_drift_put(struct ledger *, const struct ledger_drift *);
+int ledger_drift_delete(struct ledger *, const char *course,
+			const char *username, int roleid, const char *kind);
+int ledger_drift_foreach(struct ledger *, ledger_drift_cb, void *);
 
 /* Small key/value store: feed validators (feed_etag, feed_last_modified,
  * feed_digest), withheld removals, ...  ret is NULL when the key is unset;

@@ -189,10 +189,14 @@ struct moodle_enrolled_user {
 	int *roleids;
 	size_t nroles;
 };
-/* All enrolled users of a course (paged internally). */
+/* All enrolled users of a course (paged internally), suspended ones too;
+ * _only with active set: only those whose enrolment is active. */
 int moodle_enrolled_users(struct moodle *, int64_t courseid,
 			  struct moodle_enrolled_user **ret, size_t *ret_n,
 			  struct moodle_error *);
+int moodle_enrolled_users_only(struct moodle *, int64_t courseid, bool active,
+			       struct moodle_enrolled_user **ret, size_t *ret_n,
+			       struct moodle_error *);
 void moodle_enrolled_users_free(struct moodle_enrolled_user *, size_t n);
 
 /* One answer and what its request asked, for moodle_parse_answer: the

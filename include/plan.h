@@ -64,6 +64,14 @@ struct plan {
 	size_t nunenrol;
 	const char **lookup; /* distinct usernames without a cached Moodle id */
 	size_t nlookup;
+	/* Drift the feed makes moot (it no longer lists the user or the
+	 * course): apply forgets it. */
+	struct plan_drift {
+		const char *course, *username, *kind;
+		int roleid;
+	} * drift_moot;
+	size_t ndrift_moot;
+	size_t ndrift;              /* drift rows known when planning */
 	int64_t tracked_enrolments; /* active enrolments the ledger holds */
 	int64_t tracked_courses;
 };

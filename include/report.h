@@ -17,6 +17,9 @@ int report_missing_json(const struct config *, struct ledger *, FILE *);
 
 int report_status(const struct config *, struct ledger *, FILE *, bool json);
 int report_errors(struct ledger *, FILE *, bool json);
+/* What is out of step between the ledger and Moodle, since when, and
+ * what the policy does about it. */
+int report_drift(const struct config *, struct ledger *, FILE *, bool json);
 /* The history rows the filter lets through, newest first: one line each,
  * or every field as JSON. */
 struct ledger_history_filter;

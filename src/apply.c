@@ -442,6 +442,23 @@ apply_history_item(struct apply_batch *b, const struct plan_enrol *e)
 	return 0;
 }
 
+/* What reported drift a change puts back: the row goes, with a history
+ * row saying so. */
+static int
+apply_drift_repaired(struct apply *a, const char *course, const char *user,
+		     int roleid, const char *kind, const char *why)
+{
+	int n;
+
+	if (!a->drift_known)
+		return 0;
+	if ((n = ledger_drift_delete(a->ledger, course, user ? user : "",
+				     roleid, kind)) <= 0)
+		return n;
+	return history_add(&a->hist, "drift_resolved", course, user, roleid,
+			   "no more: %s", why);
+}
+
 /* Write one confirmed item to the ledger. */
 static int
 apply_commit_item(struct apply_batch *b, const struct plan_enrol *e)
@@ -450,7 +467,11 @@ apply_commit_item(struct apply_batch *b, const struct plan_enrol *e)
 	struct ledger_run *c = b->a->counts;
 	int rv = 0;
 
-	if (apply_history_item(b, e) == -1)
+	if (apply_history_item(b, e) == -1 ||
+	    ((b->op == OP_ENROL || b->op == OP_ROLE_ADD) &&
+	     apply_drift_repaired(b->a, e->course, e->username, e->roleid, NULL,
+				  "put back in Moodle (sync.on_drift = "
+				  "repair)") == -1))
 		return -1;
 	switch (b->op) {
 	case OP_ENROL:
@@ -820,7 +841,7 @@ apply_holdings(struct apply *a, struct moodle *m, const int64_t *courseids,
 /* Record a course as ours in the ledger, as created or adopted. */
 static int
 apply_course_record(struct apply *a, const struct plan_course *pc, int64_t id,
-		    bool created)
+		    bool created, int visible)
 {
 	struct ledger_course lc = { 0 };
 	int found, rv;
@@ -838,6 +859,8 @@ apply_course_record(struct apply *a, const struct plan_course *pc, int64_t id,
 	lc.created = created;
 	lc.participants = pc->participants;
 	lc.last_seen = a->now;
+	lc.checked = a->now; /* just seen as it is: no drift to look for */
+	lc.visible = visible;
 	rv = ledger_course_put(a->ledger, &lc);
 	ledger_course_clear(&lc);
 	if (rv == 0)
@@ -855,7 +878,7 @@ apply_course_adopt(struct apply *a, const struct plan_course *pc,
 	bool ours = mc->idnumber != NULL && pc->idnumber != NULL &&
 		    strcmp(mc->idnumber, pc->idnumber) == 0;
 
-	if (apply_course_record(a, pc, mc->id, ours) == -1 ||
+	if (apply_course_record(a, pc, mc->id, ours, mc->visible) == -1 ||
 	    history_add(&a->hist, "adopt", pc->shortname, NULL, 0,
 			"in the feed and already in Moodle (id %" PRId64
 			"%s), matched by shortname; what it holds that the "
@@ -946,7 +969,12 @@ apply_create_done(struct moodle *m, const size_t *idx, size_t count, void *arg)
 		goto fail;
 	for (size_t i = 0; i < count; i++)
 		if (apply_course_record(a, cr->items[idx[i]], cr->ids[idx[i]],
-					true) == -1 ||
+					true,
+					cr->items[idx[i]]->visible) == -1 ||
+		    apply_drift_repaired(a, cr->items[idx[i]]->shortname, NULL,
+					 0, "course_gone",
+					 "created again (sync.on_drift = "
+					 "repair)") == -1 ||
 		    history_add(&a->hist, "create",
 				cr->items[idx[i]]->shortname, NULL, 0,
 				"new in the feed; Moodle id %" PRId64,
@@ -1134,6 +1162,7 @@ apply_courses_hold(struct apply *a, const struct plan_course *list, size_t n)
 		lc.fullname = xstrdup(list[i].fullname);
 		lc.participants = list[i].participants;
 		lc.last_seen = a->now;
+		lc.status = LEDGER_COURSE_PENDING; /* a deleted one too */
 		if (ledger_course_put(a->ledger, &lc) == -1) {
 			ledger_course_clear(&lc);
 			goto fail;
@@ -1197,6 +1226,10 @@ apply_update_history(struct apply_updates *u, const struct plan_course *pc)
 
 	switch (u->what) {
 	case UPDATE_RENAME:
+		if (apply_drift_repaired(u->a, pc->shortname, NULL, 0,
+					 "renamed",
+					 "the feed renamed the course") == -1)
+			return -1;
 		return history_add(h, "rename", pc->shortname, NULL, 0,
 				   "renamed in the feed: \"%s\" → \"%s\"",
 				   pc->old_fullname ? pc->old_fullname : "",
@@ -1248,9 +1281,12 @@ apply_update_done(struct moodle *m, const size_t *idx, size_t count, void *arg)
 			a->counts->courses_renamed++;
 		} else if (u->what == UPDATE_HIDE) {
 			lc.status = LEDGER_COURSE_HIDDEN;
+			lc.visible = 0;
 			a->counts->courses_hidden++;
-		} else
+		} else {
 			lc.status = LEDGER_COURSE_ACTIVE;
+			lc.visible = 1;
+		}
 		if (ledger_course_put(a->ledger, &lc) == -1) {
 			ledger_course_clear(&lc);
 			goto fail;
@@ -1882,13 +1918,40 @@ apply_withhold(struct apply *a, const struct plan *p)
 	return ledger_commit(a->ledger) == 0 ? 0 : apply_ledger_failed(a);
 }
 
+/* Drift of what the feed no longer lists goes; a deleted course the feed
+ * dropped goes from the ledger too. */
+static int
+apply_drift_moot(struct apply *a, const struct plan *p)
+{
+	if (p->ndrift_moot == 0)
+		return 0;
+	if (ledger_begin(a->ledger) == -1)
+		return apply_ledger_failed(a);
+	for (size_t i = 0; i < p->ndrift_moot; i++) {
+		const struct plan_drift *d = &p->drift_moot[i];
+
+		if (ledger_drift_delete(a->ledger, d->course, d->username,
+					d->roleid, d->kind) == -1 ||
+		    history_add(&a->hist, "drift_resolved", d->course,
+				*d->username ? d->username : NULL, d->roleid,
+				"no more to do: the feed no longer lists "
+				"it") == -1 ||
+		    (strcmp(d->kind, "course_gone") == 0 &&
+		     ledger_course_delete(a->ledger, d->course) == -1))
+			return apply_ledger_failed(a);
+	}
+	return ledger_commit(a->ledger) == 0 ? 0 : apply_ledger_failed(a);
+}
+
 int
 apply_plan(struct apply *a, struct plan *p, const struct feed *feed,
 	   bool withhold_removals)
 {
 	if (a->maps == NULL)
 		apply_maps_init(a);
-	if (withhold_removals && apply_withhold(a, p) == -1)
+	a->drift_known = p->ndrift > 0;
+	if (apply_drift_moot(a, p) == -1 ||
+	    (withhold_removals && apply_withhold(a, p) == -1))
 		return -1;
 	if (p->nhold > 0 && apply_courses_hold(a, p->hold, p->nhold) == -1)
 		return -1;

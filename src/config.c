@@ -92,6 +92,7 @@ _Static_assert(sizeof(enum new_courses) == sizeof(int), "enum is an int");
 _Static_assert(sizeof(enum on_removed_participant) == sizeof(int),
 	       "enum is an int");
 _Static_assert(sizeof(enum on_removed_course) == sizeof(int), "enum is an int");
+_Static_assert(sizeof(enum on_drift) == sizeof(int), "enum is an int");
 
 static const struct config_name config_bools[] = {
 	{ "yes", 1 }, { "no", 0 }, { "true", 1 }, { "false", 0 }, { "on", 1 },
@@ -114,6 +115,12 @@ static const struct config_name config_removed_participant[] = {
 static const struct config_name config_removed_course[] = {
 	{ "keep", REMOVED_COURSE_KEEP },
 	{ "hide", REMOVED_COURSE_HIDE },
+	{ NULL, 0 },
+};
+
+static const struct config_name config_on_drift[] = {
+	{ "report", ON_DRIFT_REPORT },
+	{ "repair", ON_DRIFT_REPAIR },
 	{ NULL, 0 },
 };
 
@@ -234,6 +241,14 @@ static const struct config_key config_keys[] = {
 	{ SEC_SYNC, "idnumber_prefix", CT_STRING, "webcoursed:", 0, 0, NULL,
 	  OFF(sync_idnumber_prefix), 0, CF_EMPTY_OK,
 	  "prefix of the idnumber given to the courses we create" },
+	{ SEC_SYNC, "reconcile_every", CT_DURATION, "1d", 0, 365 * DAY_MS, NULL,
+	  OFF(sync_reconcile_every_ms), 0, 0,
+	  "each course checked against Moodle for drift this often, spread "
+	  "over the runs (0: never)" },
+	{ SEC_SYNC, "on_drift", CT_ENUM, "report", 0, 0, config_on_drift,
+	  OFF(sync_on_drift), 0, 0,
+	  "report drift, or repair it: put back the enrolments and roles we "
+	  "made" },
 
 	{ SEC_STATE, "database", CT_PATH, "/var/lib/webcoursed/ledger.db", 0, 0,
 	  NULL, OFF(state_database), 0, 0,

@@ -16,8 +16,10 @@
 #include "http.h"
 #include "ledger.h"
 #include "log.h"
+#include "moodle.h"
 #include "plan.h"
 #include "progress.h"
+#include "reconcile.h"
 #include "report.h"
 #include "run.h"
 #include "util.h"
@@ -61,6 +63,8 @@ static int ctl_missing_users(struct ctl *);
 static int ctl_errors(struct ctl *);
 static int ctl_check(struct ctl *);
 static int ctl_history(struct ctl *);
+static int ctl_drift(struct ctl *);
+static int ctl_reconcile(struct ctl *);
 
 static const struct ctl_command ctl_commands[] = {
 	{ "status",
@@ -114,6 +118,20 @@ static const struct ctl_command ctl_commands[] = {
 	  { NULL },
 	  false,
 	  ctl_check },
+	{ "drift",
+	  "[--json]",
+	  "what differs between the ledger and Moodle, since when, and what "
+	  "sync.on_drift does about it",
+	  { "--json" },
+	  false,
+	  ctl_drift },
+	{ "reconcile",
+	  "SHORTNAME...|--all",
+	  "check these courses (or all) against Moodle for drift now, with "
+	  "progress and the time left",
+	  { "--all" },
+	  true,
+	  ctl_reconcile },
 	{ "history",
 	  "[--json] [--user U] [--course SN] [--since DATE] [--run N]",
 	  "every change made in Moodle, and every decision not to, with why; "
@@ -243,8 +261,11 @@ ctl_open_read(struct ctl *c, struct ledger **ret)
 }
 
 /* Read-only reports: status, missing-users, errors. */
+/* Read-only reports: status, missing-users, errors, drift. */
+enum ctl_report { CTL_STATUS, CTL_MISSING, CTL_ERRORS, CTL_DRIFT };
+
 static int
-ctl_report(struct ctl *c, int what)
+ctl_report(struct ctl *c, enum ctl_report what)
 {
 	bool json[1] = { ctl_opt(c, "--json") != NULL };
 	struct ledger *l;
@@ -252,13 +273,15 @@ ctl_report(struct ctl *c, int what)
 
 	if (ctl_open_read(c, &l) == -1)
 		return CTL_FAILED;
-	if (what == 0)
+	if (what == CTL_STATUS)
 		rv = report_status(c->conf, l, stdout, json[0]);
-	else if (what == 1)
+	else if (what == CTL_MISSING)
 		rv = json[0] ? report_missing_json(c->conf, l, stdout)
 			     : report_missing_csv(c->conf, l, stdout);
-	else
+	else if (what == CTL_ERRORS)
 		rv = report_errors(l, stdout, json[0]);
+	else
+		rv = report_drift(c->conf, l, stdout, json[0]);
 	if (rv == -1)
 		fprintf(stderr, "webcoursectl: ledger: %s\n", ledger_errmsg(l));
 	ledger_free(l);
@@ -268,19 +291,25 @@ ctl_report(struct ctl *c, int what)
 static int
 ctl_status(struct ctl *c)
 {
-	return ctl_report(c, 0);
+	return ctl_report(c, CTL_STATUS);
 }
 
 static int
 ctl_missing_users(struct ctl *c)
 {
-	return ctl_report(c, 1);
+	return ctl_report(c, CTL_MISSING);
 }
 
 static int
 ctl_errors(struct ctl *c)
 {
-	return ctl_report(c, 2);
+	return ctl_report(c, CTL_ERRORS);
+}
+
+static int
+ctl_drift(struct ctl *c)
+{
+	return ctl_report(c, CTL_DRIFT);
 }
 
 /* Fetch and decode the feed without validators, plan against the ledger
@@ -516,6 +545,54 @@ static int
 ctl_check(struct ctl *c)
 {
 	return check_run(c->conf, stdout) == 0 ? CTL_OK : CTL_FAILED;
+}
+
+/* Check courses for drift now, with the ledger locked like a sync. */
+static int
+ctl_reconcile(struct ctl *c)
+{
+	bool all = ctl_opt(c, "--all") != NULL;
+	struct ctl_progress cp = { .tty = isatty(STDERR_FILENO) };
+	struct history hist = { .conf = c->conf, .now = now_epoch() };
+	struct reconcile rec = { .conf = c->conf,
+				 .hist = &hist,
+				 .progress = ctl_progress,
+				 .arg = &cp };
+	struct ledger *l;
+	char *cause = NULL;
+	int64_t start = now_monotonic_ms();
+	int rv = CTL_FAILED;
+
+	if (all == (c->noperands > 0))
+		return ctl_usage_error(c->cmd->name,
+				       all ? "takes SHORTNAME... or --all, "
+					     "not both"
+					   : "needs SHORTNAME... or --all");
+	if (ctl_open(c, false, &l) == -1)
+		return CTL_FAILED;
+	if (ledger_lock(l, &cause) == -1) {
+		fprintf(stderr, "webcoursectl: %s\n", cause);
+		free(cause);
+		ledger_free(l);
+		return CTL_FAILED;
+	}
+	signal(SIGINT, ctl_term_cb);
+	signal(SIGTERM, ctl_term_cb);
+	hist.ledger = rec.ledger = l; /* run 0: between runs */
+	rec.moodle = moodle_new(c->conf, &ctl_cancel);
+	if (reconcile_courses(&rec, c->operands, (size_t)c->noperands) == -1)
+		fprintf(stderr, "webcoursectl: %s\n", rec.cause);
+	else
+		rv = CTL_OK;
+	printf(
+	    "checked %zu course%s in %.1f s: %zu new drift, %zu resolved%s\n",
+	    rec.checked, rec.checked == 1 ? "" : "s",
+	    (double)(now_monotonic_ms() - start) / 1000, rec.found,
+	    rec.resolved, rec.found ? " (webcoursectl drift)" : "");
+	reconcile_done(&rec);
+	moodle_free(rec.moodle);
+	ledger_free(l);
+	return rv;
 }
 
 /* --since: a UTC date ("2026-11-02", "2026-11-02T08:00[:00][Z]") or a

@@ -129,6 +129,21 @@ static const char *const ledger_migrations[] = {
 	") STRICT;"
 	"CREATE INDEX history_pair ON history (course, username);"
 	"CREATE INDEX history_user ON history (username);",
+	/* 4: drift.  When each course was last checked against Moodle and
+	 * the visibility we last set (-1: unknown); what is out of step. */
+	"ALTER TABLE courses ADD COLUMN checked INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE courses ADD COLUMN visible INTEGER NOT NULL DEFAULT -1;"
+	"CREATE TABLE drift ("
+	" course TEXT NOT NULL,"
+	" username TEXT NOT NULL,"
+	" roleid INTEGER NOT NULL,"
+	" kind TEXT NOT NULL,"
+	" ledger_said TEXT NOT NULL,"
+	" moodle_has TEXT NOT NULL,"
+	" since INTEGER NOT NULL,"
+	" run_id INTEGER NOT NULL,"
+	" PRIMARY KEY (course, username, roleid, kind)"
+	") STRICT, WITHOUT ROWID;",
 };
 #define LEDGER_VERSION ((int)nitems(ledger_migrations))
 
@@ -157,6 +172,8 @@ enum ledger_sql {
 	SQL_COURSE_PUT,
 	SQL_COURSE_DELETE,
 	SQL_COURSE_COUNT,
+	SQL_COURSE_DUE,
+	SQL_COURSE_CHECKS,
 	SQL_ENROL_ALL,
 	SQL_ENROL_COURSE,
 	SQL_ENROL_PUT,
@@ -191,12 +208,18 @@ enum ledger_sql {
 	SQL_HISTORY_USER,
 	SQL_HISTORY_COURSE,
 	SQL_HISTORY_PRUNE,
+	SQL_DRIFT_PUT,
+	SQL_DRIFT_DELETE,
+	SQL_DRIFT_ALL,
 	SQL_MAX
 };
 
 #define COURSE_COLUMNS                                                         \
 	"shortname, moodle_id, fullname, status, absent_runs, created, "       \
-	"participants, first_seen, last_seen"
+	"participants, first_seen, last_seen, checked, visible"
+#define DRIFT_COLUMNS                                                          \
+	"course, username, roleid, kind, ledger_said, moodle_has, since, "     \
+	"run_id"
 #define HISTORY_COLUMNS                                                        \
 	"id, run_id, time, action, course, username, role, reason"
 #define HISTORY_FILTERS                                                        \
@@ -220,14 +243,23 @@ static const char *const ledger_sql_text[SQL_MAX] = {
 	/* An upsert, not REPLACE: a delete would cascade to the enrolments. */
 	[SQL_COURSE_PUT] =
 	    "INSERT INTO courses (" COURSE_COLUMNS ")"
-	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
 	    " ON CONFLICT (shortname) DO UPDATE SET"
 	    " moodle_id = excluded.moodle_id, fullname = excluded.fullname,"
 	    " status = excluded.status, absent_runs = excluded.absent_runs,"
 	    " created = excluded.created,"
 	    " participants = excluded.participants,"
 	    " first_seen = excluded.first_seen,"
-	    " last_seen = excluded.last_seen",
+	    " last_seen = excluded.last_seen, checked = excluded.checked,"
+	    " visible = excluded.visible",
+	/* Courses in Moodle, the longest unchecked first. */
+	[SQL_COURSE_DUE] = "SELECT " COURSE_COLUMNS " FROM courses"
+			   " WHERE moodle_id > 0 AND status IN (0, 4)"
+			   " ORDER BY checked, shortname LIMIT ?1",
+	[SQL_COURSE_CHECKS] = "SELECT count(*), count(*) FILTER (WHERE"
+			      " checked < ?1), coalesce(min(checked), 0)"
+			      " FROM courses WHERE moodle_id > 0"
+			      " AND status IN (0, 4)",
 	[SQL_COURSE_DELETE] = "DELETE FROM courses WHERE shortname = ?1",
 	[SQL_COURSE_COUNT] = "SELECT count(*) FROM courses WHERE status = ?1",
 	[SQL_ENROL_ALL] = "SELECT course, username, roleid, status"
@@ -319,6 +351,17 @@ static const char *const ledger_sql_text[SQL_MAX] = {
 	[SQL_HISTORY_PRUNE] = "DELETE FROM history WHERE id IN (SELECT id"
 			      " FROM history WHERE time < ?1 ORDER BY id"
 			      " LIMIT ?2)",
+	/* Kept as first found: since says since when. */
+	[SQL_DRIFT_PUT] = "INSERT INTO drift (" DRIFT_COLUMNS ")"
+			  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+			  " ON CONFLICT DO NOTHING",
+	/* kind NULL: every kind; username NULL: every user of the course. */
+	[SQL_DRIFT_DELETE] = "DELETE FROM drift WHERE course = ?1"
+			     " AND (?2 IS NULL OR username = ?2)"
+			     " AND (?3 < 0 OR roleid = ?3)"
+			     " AND (?4 IS NULL OR kind = ?4)",
+	[SQL_DRIFT_ALL] = "SELECT " DRIFT_COLUMNS " FROM drift"
+			  " ORDER BY course, username, roleid, kind",
 };
 
 struct ledger {
@@ -344,6 +387,7 @@ struct ledger_visit {
 		ledger_error_cb error;
 		ledger_inflight_cb inflight;
 		ledger_history_cb history;
+		ledger_drift_cb drift;
 	} cb;
 	void *arg;
 };
@@ -872,6 +916,8 @@ ledger_course_fill(sqlite3_stmt *st, struct ledger_course *c, bool copy)
 	c->participants = sqlite3_column_int(st, 6);
 	c->first_seen = sqlite3_column_int64(st, 7);
 	c->last_seen = sqlite3_column_int64(st, 8);
+	c->checked = sqlite3_column_int64(st, 9);
+	c->visible = sqlite3_column_int(st, 10);
 }
 
 static int
@@ -932,7 +978,9 @@ ledger_course_put(struct ledger *l, const struct ledger_course *c)
 		sqlite3_bind_int(st, 6, c->created) |
 		sqlite3_bind_int(st, 7, c->participants) |
 		sqlite3_bind_int64(st, 8, c->first_seen) |
-		sqlite3_bind_int64(st, 9, c->last_seen));
+		sqlite3_bind_int64(st, 9, c->last_seen) |
+		sqlite3_bind_int64(st, 10, c->checked) |
+		sqlite3_bind_int(st, 11, c->visible));
 }
 
 int
@@ -1565,4 +1613,102 @@ ledger_history_prune(struct ledger *l, int64_t before, size_t max,
 		return -1;
 	*ret_deleted = (size_t)sqlite3_changes(l->db);
 	return 0;
+}
+
+int
+ledger_course_foreach_due(struct ledger *l, size_t max, ledger_course_cb cb,
+			  void *arg)
+{
+	struct ledger_visit v = { .cb.course = cb, .arg = arg };
+	sqlite3_stmt *st;
+
+	if ((st = ledger_stmt(l, SQL_COURSE_DUE)) == NULL)
+		return -1;
+	return ledger_iterate(l, SQL_COURSE_DUE, st,
+			      sqlite3_bind_int64(st, 1, (int64_t)max),
+			      ledger_course_row, &v);
+}
+
+int
+ledger_course_checks(struct ledger *l, int64_t before, int64_t *ret_tracked,
+		     int64_t *ret_overdue, int64_t *ret_oldest)
+{
+	sqlite3_stmt *st;
+
+	if ((st = ledger_stmt(l, SQL_COURSE_CHECKS)) == NULL ||
+	    ledger_row(l, SQL_COURSE_CHECKS, st,
+		       sqlite3_bind_int64(st, 1, before)) != 0)
+		return -1;
+	*ret_tracked = sqlite3_column_int64(st, 0);
+	*ret_overdue = sqlite3_column_int64(st, 1);
+	*ret_oldest = sqlite3_column_int64(st, 2);
+	ledger_release(l, SQL_COURSE_CHECKS, st);
+	return 0;
+}
+
+int
+ledger_drift_put(struct ledger *l, const struct ledger_drift *d)
+{
+	sqlite3_stmt *st;
+
+	if ((st = ledger_stmt(l, SQL_DRIFT_PUT)) == NULL ||
+	    ledger_exec(
+		l, SQL_DRIFT_PUT, st,
+		sqlite3_bind_text(st, 1, d->course, -1, SQLITE_STATIC) |
+		    sqlite3_bind_text(st, 2, d->username, -1, SQLITE_STATIC) |
+		    sqlite3_bind_int(st, 3, d->roleid) |
+		    sqlite3_bind_text(st, 4, d->kind, -1, SQLITE_STATIC) |
+		    sqlite3_bind_text(st, 5, d->ledger_said, -1,
+				      SQLITE_STATIC) |
+		    sqlite3_bind_text(st, 6, d->moodle_has, -1, SQLITE_STATIC) |
+		    sqlite3_bind_int64(st, 7, d->since) |
+		    sqlite3_bind_int64(st, 8, d->run_id)) == -1)
+		return -1;
+	return sqlite3_changes(l->db) == 1 ? 1 : 0;
+}
+
+int
+ledger_drift_delete(struct ledger *l, const char *course, const char *username,
+		    int roleid, const char *kind)
+{
+	sqlite3_stmt *st;
+
+	if ((st = ledger_stmt(l, SQL_DRIFT_DELETE)) == NULL ||
+	    ledger_exec(
+		l, SQL_DRIFT_DELETE, st,
+		sqlite3_bind_text(st, 1, course, -1, SQLITE_STATIC) |
+		    sqlite3_bind_text(st, 2, username, -1, SQLITE_STATIC) |
+		    sqlite3_bind_int(st, 3, roleid) |
+		    sqlite3_bind_text(st, 4, kind, -1, SQLITE_STATIC)) == -1)
+		return -1;
+	return sqlite3_changes(l->db);
+}
+
+static int
+ledger_drift_row(sqlite3_stmt *st, struct ledger_visit *v)
+{
+	struct ledger_drift d = {
+		.course = ledger_col_text(st, 0),
+		.username = ledger_col_text(st, 1),
+		.roleid = sqlite3_column_int(st, 2),
+		.kind = ledger_col_text(st, 3),
+		.ledger_said = ledger_col_text(st, 4),
+		.moodle_has = ledger_col_text(st, 5),
+		.since = sqlite3_column_int64(st, 6),
+		.run_id = sqlite3_column_int64(st, 7),
+	};
+
+	return v->cb.drift(&d, v->arg);
+}
+
+int
+ledger_drift_foreach(struct ledger *l, ledger_drift_cb cb, void *arg)
+{
+	struct ledger_visit v = { .cb.drift = cb, .arg = arg };
+	sqlite3_stmt *st;
+
+	if ((st = ledger_stmt(l, SQL_DRIFT_ALL)) == NULL)
+		return -1;
+	return ledger_iterate(l, SQL_DRIFT_ALL, st, SQLITE_OK, ledger_drift_row,
+			      &v);
 }

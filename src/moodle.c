@@ -1681,6 +1681,14 @@ moodle_enrolled_users(struct moodle *m, int64_t courseid,
 		      struct moodle_enrolled_user **ret, size_t *ret_n,
 		      struct moodle_error *err)
 {
+	return moodle_enrolled_users_only(m, courseid, false, ret, ret_n, err);
+}
+
+int
+moodle_enrolled_users_only(struct moodle *m, int64_t courseid, bool active,
+			   struct moodle_enrolled_user **ret, size_t *ret_n,
+			   struct moodle_error *err)
+{
 	struct moodle_form f;
 	struct moodle_enrolled_user *users = NULL;
 	size_t n = 0, got;
@@ -1696,6 +1704,12 @@ moodle_enrolled_users(struct moodle *m, int64_t courseid,
 		form_item_int(&f, "options", 1, "value", (int64_t)n);
 		form_item(&f, "options", 2, "name", "limitnumber");
 		form_item_int(&f, "options", 2, "value", MOODLE_PAGE);
+		/* Suspended (or not yet started, or ended) enrolments are left
+		 * out: enrol/externallib.php, get_enrolled_users(). */
+		if (active) {
+			form_item(&f, "options", 3, "name", "onlyactive");
+			form_item(&f, "options", 3, "value", "1");
+		}
 		if (moodle_send(m, &f, JSON_ARRAY, &j, err) == -1)
 			goto fail;
 		got = json_array_size(j);

@@ -145,6 +145,7 @@ plan_free(struct plan *p)
 	for (l = 0; l < PL_COUNT; l++)
 		free(*plan_list_ptr(p, l));
 	free(p->lookup);
+	free(p->drift_moot);
 	for (c = ps->chunks; c != NULL; c = next) {
 		next = c->next;
 		free(c);
@@ -190,7 +191,65 @@ struct plan_builder {
 	size_t prevcap;
 	bool unsorted;
 	char *cause;
+
+	/* Drift (reconcile.c), when there is any: "course US user US roleid
+	 * US kind" -> index into drift. */
+	struct ledger_drift *drift;
+	size_t ndrift;
+	struct strmap *driftmap;
 };
+
+static int
+plan_drift_cb(const struct ledger_drift *d, void *arg)
+{
+	struct plan_builder *b = arg;
+	char *key;
+
+	b->drift = xreallocarray(b->drift, b->ndrift + 1, sizeof(*b->drift));
+	b->drift[b->ndrift] =
+	    (struct ledger_drift){ plan_strdup(b->ps, d->course),
+				   plan_strdup(b->ps, d->username),
+				   d->roleid,
+				   plan_strdup(b->ps, d->kind),
+				   plan_strdup(b->ps, d->ledger_said),
+				   "",
+				   d->since,
+				   d->run_id };
+	xasprintf(&key, "%s\037%s\037%d\037%s", d->course, d->username,
+		  d->roleid, d->kind);
+	strmap_put(b->driftmap, key, (int64_t)b->ndrift++);
+	free(key);
+	return 0;
+}
+
+/* The known drift of this kind, or NULL. */
+static const struct ledger_drift *
+plan_drift(const struct plan_builder *b, const char *course, const char *user,
+	   int roleid, const char *kind)
+{
+	char *key;
+	int64_t i;
+	int found;
+
+	if (b->ndrift == 0)
+		return NULL;
+	xasprintf(&key, "%s\037%s\037%d\037%s", course, user ? user : "",
+		  roleid, kind);
+	found = strmap_get(b->driftmap, key, &i);
+	free(key);
+	return found == 0 ? &b->drift[i] : NULL;
+}
+
+/* Reported drift of an enrolment or role we made holds the plan back:
+ * under sync.on_drift = report nothing puts it back. */
+static bool
+plan_drift_holds(const struct plan_builder *b, const char *course,
+		 const char *user, int roleid)
+{
+	return b->cfg->sync_on_drift == ON_DRIFT_REPORT &&
+	       (plan_drift(b, course, user, roleid, "gone") != NULL ||
+		plan_drift(b, course, user, roleid, "role_gone") != NULL);
+}
 
 /* Copy one ledger course; count the tracked ones. */
 static int
@@ -290,6 +349,7 @@ plan_course_known(struct plan_builder *b, size_t i,
 		  const struct plan_lcourse *l)
 {
 	const struct feed_course *c = &b->feed->courses[i];
+	const struct ledger_drift *renamed;
 	struct plan_course *pc;
 	bool held, create;
 
@@ -302,6 +362,16 @@ plan_course_known(struct plan_builder *b, size_t i,
 		plan_from_feed(b, plan_push(b->ps, PL_HOLD), c, 0);
 		return;
 	}
+	/* Deleted in Moodle: left so, created again, or held (drift). */
+	if (l != NULL && l->moodle_id == 0 &&
+	    plan_drift(b, c->shortname, NULL, 0, "course_gone") != NULL) {
+		if (b->cfg->sync_on_drift == ON_DRIFT_REPORT)
+			return;
+		if (b->cfg->sync_new_courses == NEW_COURSES_APPROVE) {
+			plan_from_feed(b, plan_push(b->ps, PL_HOLD), c, 0);
+			return;
+		}
+	}
 	create = l == NULL || l->status == LEDGER_COURSE_APPROVED ||
 		 (l->status == LEDGER_COURSE_ACTIVE && l->moodle_id == 0);
 	b->diff[i] = true;
@@ -312,8 +382,13 @@ plan_course_known(struct plan_builder *b, size_t i,
 	b->courseid[i] = l->moodle_id;
 	if (l->status == LEDGER_COURSE_HIDDEN)
 		plan_from_feed(b, plan_push(b->ps, PL_UNHIDE), c, l->moodle_id);
+	/* Renamed in Moodle: names stay as Moodle has them until the feed
+	 * names the course anew. */
+	renamed = plan_drift(b, c->shortname, NULL, 0, "renamed");
 	if (b->cfg->sync_update_names &&
-	    strcmp(l->fullname, c->fullname) != 0) {
+	    strcmp(l->fullname, c->fullname) != 0 &&
+	    (renamed == NULL ||
+	     strcmp(renamed->ledger_said, c->fullname) != 0)) {
 		pc = plan_push(b->ps, PL_RENAME);
 		plan_from_feed(b, pc, c, l->moodle_id);
 		pc->old_fullname = l->fullname;
@@ -437,21 +512,37 @@ plan_user(struct plan_builder *b, size_t ci, const struct feed_participant *F,
 		return;
 	}
 	who = F[0].username;
-	if (nl == 0 || suspended) {
-		enrol_role = F[0].roleid;
+	/* An administrator's suspension (drift) is never undone. */
+	if (suspended && plan_drift(b, c->shortname, who, 0, "suspended"))
+		enrol_role = 0;
+	else if (nl == 0 || suspended) {
+		for (k = 0; k < nf && enrol_role == -1; k++)
+			if (!plan_drift_holds(b, c->shortname, who,
+					      F[k].roleid))
+				enrol_role = F[k].roleid;
 		for (k = 0; nl > 0 && k < nf; k++)
 			if (plan_has_role(L, nl, F[k].roleid)) {
 				enrol_role = F[k].roleid;
 				break;
 			}
-		plan_item(b, PL_ENROL, ci, who, enrol_role)->reactivate =
-		    nl > 0;
+		if (enrol_role == -1)
+			return; /* every role held back by reported drift */
+		/* A role taken away in Moodle (drift) from a user still
+		 * enrolled is given back, not enrolled again. */
+		plan_item(b,
+			  nl == 0 && plan_drift(b, c->shortname, who,
+						enrol_role, "role_gone")
+			      ? PL_ROLE_ADD
+			      : PL_ENROL,
+			  ci, who, enrol_role)
+		    ->reactivate = nl > 0;
 	}
 	nadd = b->ps->plan.nrole_add;
 	nremove = b->ps->plan.nrole_remove;
 	for (k = 0; k < nf; k++)
 		if (F[k].roleid != enrol_role &&
-		    !plan_has_role(L, nl, F[k].roleid))
+		    !plan_has_role(L, nl, F[k].roleid) &&
+		    !plan_drift_holds(b, c->shortname, who, F[k].roleid))
 			plan_item(b, PL_ROLE_ADD, ci, who, F[k].roleid);
 	if (kept)
 		return;
@@ -699,6 +790,70 @@ out:
  * the users an item names.  An unchanged feed thus costs one scan of the
  * enrolments and no user lookups at all.
  */
+/* The feed course of this shortname, or NULL (the courses are sorted). */
+static const struct feed_course *
+plan_feed_course(const struct feed *f, const char *shortname)
+{
+	size_t lo = 0, hi = f->ncourses, mid;
+	int c;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if ((c = strcmp(shortname, f->courses[mid].shortname)) == 0)
+			return &f->courses[mid];
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return NULL;
+}
+
+static bool
+plan_feed_lists(const struct feed_course *c, const char *username)
+{
+	size_t lo = 0, hi = c->nparticipants, mid;
+	int cmp;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if ((cmp = strcmp(username, c->participants[mid].username)) ==
+		    0)
+			return true;
+		if (cmp < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return false;
+}
+
+/* Drift of what the feed no longer lists is moot: nothing to report or
+ * repair any more.  A skipped record says nothing: its drift stays. */
+static void
+plan_drift_moot(struct plan_builder *b)
+{
+	struct plan *p = &b->ps->plan;
+	const struct feed_course *c;
+
+	for (size_t i = 0; i < b->ndrift; i++) {
+		const struct ledger_drift *d = &b->drift[i];
+
+		c = plan_feed_course(b->feed, d->course);
+		if (plan_in(b->feed->skipped, b->feed->nskipped, d->course) ||
+		    (c != NULL &&
+		     (*d->username == '\0' || plan_feed_lists(c, d->username) ||
+		      plan_in(c->skipped_users, c->nskipped_users,
+			      d->username))))
+			continue;
+		p->drift_moot = xreallocarray(p->drift_moot, p->ndrift_moot + 1,
+					      sizeof(*p->drift_moot));
+		p->drift_moot[p->ndrift_moot++] =
+		    (struct plan_drift){ d->course, d->username, d->kind,
+					 d->roleid };
+	}
+}
+
 int
 plan_build(const struct config *cfg, const struct feed *feed,
 	   struct ledger *ledger, struct plan **ret, char **cause)
@@ -717,10 +872,13 @@ plan_build(const struct config *cfg, const struct feed *feed,
 	b.courseid = xcalloc(feed->ncourses, sizeof *b.courseid);
 	b.diff = xcalloc(feed->ncourses, sizeof *b.diff);
 
-	if (ledger_course_foreach(ledger, plan_lcourse_cb, &b) == -1) {
+	b.driftmap = strmap_new(16);
+	if (ledger_drift_foreach(ledger, plan_drift_cb, &b) == -1 ||
+	    ledger_course_foreach(ledger, plan_lcourse_cb, &b) == -1) {
 		xasprintf(&b.cause, "ledger: %s", ledger_errmsg(ledger));
 		goto out;
 	}
+	p->ndrift = b.ndrift;
 	if (b.nlc > 1)
 		qsort(b.lc, b.nlc, sizeof *b.lc, plan_lcourse_cmp);
 	plan_courses(&b);
@@ -738,6 +896,7 @@ plan_build(const struct config *cfg, const struct feed *feed,
 		plan_course_diff(&b, i, NULL, 0);
 	if (plan_resolve_users(&b, ledger) == -1)
 		goto out;
+	plan_drift_moot(&b);
 	*ret = p;
 	b.ps = NULL;
 	rc = 0;
@@ -754,6 +913,8 @@ out:
 	free(b.lc);
 	free(b.courseid);
 	free(b.diff);
+	free(b.drift);
+	strmap_free(b.driftmap);
 	return rc;
 }
 

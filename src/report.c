@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "ledger.h"
+#include "reconcile.h"
 #include "report.h"
 #include "util.h"
 
@@ -186,6 +187,38 @@ report_courses_cb(const struct ledger_course *c, void *arg)
 	return 0;
 }
 
+static int
+report_drift_count_cb(const struct ledger_drift *d, void *arg)
+{
+	json_t *kinds = arg;
+	json_t *n = json_object_get(kinds, d->kind);
+
+	json_object_set_new(kinds, d->kind,
+			    json_integer(json_integer_value(n) + 1));
+	return 0;
+}
+
+/* {"total", "kinds": {kind: n}, "oldest_check", "courses_checked"}. */
+static json_t *
+report_drift_summary(struct ledger *l)
+{
+	json_t *kinds = json_object(), *v;
+	int64_t tracked, overdue, oldest, total = 0;
+	const char *k;
+	char when[32];
+
+	if (ledger_drift_foreach(l, report_drift_count_cb, kinds) == -1 ||
+	    ledger_course_checks(l, 0, &tracked, &overdue, &oldest) == -1) {
+		json_decref(kinds);
+		return NULL;
+	}
+	json_object_foreach(kinds, k, v) total += json_integer_value(v);
+	format_time(oldest, when, sizeof(when));
+	return json_pack("{s:I, s:o, s:s?}", "total", (json_int_t)total,
+			 "kinds", kinds, "oldest_check",
+			 tracked > 0 && oldest > 0 ? when : NULL);
+}
+
 /* Gather the status as one JSON object; text output is printed from it. */
 static json_t *
 report_status_json(struct ledger *l)
@@ -195,7 +228,7 @@ report_status_json(struct ledger *l)
 	size_t nruns = 0;
 	int64_t active = 0, suspended = 0, missing = 0;
 	char *withheld = NULL, *next = NULL;
-	json_t *o, *jruns = json_array();
+	json_t *o, *drift, *jruns = json_array();
 
 	if (ledger_runs_recent(l, REPORT_RUNS, &runs, &nruns) == -1 ||
 	    ledger_course_foreach(l, report_courses_cb, &rc) == -1 ||
@@ -211,13 +244,21 @@ report_status_json(struct ledger *l)
 	}
 	for (size_t i = 0; i < nruns; i++)
 		json_array_append_new(jruns, report_run_json(&runs[i]));
-	o = json_pack("{s:o, s:{s:I, s:I}, s:{s:I, s:I}, s:I, s:s?, s:o, s:s?}",
-		      "runs", jruns, "courses", "tracked",
-		      (json_int_t)rc.tracked, "hidden", (json_int_t)rc.hidden,
-		      "enrolments", "active", (json_int_t)active, "suspended",
-		      (json_int_t)suspended, "missing_users",
-		      (json_int_t)missing, "removals_withheld", withheld,
-		      "awaiting_approval", rc.pending, "next_run", next);
+	if ((drift = report_drift_summary(l)) == NULL) {
+		json_decref(rc.pending);
+		json_decref(jruns);
+		ledger_runs_free(runs, nruns);
+		free(withheld);
+		free(next);
+		return NULL;
+	}
+	o = json_pack(
+	    "{s:o, s:{s:I, s:I}, s:{s:I, s:I}, s:I, s:s?, s:o, s:s?, s:o}",
+	    "runs", jruns, "courses", "tracked", (json_int_t)rc.tracked,
+	    "hidden", (json_int_t)rc.hidden, "enrolments", "active",
+	    (json_int_t)active, "suspended", (json_int_t)suspended,
+	    "missing_users", (json_int_t)missing, "removals_withheld", withheld,
+	    "awaiting_approval", rc.pending, "next_run", next, "drift", drift);
 	ledger_runs_free(runs, nruns);
 	free(withheld);
 	free(next);
@@ -262,6 +303,15 @@ report_status_text(json_t *o, FILE *f)
 		json_integer_value(json_object_get(o, "missing_users"))
 		    ? " (webcoursectl missing-users)"
 		    : "");
+	c = json_object_get(o, "drift");
+	fprintf(f, "drift:             %" JSON_INTEGER_FORMAT "%s",
+		json_integer_value(json_object_get(c, "total")),
+		json_integer_value(json_object_get(c, "total"))
+		    ? " (webcoursectl drift)"
+		    : "");
+	if ((s = json_string_value(json_object_get(c, "oldest_check"))) != NULL)
+		fprintf(f, "; oldest course check %s", s);
+	fputc('\n', f);
 	if ((s = json_string_value(json_object_get(o, "removals_withheld"))) !=
 	    NULL)
 		fprintf(f, "WARNING:           %s\n", s);
@@ -424,5 +474,57 @@ report_history(struct ledger *l, const struct ledger_history_filter *filter,
 			    ? " match"
 			    : " yet");
 	json_decref(rh.array);
+	return rv;
+}
+
+struct report_drift {
+	const struct config *conf;
+	FILE *f;
+	json_t *array;
+	size_t n;
+};
+
+static int
+report_drift_cb(const struct ledger_drift *d, void *arg)
+{
+	struct report_drift *rd = arg;
+	const char *role =
+	    d->roleid > 0 ? config_role_name(rd->conf, d->roleid) : NULL;
+	const char *policy = reconcile_policy_words(rd->conf, d->kind);
+	char since[32];
+
+	rd->n++;
+	format_time(d->since, since, sizeof(since));
+	if (rd->array != NULL) {
+		json_array_append_new(
+		    rd->array,
+		    json_pack("{s:s, s:s?, s:s?, s:s, s:s, s:s, s:s, s:I, s:s}",
+			      "course", d->course, "username",
+			      *d->username ? d->username : NULL, "role", role,
+			      "kind", d->kind, "ledger_said", d->ledger_said,
+			      "moodle_has", d->moodle_has, "since", since,
+			      "run", (json_int_t)d->run_id, "policy", policy));
+		return 0;
+	}
+	since[10] = '\0';
+	fprintf(rd->f, "%s  %-16s %-14s %-11s ledger: %s; Moodle: %s; %s\n",
+		since, d->course, *d->username ? d->username : "-", d->kind,
+		d->ledger_said, d->moodle_has, policy);
+	return 0;
+}
+
+int
+report_drift(const struct config *conf, struct ledger *l, FILE *f, bool json)
+{
+	struct report_drift rd = { conf, f, json ? json_array() : NULL, 0 };
+	int rv = ledger_drift_foreach(l, report_drift_cb, &rd);
+
+	if (rv == 0 && json) {
+		json_dumpf(rd.array, f, JSON_INDENT(2));
+		fputc('\n', f);
+	} else if (rv == 0 && rd.n == 0)
+		fprintf(f, "no drift: the ledger and Moodle agree on every "
+			   "course checked\n");
+	json_decref(rd.array);
 	return rv;
 }

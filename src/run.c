@@ -13,6 +13,7 @@
 #include "log.h"
 #include "moodle.h"
 #include "plan.h"
+#include "reconcile.h"
 #include "report.h"
 #include "run.h"
 #include "util.h"
@@ -31,6 +32,7 @@ struct run {
 	size_t len;
 	struct feed *feed;
 	struct plan *plan;
+	struct reconcile rec;
 	bool withheld;
 	int64_t start_ms;
 };
@@ -404,20 +406,19 @@ run_applied_whole(const struct run *r)
 	return true;
 }
 
-/* The body of a run after the fetch; -1 has set the outcome. */
+/* Fetch and decode the feed, with the last validators unless fresh:
+ * the fetch result, or -1 with the outcome set. */
 static int
-run_steps(struct run *r)
+run_fetch(struct run *r, bool fresh)
 {
 	enum feed_fetch_result fr;
 	char *cause = NULL;
 	int64_t usec;
 
 	run_progress(r, "fetching feed");
-	if (run_load_validators(r) == -1)
-		return run_fail(r, "failed", xstrdup(ledger_errmsg(r->ledger)));
 	usec = now_monotonic_us();
-	fr = feed_fetch(r->conf, r->http, &r->last, &r->body, &r->len,
-			&r->fetched, &cause);
+	fr = feed_fetch(r->conf, r->http, fresh ? NULL : &r->last, &r->body,
+			&r->len, &r->fetched, &cause);
 	usec = now_monotonic_us() - usec;
 	if (fr == FEED_FETCH_ERROR || fr == FEED_FETCH_CANCELLED) {
 		run_observe_fetch(r, fr, false, usec);
@@ -436,9 +437,73 @@ run_steps(struct run *r)
 		run_record_issues(r);
 	}
 	run_observe_fetch(r, fr, false, usec);
+	return (int)fr;
+}
+
+static int
+run_repairable_cb(const struct ledger_drift *d, void *arg)
+{
+	(void)arg;
+	return strcmp(d->kind, "gone") == 0 ||
+	       strcmp(d->kind, "role_gone") == 0 ||
+	       strcmp(d->kind, "course_gone") == 0;
+}
+
+/* Is there drift that sync.on_drift = repair puts back? */
+static bool
+run_drift_to_repair(struct run *r)
+{
+	return r->conf->sync_on_drift == ON_DRIFT_REPAIR &&
+	       ledger_drift_foreach(r->ledger, run_repairable_cb, NULL) == 1;
+}
+
+/* Check this run's share of the courses for drift (reconcile.c). */
+static int
+run_reconcile(struct run *r)
+{
+	struct reconcile *rec = &r->rec;
+
+	*rec = (struct reconcile){ .conf = r->conf,
+				   .ledger = r->ledger,
+				   .moodle = r->moodle,
+				   .hist = &r->apply.hist,
+				   .progress = r->opts->progress,
+				   .arg = r->opts->arg };
+	if (reconcile_slice(rec) == -1) {
+		free(r->apply.cause);
+		r->apply.cause = rec->cause;
+		rec->cause = NULL;
+		return -1;
+	}
+	if (rec->checked > 0)
+		log_info("drift check: %zu courses checked, %zu new drift, "
+			 "%zu resolved",
+			 rec->checked, rec->found, rec->resolved);
+	return 0;
+}
+
+/* The body of a run; -1 has set the outcome. */
+static int
+run_steps(struct run *r)
+{
+	char *cause = NULL;
+	int fr;
+
+	if (run_load_validators(r) == -1)
+		return run_fail(r, "failed", xstrdup(ledger_errmsg(r->ledger)));
+	if ((fr = run_fetch(r, false)) == -1)
+		return -1;
 	run_progress(r, "checking Moodle");
-	if (run_check_moodle(r) == -1 || apply_recover(&r->apply) == -1)
+	if (run_check_moodle(r) == -1 || apply_recover(&r->apply) == -1 ||
+	    run_reconcile(r) == -1)
 		goto fail_apply;
+	/* Drift to repair needs a plan, so the feed itself. */
+	if (fr != FEED_FETCH_NEW && run_drift_to_repair(r)) {
+		log_info("drift to repair: fetching the feed anew to plan");
+		feed_validators_clear(&r->fetched);
+		if ((fr = run_fetch(r, true)) == -1)
+			return -1;
+	}
 	if (fr != FEED_FETCH_NEW) {
 		log_info("feed unchanged; looking up missing users again");
 		if (apply_missing(&r->apply) == -1)
@@ -559,6 +624,7 @@ run_sync(const struct config *conf, struct ledger *l,
 		log_warnx("cannot record the run: %s", ledger_errmsg(l));
 
 	apply_done(&r.apply);
+	reconcile_done(&r.rec);
 	plan_free(r.plan);
 	feed_free(r.feed);
 	free(r.body);

@@ -44,6 +44,8 @@ enum stats_family {
 	ST_ENROLMENTS,
 	ST_MISSING,
 	ST_WITHHELD,
+	ST_DRIFT,
+	ST_OLDEST_CHECK,
 	ST_COUNT
 };
 
@@ -78,6 +80,12 @@ static const char *const stats_outcome[] = { "outcome", NULL };
 static const char *const stats_request[] = { "function", "outcome", NULL };
 static const char *const stats_result[] = { "result", NULL };
 static const char *const stats_state[] = { "state", NULL };
+static const char *const stats_kind[] = { "kind", NULL };
+/* The kinds of drift (reconcile.c), each a series from the start. */
+static const char *const stats_drift_kinds[] = { "gone",      "role_gone",
+						 "suspended", "course_gone",
+						 "renamed",   "visibility",
+						 NULL };
 
 static const double stats_sync_buckets[] = { 1,   5,   15,   30,   60,  120,
 					     300, 600, 1800, 3600, 7200 };
@@ -174,6 +182,13 @@ static const struct metrics_def stats_defs[ST_COUNT] = {
 			  NULL, 0,
 			  "Removals the guard withholds until webcoursectl "
 			  "sync --allow-removals or the feed recovers." },
+	[ST_DRIFT] = { "webcoursed_drift", METRICS_GAUGE, stats_kind, NULL, 0,
+		       "What differs between the ledger and Moodle now, by "
+		       "kind (webcoursectl drift)." },
+	[ST_OLDEST_CHECK] = { "webcoursed_oldest_drift_check_timestamp_seconds",
+			      METRICS_GAUGE, NULL, NULL, 0,
+			      "When the course checked longest ago was "
+			      "checked for drift (0: one never was)." },
 };
 
 struct stats {
@@ -214,6 +229,7 @@ stats_new(struct metrics *m, int64_t started)
 	stats_zero(s->fam[ST_LAST_OUTCOME], stats_outcomes, true);
 	stats_zero(s->fam[ST_FEED_FETCHES], stats_fetch_results, false);
 	stats_zero(s->fam[ST_COURSES], stats_course_states, true);
+	stats_zero(s->fam[ST_DRIFT], stats_drift_kinds, true);
 	for (size_t i = 0; i < nitems(stats_enrol_states); i++)
 		if (stats_enrol_states[i] != NULL)
 			metrics_set(s->fam[ST_ENROLMENTS],
@@ -358,6 +374,33 @@ out:
 	return rv;
 }
 
+static int
+stats_drift_cb(const struct ledger_drift *d, void *arg)
+{
+	int64_t *n = arg;
+
+	for (size_t i = 0; stats_drift_kinds[i] != NULL; i++)
+		if (strcmp(stats_drift_kinds[i], d->kind) == 0)
+			n[i]++;
+	return 0;
+}
+
+/* Drift by kind and the oldest course check, as status reports them. */
+static int
+stats_read_drift(struct stats *s, struct ledger *l)
+{
+	int64_t n[nitems(stats_drift_kinds)] = { 0 }, tracked, overdue, oldest;
+
+	if (ledger_drift_foreach(l, stats_drift_cb, n) == -1 ||
+	    ledger_course_checks(l, 0, &tracked, &overdue, &oldest) == -1)
+		return -1;
+	for (size_t i = 0; stats_drift_kinds[i] != NULL; i++)
+		metrics_set(s->fam[ST_DRIFT], &stats_drift_kinds[i],
+			    (double)n[i]);
+	metrics_set(s->fam[ST_OLDEST_CHECK], NULL, (double)oldest);
+	return 0;
+}
+
 int
 stats_refresh(struct stats *s, struct ledger *l, bool all)
 {
@@ -381,5 +424,7 @@ stats_refresh(struct stats *s, struct ledger *l, bool all)
 	if (stats_read_withheld(l, &n) == -1)
 		return -1;
 	metrics_set(s->fam[ST_WITHHELD], NULL, (double)n);
+	if (stats_read_drift(s, l) == -1)
+		return -1;
 	return stats_read_last_run(s, l);
 }

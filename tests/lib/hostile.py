@@ -77,14 +77,14 @@ def run_measured(argv, timeout=300, env=None):
 
 
 # Columns that change on every run that reads the feed, whatever it holds.
-_VOLATILE = {"courses": {"last_seen"}, "missing": {"mark"}}
+_VOLATILE = {"courses": {"last_seen", "checked"}, "missing": {"mark"}}
 _VOLATILE_META = {"feed_digest", "feed_etag", "feed_last_modified"}
 
 
 def ledger_dump(db, loose=False):
     """Every table of the ledger but runs and errors, as sorted rows.  With
     loose, the columns a run that accepted the feed updates anyway
-    (last_seen, mark, the feed's validators) are left out, and the history
+    (last_seen, checked, mark, the feed's validators) are left out, and the history
     keeps only rows other than skipped records ("skip")."""
     con = sqlite3.connect(db, timeout=10)
     try:

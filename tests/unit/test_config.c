@@ -54,6 +54,8 @@ static const char *const all_keys[] = {
 	"sync.course_format",
 	"sync.course_visible",
 	"sync.idnumber_prefix",
+	"sync.reconcile_every",
+	"sync.on_drift",
 	"state.database",
 	"state.missing_users_csv",
 	"state.history_days",

@@ -21,7 +21,7 @@
 #include "util.h"
 
 /* The schema version this build migrates to. */
-#define LATEST 3
+#define LATEST 4
 
 #define NOBODY 65534
 
