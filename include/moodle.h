@@ -61,8 +61,8 @@ typedef void (*moodle_observer_fn)(void *arg, const char *function,
 void moodle_set_observer(struct moodle *, moodle_observer_fn, void *arg);
 /* Whether a call that got no answer is sent again (the default: it is for
  * reads and calls that may be repeated).  With false it fails at once as
- * MOODLE_UNSURE. */
-void moodle_set_resend(struct moodle *, bool);
+ * MOODLE_UNSURE.  Returns the setting it replaces. */
+bool moodle_set_resend(struct moodle *, bool);
 /* Number of HTTP requests made so far (for progress and reports). */
 uint64_t moodle_requests(const struct moodle *);
 /* Calls at most in flight at once (moodle.max_concurrent_calls), and the

@@ -398,6 +398,7 @@ apply_history_item(struct apply_batch *b, const struct plan_enrol *e)
 	const char *other = config_role_name(c, e->other_roleid),
 		   *role = config_role_name(c, e->roleid);
 	char since[64];
+	bool add;
 
 	switch (b->op) {
 	case OP_ENROL:
@@ -414,21 +415,18 @@ apply_history_item(struct apply_batch *b, const struct plan_enrol *e)
 		return history_add(h, "enrol", e->course, e->username,
 				   e->roleid, "listed in the feed");
 	case OP_ROLE_ADD:
-		if (e->other_roleid > 0)
-			return history_add(
-			    h, "role_add", e->course, e->username, e->roleid,
-			    "role changed in the feed: %s → %s",
-			    other ? other : "?", role ? role : "?");
-		return history_add(h, "role_add", e->course, e->username,
-				   e->roleid, "role added in the feed");
 	case OP_ROLE_REMOVE:
+		add = b->op == OP_ROLE_ADD;
 		if (e->other_roleid > 0)
-			return history_add(
-			    h, "role_remove", e->course, e->username, e->roleid,
-			    "role changed in the feed: %s → %s",
-			    role ? role : "?", other ? other : "?");
-		return history_add(h, "role_remove", e->course, e->username,
-				   e->roleid, "role no longer in the feed");
+			return history_add(h, add ? "role_add" : "role_remove",
+					   e->course, e->username, e->roleid,
+					   "role changed in the feed: %s → %s",
+					   (add ? other : role) ?: "?",
+					   (add ? role : other) ?: "?");
+		return history_add(h, add ? "role_add" : "role_remove",
+				   e->course, e->username, e->roleid,
+				   add ? "role added in the feed"
+				       : "role no longer in the feed");
 	case OP_SUSPEND:
 	case OP_UNENROL:
 		if (history_since(h, "withhold", e->course, e->username, since,

@@ -350,6 +350,7 @@ batch_run(struct moodle *m, const struct batch *b, struct moodle_error *err)
 	struct batch_state st = { .b = b };
 	struct batch_worker *w;
 	size_t cap, started = 1;
+	bool resend;
 	int rv = 0;
 
 	moodle_error_clear(err);
@@ -365,10 +366,10 @@ batch_run(struct moodle *m, const struct batch *b, struct moodle_error *err)
 	pthread_mutex_init(&st.lock, NULL);
 	batch_lanes(&st, moodle_concurrency(m));
 	w = xcalloc(st.nlanes, sizeof(*w));
+	resend = moodle_set_resend(m, !b->once);
 	for (size_t i = 0; i < st.nlanes; i++) {
 		w[i].st = &st;
 		w[i].m = i == 0 ? m : moodle_clone(m);
-		moodle_set_resend(w[i].m, !b->once);
 	}
 	for (; started < st.nlanes; started++)
 		if (pthread_create(&w[started].thread, NULL, batch_worker_main,
@@ -393,7 +394,7 @@ batch_run(struct moodle *m, const struct batch *b, struct moodle_error *err)
 		*err = st.err;
 		rv = -1;
 	}
-	moodle_set_resend(m, true);
+	moodle_set_resend(m, resend);
 	for (size_t i = 1; i < st.nlanes; i++)
 		moodle_free(w[i].m);
 	free(w);

@@ -243,6 +243,35 @@ ctl_open(struct ctl *c, bool readonly, struct ledger **ret)
 	return 0;
 }
 
+static volatile sig_atomic_t ctl_cancel;
+
+static void
+ctl_term_cb(int sig)
+{
+	(void)sig;
+	ctl_cancel = 1;
+}
+
+/* For a sync: the ledger, locked against the daemon and other syncs, and
+ * SIGINT and SIGTERM stopping the work at its next safe point. */
+static int
+ctl_open_locked(struct ctl *c, struct ledger **ret)
+{
+	char *cause = NULL;
+
+	if (ctl_open(c, false, ret) == -1)
+		return -1;
+	if (ledger_lock(*ret, &cause) == -1) {
+		fprintf(stderr, "webcoursectl: %s\n", cause);
+		free(cause);
+		ledger_free(*ret);
+		return -1;
+	}
+	signal(SIGINT, ctl_term_cb);
+	signal(SIGTERM, ctl_term_cb);
+	return 0;
+}
+
 /* For reading: the ledger, or before the first run an empty one (a fresh
  * install is not an error). */
 static int
@@ -364,15 +393,6 @@ out:
 	return rv;
 }
 
-static volatile sig_atomic_t ctl_cancel;
-
-static void
-ctl_term_cb(int sig)
-{
-	(void)sig;
-	ctl_cancel = 1;
-}
-
 /* What `sync` shows as it goes. */
 struct ctl_progress {
 	bool tty;
@@ -406,19 +426,10 @@ ctl_sync(struct ctl *c)
 	struct run_options opts = { 0 };
 	struct ledger_run res;
 	struct ledger *l;
-	char *cause = NULL;
 	int rv;
 
-	if (ctl_open(c, false, &l) == -1)
+	if (ctl_open_locked(c, &l) == -1)
 		return CTL_FAILED;
-	if (ledger_lock(l, &cause) == -1) {
-		fprintf(stderr, "webcoursectl: %s\n", cause);
-		free(cause);
-		ledger_free(l);
-		return CTL_FAILED;
-	}
-	signal(SIGINT, ctl_term_cb);
-	signal(SIGTERM, ctl_term_cb);
 	opts.allow_removals = ctl_opt(c, "--allow-removals") != NULL;
 	opts.cancel = &ctl_cancel;
 	opts.progress = ctl_progress;
@@ -559,7 +570,6 @@ ctl_reconcile(struct ctl *c)
 				 .progress = ctl_progress,
 				 .arg = &cp };
 	struct ledger *l;
-	char *cause = NULL;
 	int64_t start = now_monotonic_ms();
 	int rv = CTL_FAILED;
 
@@ -568,16 +578,8 @@ ctl_reconcile(struct ctl *c)
 				       all ? "takes SHORTNAME... or --all, "
 					     "not both"
 					   : "needs SHORTNAME... or --all");
-	if (ctl_open(c, false, &l) == -1)
+	if (ctl_open_locked(c, &l) == -1)
 		return CTL_FAILED;
-	if (ledger_lock(l, &cause) == -1) {
-		fprintf(stderr, "webcoursectl: %s\n", cause);
-		free(cause);
-		ledger_free(l);
-		return CTL_FAILED;
-	}
-	signal(SIGINT, ctl_term_cb);
-	signal(SIGTERM, ctl_term_cb);
 	hist.ledger = rec.ledger = l; /* run 0: between runs */
 	rec.moodle = moodle_new(c->conf, &ctl_cancel);
 	if (reconcile_courses(&rec, c->operands, (size_t)c->noperands) == -1)

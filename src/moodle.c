@@ -389,10 +389,13 @@ moodle_set_observer(struct moodle *m, moodle_observer_fn fn, void *arg)
 	m->observe_arg = arg;
 }
 
-void
+bool
 moodle_set_resend(struct moodle *m, bool resend)
 {
+	bool was = m->resend;
+
 	m->resend = resend;
+	return was;
 }
 
 uint64_t

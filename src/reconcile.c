@@ -621,6 +621,22 @@ out:
 	return rv;
 }
 
+/* Check the courses gathered (read is how reading them went), and free
+ * them. */
+static int
+reconcile_check(struct reconcile *r, struct rc *rc, int read)
+{
+	int rv = -1;
+
+	if (read == -1 && r->cause == NULL)
+		xasprintf(&r->cause, "ledger read failed: %s",
+			  ledger_errmsg(r->ledger));
+	else if (read != -1)
+		rv = reconcile_run(r, rc);
+	reconcile_free(rc);
+	return rv;
+}
+
 int
 reconcile_slice(struct reconcile *r)
 {
@@ -628,7 +644,6 @@ reconcile_slice(struct reconcile *r)
 	struct rc rc = { .r = r };
 	int64_t tracked, overdue, oldest, every = c->sync_reconcile_every_ms;
 	size_t n;
-	int rv;
 
 	if (every <= 0)
 		return 0;
@@ -650,16 +665,9 @@ reconcile_slice(struct reconcile *r)
 	}
 	if (n == 0)
 		return 0;
-	if (ledger_course_foreach_due(r->ledger, n, reconcile_add_cb, &rc) ==
-	    -1) {
-		xasprintf(&r->cause, "ledger read failed: %s",
-			  ledger_errmsg(r->ledger));
-		reconcile_free(&rc);
-		return -1;
-	}
-	rv = reconcile_run(r, &rc);
-	reconcile_free(&rc);
-	return rv;
+	return reconcile_check(
+	    r, &rc,
+	    ledger_course_foreach_due(r->ledger, n, reconcile_add_cb, &rc));
 }
 
 int
@@ -674,30 +682,20 @@ reconcile_courses(struct reconcile *r, char *const *shortnames, size_t n)
 	for (size_t i = 0; i < n && rv == 0; i++) {
 		memset(&lc, 0, sizeof(lc));
 		if ((found = ledger_course_get(r->ledger, shortnames[i],
-					       &lc)) == -1)
-			rv = -1;
-		else if (found == 1 || lc.moodle_id <= 0) {
-			free(r->cause);
+					       &lc)) == 0 &&
+		    lc.moodle_id > 0)
+			reconcile_add_cb(&lc, &rc);
+		else if (found != -1) {
 			xasprintf(&r->cause,
 				  "%s is not a course webcoursed tracks in "
 				  "Moodle",
 				  shortnames[i]);
-			ledger_course_clear(&lc);
-			reconcile_free(&rc);
-			return -1;
+			rv = -1;
 		} else
-			reconcile_add_cb(&lc, &rc);
+			rv = -1;
 		ledger_course_clear(&lc);
 	}
-	if (rv == -1) {
-		xasprintf(&r->cause, "ledger read failed: %s",
-			  ledger_errmsg(r->ledger));
-		reconcile_free(&rc);
-		return -1;
-	}
-	rv = reconcile_run(r, &rc);
-	reconcile_free(&rc);
-	return rv;
+	return reconcile_check(r, &rc, rv);
 }
 
 void
