@@ -11,6 +11,8 @@
  * cancel flag that libcurl's progress callback and the retry sleeps check,
  * so a run stops at its next safe point: the current request is
  * abandoned, the transaction of the current batch is never committed. */
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 
@@ -37,6 +39,7 @@
 #define DAEMON_FIRST_RUN_MS   500   /* first run shortly after start */
 #define DAEMON_BACKOFF_MAX_MS 60000 /* first back-off, at most */
 #define DAEMON_STOP_GRACE_MS  8000  /* then the run is killed */
+#define DAEMON_LOG_WAIT_S     2     /* a sync's log record waits, at most */
 
 /* The daemon's one context. */
 struct daemon {
@@ -45,10 +48,11 @@ struct daemon {
 	struct config *pending_conf; /* a reload waiting for the run to end */
 	const char *conf_path;
 	struct ledger *ledger;
-	struct event *ev_timer, *ev_watchdog, *ev_pipe, *ev_kill;
+	struct event *ev_timer, *ev_watchdog, *ev_pipe, *ev_log, *ev_kill;
 	struct event *ev_sig[5];
 	pid_t child;
 	int pipe_fd;
+	int log_fd; /* the sync's journal records, relayed (log_relay_to) */
 	char pipebuf[512];
 	size_t pipelen;
 	int64_t last_beat_ms, watchdog_ms, next_run;
@@ -62,6 +66,7 @@ static volatile sig_atomic_t child_cancel;
 static void daemon_arm(struct daemon *, int64_t delay_ms);
 static void daemon_status(struct daemon *);
 static void daemon_pipe_cb(evutil_socket_t, short, void *);
+static void daemon_log_cb(evutil_socket_t, short, void *);
 
 static void
 child_term_cb(int sig)
@@ -94,8 +99,9 @@ child_tick(void *arg)
 
 /* The child's whole life: its own ledger connection, one run, exit. */
 static __attribute__((noreturn)) void
-child_main(struct daemon *d, int fd)
+child_main(struct daemon *d, int fd, int log_fd)
 {
+	struct timeval wait = { DAEMON_LOG_WAIT_S, 0 };
 	struct run_options opts = { false, &child_cancel, child_progress,
 				    child_tick, &fd };
 	struct sigaction sa = { .sa_handler = child_term_cb };
@@ -111,6 +117,8 @@ child_main(struct daemon *d, int fd)
 	signal(SIGUSR1, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGCHLD, SIG_DFL);
+	(void)setsockopt(log_fd, SOL_SOCKET, SO_SNDTIMEO, &wait, sizeof(wait));
+	log_relay_to(log_fd);
 	if (ledger_open(d->conf->state_database, false, &l, &cause) == -1) {
 		log_warnx("cannot open the ledger: %s", cause);
 		_exit(2);
@@ -124,7 +132,7 @@ child_main(struct daemon *d, int fd)
 static void
 daemon_run_start(struct daemon *d)
 {
-	int fds[2];
+	int fds[2], lfds[2];
 	pid_t pid;
 
 	if (d->child > 0) {
@@ -137,19 +145,35 @@ daemon_run_start(struct daemon *d)
 		daemon_arm(d, DAEMON_BACKOFF_MAX_MS);
 		return;
 	}
-	child_cancel = 0;
-	if ((pid = fork()) == -1) {
-		log_warn("fork");
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, lfds) == -1) {
+		log_warn("socketpair");
 		close(fds[0]);
 		close(fds[1]);
 		daemon_arm(d, DAEMON_BACKOFF_MAX_MS);
 		return;
 	}
+	child_cancel = 0;
+	if ((pid = fork()) == -1) {
+		log_warn("fork");
+		close(fds[0]);
+		close(fds[1]);
+		close(lfds[0]);
+		close(lfds[1]);
+		daemon_arm(d, DAEMON_BACKOFF_MAX_MS);
+		return;
+	}
 	if (pid == 0) {
 		close(fds[0]);
-		child_main(d, fds[1]);
+		close(lfds[0]);
+		child_main(d, fds[1], lfds[1]);
 	}
 	close(fds[1]);
+	close(lfds[1]);
+	d->log_fd = lfds[0];
+	evutil_make_socket_nonblocking(d->log_fd);
+	d->ev_log = event_new(d->base, d->log_fd, EV_READ | EV_PERSIST,
+			      daemon_log_cb, d);
+	event_add(d->ev_log, NULL);
 	d->child = pid;
 	d->pipe_fd = fds[0];
 	d->pipelen = 0;
@@ -213,6 +237,17 @@ daemon_pipe_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (d->pipelen == sizeof(d->pipebuf) - 1)
 		d->pipelen = 0; /* an overlong line: drop it */
+}
+
+/* The sync's journal records, written by us on its behalf. */
+static void
+daemon_log_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)what;
+	if (log_relay_read(fd) == -1)
+		event_del(d->ev_log);
 }
 
 /* Swap in a configuration that loaded cleanly.  The ledger stays where it
@@ -338,6 +373,13 @@ daemon_child_reaped(struct daemon *d, int wstatus)
 	}
 	close(d->pipe_fd);
 	d->pipe_fd = -1;
+	if (d->ev_log != NULL) {
+		(void)log_relay_read(d->log_fd); /* the last records */
+		event_free(d->ev_log);
+		d->ev_log = NULL;
+	}
+	close(d->log_fd);
+	d->log_fd = -1;
 	d->child = 0;
 	if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0)
 		d->failures = 0;
@@ -506,7 +548,9 @@ main(int argc, char **argv)
 	};
 	static const int signals[] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1,
 				       SIGCHLD };
-	struct daemon d = { .conf_path = CONFIG_DEFAULT_PATH, .pipe_fd = -1 };
+	struct daemon d = { .conf_path = CONFIG_DEFAULT_PATH,
+			    .pipe_fd = -1,
+			    .log_fd = -1 };
 	bool foreground = false, once = false, test = false, verbose = false;
 	char *errors = NULL, *cause = NULL;
 	struct timeval tv;
@@ -604,6 +648,8 @@ main(int argc, char **argv)
 	event_free(d.ev_timer);
 	if (d.ev_pipe != NULL)
 		event_free(d.ev_pipe);
+	if (d.ev_log != NULL)
+		event_free(d.ev_log);
 	event_base_free(d.base);
 out:
 	ledger_free(d.ledger);
