@@ -430,10 +430,25 @@ class SystemTest:
             return wait_for(lambda: (self.summaries(unit, after) or [None])[0], timeout,
                             "%s: a run after run %d" % (unit, after))
         except TimeoutError:
+            diag("no run after run %d of %s within %d s; its processes:" % (after, unit, timeout))
+            for e in self.boot.journal("WEBCOURSED_RUN=%d" % (after + 1)):
+                diag("unfiltered: %r" % {k: e.get(k) for k in ("_PID", "_SYSTEMD_UNIT", "_UID",
+                                                            "_SYSTEMD_CGROUP", "MESSAGE")})
+            diag(self.boot.run(["sh", "-c", 'for p in $(cat "/sys/fs/cgroup$1/cgroup.procs"); '
+                                'do echo "$p $(cat /proc/$p/wchan) $(cat /proc/$p/syscall)"; '
+                                'ls -l /proc/$p/fd | tail -n +2; done', "sh",
+                                self.boot.show(unit, "ControlGroup")]).out)
             return None
 
     def recent(self, unit=UNIT, n=20):
-        return "\n".join(self.boot.messages(unit)[-n:])
+        """The unit's last journal lines, timed, for a diagnostic."""
+        out = []
+        for e in self.boot.journal("-u", unit)[-n:]:
+            t = int(e.get("__REALTIME_TIMESTAMP", 0)) / 1e6
+            out.append("%s.%03d [%s] %s" % (time.strftime("%H:%M:%S", time.localtime(t)),
+                                            t % 1 * 1000, e.get("_PID", "?"),
+                                            e.get("MESSAGE")))
+        return "\n".join(out)
 
     def active(self, unit=UNIT):
         return self.boot.show(unit, "ActiveState")
@@ -667,8 +682,9 @@ class SystemTest:
              "the ledger is in the DynamicUser state directory", p.out + p.err)
         st, p = self.ctl_status()
         after = {r["id"] for r in st["runs"]} if st else set()
-        t.ok(before and after > before, "webcoursectl status lists the runs from before the "
-             "restart and the new one (%s)" % sorted(after), p.out[-1500:] + p.err)
+        t.ok(before and max(before) in after and max(after) > max(before),
+             "webcoursectl status lists the runs from before the restart and the new one "
+             "(%s, then %s)" % (sorted(before), sorted(after)), p.out[-1500:] + p.err)
 
     def watchdog(self):
         """A hung sync: no WATCHDOG=1, systemd kills, Restart= restarts."""
@@ -772,6 +788,11 @@ class SystemTest:
         text = "\n".join(m for u in [UNIT] + ["webcoursed@%s.service" % s for s in SITES]
                          for m in self.boot.messages(u))
         self.t.eq(crash_report(text), None, "no crash or sanitizer report in the journal")
+        # A sync process may be gone before journald reads its records: it
+        # logs through the daemon, or journalctl -u would miss some.
+        lost = [e.get("MESSAGE") for e in self.boot.journal("SYSLOG_IDENTIFIER=webcoursed")
+                if not e.get("_SYSTEMD_UNIT", "").startswith("webcoursed")]
+        self.t.eq(lost, [], "every record of webcoursed is filed under its unit")
 
     def run(self):
         if not self.install():
