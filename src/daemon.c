@@ -10,7 +10,9 @@
  * connections must not cross fork(2)).  SIGTERM reaches the child as a
  * cancel flag that libcurl's progress callback and the retry sleeps check,
  * so a run stops at its next safe point: the current request is
- * abandoned, the transaction of the current batch is never committed. */
+ * abandoned, the transaction of the current batch is never committed.
+ * The child's journal records reach the journal through us (log_relay_to):
+ * journald files a record under the unit only if its sender still lives. */
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/types.h>
