@@ -118,8 +118,10 @@ install: all
 	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
 	install -m 755 $(BUILD)/webcoursed $(DESTDIR)$(SBINDIR)/webcoursed
 	install -m 755 $(BUILD)/webcoursectl $(DESTDIR)$(BINDIR)/webcoursectl
-	test -e $(DESTDIR)$(SYSCONFDIR)/webcoursed/webcoursed.conf || \
-	  install -m 640 etc/webcoursed.conf $(DESTDIR)$(SYSCONFDIR)/webcoursed/webcoursed.conf
+	test -e $(DESTDIR)$(SYSCONFDIR)/webcoursed/webcoursed.conf || { \
+	  sed -e 's|/etc/webcoursed|$(SYSCONFDIR)/webcoursed|g' etc/webcoursed.conf \
+	    > $(DESTDIR)$(SYSCONFDIR)/webcoursed/webcoursed.conf && \
+	  chmod 644 $(DESTDIR)$(SYSCONFDIR)/webcoursed/webcoursed.conf; }
 	for u in webcoursed.service webcoursed@.service; do \
 	  sed -e 's|/usr/local/sbin|$(SBINDIR)|g' -e 's|/etc/webcoursed|$(SYSCONFDIR)/webcoursed|g' \
 	    systemd/$$u > $(DESTDIR)$(SYSTEMDUNITDIR)/$$u && chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u; done

@@ -11,6 +11,17 @@
 void log_init(const char *procname, int to_stderr, int level);
 void log_setlevel(int level);
 
+/* A sync process logs through its parent: the journal files a record under
+ * the unit (_SYSTEMD_UNIT) only if it can still look its sender up when it
+ * reads the record, and a sync process may have exited by then.  In the
+ * child, log_relay_to(fd) sends each journal record as one datagram to fd
+ * (a SOCK_SEQPACKET socket; a record that cannot be sent goes to the
+ * journal directly).  In the parent, log_relay_read(fd) writes the records
+ * waiting on fd to the journal: 0 when none is left, -1 once the child has
+ * closed its end. */
+void log_relay_to(int fd);
+int log_relay_read(int fd);
+
 void log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
 void log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *, ...) __attribute__((format(printf, 1, 2)));

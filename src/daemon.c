@@ -18,7 +18,12 @@
  * scrape up.  The child inherits the listening socket and open
  * connections through fork(2) but never touches them; evhttp shuts a
  * connection down before closing it, so a client is not left waiting on
- * the child's copy. */
+ * the child's copy.
+ *
+ * The child's journal records reach the journal through us (log_relay_to):
+ * journald files a record under the unit only if its sender still lives. */
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 
@@ -53,6 +58,7 @@
 #define DAEMON_STATS_MS       5000  /* ledger counts read at most this often */
 #define DAEMON_LINE_FIELDS    4     /* fields of a line from the sync */
 #define DAEMON_PHASE_LOG_MS   10000 /* a long phase is logged this often */
+#define DAEMON_LOG_WAIT_S     2     /* a sync's log record waits, at most */
 
 /* The daemon's one context. */
 struct daemon {
@@ -64,10 +70,11 @@ struct daemon {
 	struct metrics *metrics;
 	struct stats *stats;
 	struct exporter *exporter;
-	struct event *ev_timer, *ev_watchdog, *ev_pipe, *ev_kill;
+	struct event *ev_timer, *ev_watchdog, *ev_pipe, *ev_log, *ev_kill;
 	struct event *ev_sig[5];
 	pid_t child;
 	int pipe_fd;
+	int log_fd; /* the sync's journal records, relayed (log_relay_to) */
 	char pipebuf[512];
 	size_t pipelen;
 	int64_t last_beat_ms, watchdog_ms, next_run;
@@ -84,6 +91,7 @@ static volatile sig_atomic_t child_cancel;
 static void daemon_arm(struct daemon *, int64_t delay_ms);
 static void daemon_status(struct daemon *);
 static void daemon_pipe_cb(evutil_socket_t, short, void *);
+static void daemon_log_cb(evutil_socket_t, short, void *);
 
 static void
 child_term_cb(int sig)
@@ -136,8 +144,9 @@ child_observe_fetch(void *arg, const char *result, size_t bytes, int64_t usec)
 
 /* The child's whole life: its own ledger connection, one run, exit. */
 static __attribute__((noreturn)) void
-child_main(struct daemon *d, int fd)
+child_main(struct daemon *d, int fd, int log_fd)
 {
+	struct timeval wait = { DAEMON_LOG_WAIT_S, 0 };
 	struct run_options opts = { .cancel = &child_cancel,
 				    .progress = child_progress,
 				    .tick = child_tick,
@@ -157,6 +166,8 @@ child_main(struct daemon *d, int fd)
 	signal(SIGUSR1, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGCHLD, SIG_DFL);
+	(void)setsockopt(log_fd, SOL_SOCKET, SO_SNDTIMEO, &wait, sizeof(wait));
+	log_relay_to(log_fd);
 	if (ledger_open(d->conf->state_database, false, &l, &cause) == -1) {
 		log_warnx("cannot open the ledger: %s", cause);
 		_exit(2);
@@ -171,7 +182,7 @@ child_main(struct daemon *d, int fd)
 static void
 daemon_run_start(struct daemon *d)
 {
-	int fds[2];
+	int fds[2], lfds[2];
 	pid_t pid;
 
 	if (d->child > 0) {
@@ -184,19 +195,35 @@ daemon_run_start(struct daemon *d)
 		daemon_arm(d, DAEMON_BACKOFF_MAX_MS);
 		return;
 	}
-	child_cancel = 0;
-	if ((pid = fork()) == -1) {
-		log_warn("fork");
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, lfds) == -1) {
+		log_warn("socketpair");
 		close(fds[0]);
 		close(fds[1]);
 		daemon_arm(d, DAEMON_BACKOFF_MAX_MS);
 		return;
 	}
+	child_cancel = 0;
+	if ((pid = fork()) == -1) {
+		log_warn("fork");
+		close(fds[0]);
+		close(fds[1]);
+		close(lfds[0]);
+		close(lfds[1]);
+		daemon_arm(d, DAEMON_BACKOFF_MAX_MS);
+		return;
+	}
 	if (pid == 0) {
 		close(fds[0]);
-		child_main(d, fds[1]);
+		close(lfds[0]);
+		child_main(d, fds[1], lfds[1]);
 	}
 	close(fds[1]);
+	close(lfds[1]);
+	d->log_fd = lfds[0];
+	evutil_make_socket_nonblocking(d->log_fd);
+	d->ev_log = event_new(d->base, d->log_fd, EV_READ | EV_PERSIST,
+			      daemon_log_cb, d);
+	event_add(d->ev_log, NULL);
 	d->child = pid;
 	d->pipe_fd = fds[0];
 	d->pipelen = 0;
@@ -378,6 +405,17 @@ daemon_listen(struct daemon *d)
 	log_info("metrics: serving /metrics on %s", d->conf->metrics_listen);
 }
 
+/* The sync's journal records, written by us on its behalf. */
+static void
+daemon_log_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)what;
+	if (log_relay_read(fd) == -1)
+		event_del(d->ev_log);
+}
+
 /* Swap in a configuration that loaded cleanly.  The ledger stays where it
  * is: moving it needs a restart. */
 static void
@@ -515,6 +553,13 @@ daemon_child_reaped(struct daemon *d, int wstatus)
 	}
 	close(d->pipe_fd);
 	d->pipe_fd = -1;
+	if (d->ev_log != NULL) {
+		(void)log_relay_read(d->log_fd); /* the last records */
+		event_free(d->ev_log);
+		d->ev_log = NULL;
+	}
+	close(d->log_fd);
+	d->log_fd = -1;
 	d->child = 0;
 	/* No result line: the process died before its run said how it went. */
 	stats_sync_ended(
@@ -718,7 +763,9 @@ main(int argc, char **argv)
 	};
 	static const int signals[] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1,
 				       SIGCHLD };
-	struct daemon d = { .conf_path = CONFIG_DEFAULT_PATH, .pipe_fd = -1 };
+	struct daemon d = { .conf_path = CONFIG_DEFAULT_PATH,
+			    .pipe_fd = -1,
+			    .log_fd = -1 };
 	int64_t started = now_epoch();
 	bool foreground = false, once = false, test = false, verbose = false;
 	char *errors = NULL, *cause = NULL;
@@ -825,6 +872,8 @@ main(int argc, char **argv)
 	event_free(d.ev_timer);
 	if (d.ev_pipe != NULL)
 		event_free(d.ev_pipe);
+	if (d.ev_log != NULL)
+		event_free(d.ev_log);
 	exporter_free(d.exporter);
 	stats_free(d.stats);
 	metrics_free(d.metrics);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -15,13 +16,15 @@
 #include "util.h"
 
 #define LOG_MAX_FIELDS 16
+#define LOG_RELAY_MAX  65536 /* bytes in one relayed record */
 
 /* The only process-wide state: where log lines go. */
 static struct {
 	const char *procname;
 	int journal;
 	int level;
-} log_conf = { "webcoursed", 0, LOG_INFO };
+	int relay; /* a sync process: journal records go to the parent */
+} log_conf = { "webcoursed", 0, LOG_INFO, -1 };
 
 static const char *const log_prio_names[] = {
 	[LOG_EMERG] = "emerg",     [LOG_ALERT] = "alert",
@@ -45,6 +48,12 @@ log_setlevel(int level)
 	log_conf.level = level;
 }
 
+void
+log_relay_to(int fd)
+{
+	log_conf.relay = fd;
+}
+
 static void
 log_stderr(int prio, const char *msg)
 {
@@ -58,6 +67,58 @@ log_stderr(int prio, const char *msg)
 	fprintf(stderr, "%s %s[%ld]: %s: %s\n", stamp, log_conf.procname,
 		(long)getpid(), log_prio_names[prio], msg);
 	fflush(stderr);
+}
+
+/* One record as one datagram to the parent: each field ended by a NUL. */
+static int
+log_relay_send(const struct iovec *fields, size_t n)
+{
+	static char nul[1];
+	struct iovec iov[2 * (LOG_MAX_FIELDS + 3)];
+	struct msghdr mh = { .msg_iov = iov };
+	size_t len = 0;
+
+	for (size_t i = 0; i < n && i < LOG_MAX_FIELDS + 3; i++) {
+		iov[mh.msg_iovlen++] = fields[i];
+		iov[mh.msg_iovlen++] = (struct iovec){ nul, 1 };
+		len += fields[i].iov_len + 1;
+	}
+	if (len > LOG_RELAY_MAX)
+		return -1;
+	return sendmsg(log_conf.relay, &mh, MSG_NOSIGNAL) == -1 ? -1 : 0;
+}
+
+int
+log_relay_read(int fd)
+{
+	struct iovec iov[LOG_MAX_FIELDS + 3];
+	char *buf = xmalloc(LOG_RELAY_MAX + 1), *p, *end;
+	ssize_t len;
+	int n, rv = 0;
+
+	for (;;) {
+		len = recv(fd, buf, LOG_RELAY_MAX, MSG_DONTWAIT | MSG_TRUNC);
+		if (len == -1 && errno == EINTR)
+			continue;
+		if (len == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		if (len <= 0) {
+			rv = -1; /* the sync process closed its end */
+			break;
+		}
+		if (len > LOG_RELAY_MAX)
+			continue; /* the sender never sends one this long */
+		buf[len] = '\0';
+		for (n = 0, p = buf, end = buf + len;
+		     p < end && n < (int)nitems(iov); p += strlen(p) + 1)
+			iov[n++] = (struct iovec){ p, strlen(p) };
+		if (sd_journal_sendv(iov, n) < 0)
+			log_stderr(LOG_WARNING,
+				   "a sync process's log record was "
+				   "lost: the journal refused it");
+	}
+	free(buf);
+	return rv;
 }
 
 static void
@@ -75,7 +136,8 @@ log_journal(int prio, const char *const *fields, const char *msg)
 	iov[n++] = (struct iovec){ ident, strlen(ident) };
 	for (; fields != NULL && *fields != NULL && n < nitems(iov); fields++)
 		iov[n++] = (struct iovec){ (void *)*fields, strlen(*fields) };
-	if (sd_journal_sendv(iov, (int)n) < 0)
+	if ((log_conf.relay == -1 || log_relay_send(iov, n) == -1) &&
+	    sd_journal_sendv(iov, (int)n) < 0)
 		log_stderr(prio, msg);
 	free(message);
 	free(priority);

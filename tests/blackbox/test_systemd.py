@@ -28,6 +28,9 @@ try:
              "usr/share/man/man1/webcoursectl.1"]
     for f in files:
         t.ok(os.path.exists(os.path.join(dest, f)), "installed " + f)
+    mode = os.stat(os.path.join(dest, "etc/webcoursed/webcoursed.conf")).st_mode & 0o7777
+    t.eq(oct(mode), oct(0o644), "the config is installed 0644: the service's dynamic user "
+         "reads it, and it holds no secret")
     unit = open(os.path.join(dest, "lib/systemd/system/webcoursed.service")).read()
     t.ok("ExecStart=/usr/sbin/webcoursed " in unit, "the unit points at the installed binary")
 

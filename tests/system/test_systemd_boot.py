@@ -1,0 +1,870 @@
+#!/usr/bin/env python3
+"""The installed units under a real systemd booted in its own namespaces.
+
+`make install DESTDIR=<staging>` is laid over the real paths inside a mount
+namespace, Debian's systemd boots there as PID 1 (basic.target), and the
+test drives webcoursed.service and webcoursed@.service against the Moodle
+double and a feed server on loopback (the network namespace is shared):
+enable --now and STATUS=, the journal's run summary, reload with a good and
+a broken config, SIGUSR1, the state directory across a restart, the
+watchdog and Restart=, stop mid-run, two sites side by side,
+systemd-analyze security, and whether LoadCredential= delivers the token.
+
+Nothing on the host may change.  Before systemd starts, the namespace gets
+its own /tmp, /run, /dev and /var (tmpfs), overlays over /etc, /usr/local
+and the unit directory (their writes land in this test's directory under
+$BUILD), a fresh /etc/webcoursed, read-only /proc/sys and /sys, and a
+cgroup2 tree of its own (a child of ours, removed at the end).  systemd
+runs in container mode, so that it neither remounts shared file systems
+nor detaches or remounts anything at power-off; units that would reach the
+shared kernel or devices (udev, sysctl, binfmt, modules, the clock, the
+timers...) are masked.  The host is compared before and after.
+
+Runs as root where /lib/systemd/systemd and unshare(1) work; otherwise it
+prints a TAP skip plan saying why.  WEBCOURSED_TEST_PRIVATE_MOUNTS=1 leaves
+/ private in the namespace (as a bare `unshare --mount` does): there
+LoadCredential= delivers nothing, which exercises the drop-in that hands
+the token over instead.
+"""
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from harness import TOP, BUILD, SEED_FEED, MoodleDouble, wait_for  # noqa: E402
+from feedserver import FeedServer  # noqa: E402
+from hostile import crash_report  # noqa: E402
+from tap import Tap  # noqa: E402
+
+SYSTEMD = "/lib/systemd/systemd"
+UNIT = "webcoursed.service"
+SITES = ("alpha", "beta")
+WATCHDOG_SEC = 3
+
+# Kept in the namespace: the journal and the bus.
+KEEP = {"systemd-journald.service", "systemd-journald.socket", "dbus.socket",
+        "dbus.service"}
+# Masked besides everything the early targets want: units that reach past
+# the namespace (kernel settings, devices, the clock, disks, the network).
+MASK = ["ldconfig.service", "systemd-hwdb-update.service",
+        "systemd-update-done.service", "systemd-journal-catalog-update.service",
+        "systemd-udevd.service", "systemd-udev-trigger.service",
+        "systemd-udev-settle.service", "systemd-udevd-control.socket",
+        "systemd-udevd-kernel.socket", "systemd-remount-fs.service",
+        "systemd-fsck-root.service", "systemd-networkd.service",
+        "networking.service", "systemd-journald-dev-log.socket",
+        "systemd-tmpfiles-clean.timer", "systemd-timesyncd.service",
+        "systemd-pstore.service", "systemd-sysctl.service",
+        "systemd-binfmt.service", "systemd-modules-load.service"]
+EARLY_TARGETS = ["sysinit", "basic", "sockets", "timers", "paths", "local-fs",
+                 "local-fs-pre", "remote-fs", "network", "network-online",
+                 "network-pre", "slices"]
+UNIT_PATHS = ["/etc/systemd/system", "/usr/local/lib/systemd/system",
+              "/lib/systemd/system", "/usr/lib/systemd/system"]
+# What the test must leave as it found it (besides the mounts, the core
+# pattern and /tmp, checked too).
+WATCHED = ["/usr/local/sbin/webcoursed", "/usr/local/bin/webcoursectl",
+           "/usr/local/share/man/man8/webcoursed.8", "/etc/webcoursed",
+           "/etc/systemd/system", "/lib/systemd/system/webcoursed.service",
+           "/lib/systemd/system/webcoursed@.service", "/var/lib/webcoursed",
+           "/var/lib/private/webcoursed", "/run/webcoursed", "/run/credentials",
+           "/run/systemd/system", "/dev/log", "/var/log/journal"] + [
+    p % s for s in SITES for p in ("/var/lib/webcoursed-%s", "/var/lib/private/webcoursed-%s",
+                                   "/etc/webcoursed/%s.conf")]
+
+# PID 1 of the new namespaces: set up the mounts, then become systemd.
+# /tmp comes first: systemd-tmpfiles empties /tmp at boot, and it must never
+# be the host's.  Any failure stops before systemd.  mount -n: no utab in
+# the host's /run.
+BOOT_SH = r"""
+W="$1"
+mount -n -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp || exit 1
+mount -n --make-rprivate / || exit 1
+mount -n -t tmpfs -o mode=755,nosuid,nodev tmpfs /run || exit 1
+mount -n -t tmpfs -o mode=755,nosuid tmpfs /dev || exit 1
+mknod -m 666 /dev/null c 1 3 && mknod -m 666 /dev/zero c 1 5 &&
+  mknod -m 666 /dev/full c 1 7 && mknod -m 666 /dev/random c 1 8 &&
+  mknod -m 666 /dev/urandom c 1 9 && mknod -m 666 /dev/tty c 5 0 &&
+  mknod -m 600 /dev/console c 1 3 && mkdir /dev/pts /dev/shm &&
+  mount -n -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts &&
+  ln -s pts/ptmx /dev/ptmx &&
+  mount -n -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm &&
+  ln -s /proc/self/fd /dev/fd && ln -s fd/0 /dev/stdin &&
+  ln -s fd/1 /dev/stdout && ln -s fd/2 /dev/stderr || exit 1
+mount -n --bind /proc/sys /proc/sys &&
+  mount -n -o remount,bind,ro,nosuid,nodev,noexec /proc/sys || exit 1
+mount -n -t cgroup2 -o nosuid,nodev,noexec cgroup2 /sys/fs/cgroup || exit 1
+mount -n -o remount,bind,ro,nosuid,nodev,noexec /sys || exit 1
+mount -n -t tmpfs -o mode=755 tmpfs /var || exit 1
+mkdir -p /var/lib/private /var/log /var/cache /var/tmp /var/spool &&
+  chmod 700 /var/lib/private && chmod 1777 /var/tmp &&
+  ln -s ../run /var/run && ln -s ../run/lock /var/lock || exit 1
+while read -r target upper work; do
+  mount -n -t overlay overlay \
+    -o "lowerdir=$target,upperdir=$W/$upper,workdir=$W/$work" "$target" || exit 1
+done < "$W/overlays"
+mount -n --bind "$W/etc-webcoursed" /etc/webcoursed || exit 1
+# Outside a container systemd makes / shared itself, and the credentials it
+# mounts for a service only reach the service that way; in a container
+# (container= below; on a host with /.dockerenv systemd assumes one anyway)
+# it leaves / as it finds it, and unshare leaves it private.
+if [ -z "$PRIVATE_MOUNTS" ]; then mount -n --make-rshared / || exit 1; fi
+export container=webcoursed-test
+exec /lib/systemd/systemd --system --unit=basic.target
+"""
+
+
+def diag(text):
+    for line in str(text).splitlines() or [""]:
+        print("# " + line, flush=True)
+
+
+def why_not():
+    """Why this machine cannot run the test, or None."""
+    if os.geteuid() != 0:
+        return "not root: booting systemd in namespaces needs root"
+    if not os.access(SYSTEMD, os.X_OK):
+        return "%s is not installed" % SYSTEMD
+    for tool in ("unshare", "nsenter", "setpriv"):  # util-linux
+        if shutil.which(tool) is None:
+            return "%s is not installed" % tool
+    p = subprocess.run(["unshare", "--fork", "--pid", "--mount", "--uts", "--ipc",
+                        "--cgroup", "--mount-proc", "true"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if p.returncode != 0:
+        return "unshare cannot create the namespaces here: %s" % (
+            p.stdout.decode(errors="replace").strip() or "exit %d" % p.returncode)
+    return None
+
+
+def cgroup2_mount():
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            if post.split()[0] == "cgroup2":
+                return pre.split()[4]
+    return None
+
+
+def host_state(paths):
+    """Each path (recursively) with its type, mode, owner and content hash
+    or link target; the mounts; the core pattern (which PID 1 writes when
+    it is not in a container)."""
+    out = {}
+
+    def one(p):
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            out[p] = None
+            return
+        what = None
+        if stat.S_ISLNK(st.st_mode):
+            what = os.readlink(p)
+        elif stat.S_ISREG(st.st_mode):
+            with open(p, "rb") as f:
+                what = hashlib.sha256(f.read()).hexdigest()
+        out[p] = (stat.filemode(st.st_mode), st.st_uid, st.st_gid, what)
+        if stat.S_ISDIR(st.st_mode):
+            for name in sorted(os.listdir(p)):
+                one(os.path.join(p, name))
+
+    for p in paths:
+        one(p)
+    with open("/proc/self/mountinfo") as f:
+        out["mounts"] = sorted(" ".join(line.split()[3:]) for line in f)
+    with open("/proc/sys/kernel/core_pattern") as f:
+        out["core_pattern"] = f.read()
+    return out
+
+
+def conf_edit(text, changes):
+    """Set keys the way a person edits the installed file: replace the line
+    (commented out or not) in its section, or add it under the header."""
+    lines = text.splitlines()
+    for (section, key), value in changes.items():
+        sec, header, done = None, None, False
+        for i, line in enumerate(lines):
+            m = re.match(r"\s*\[(\w+)\]", line)
+            if m:
+                sec = m.group(1)
+                header = i if sec == section else header
+            elif sec == section and re.match(r"[#;]?\s*%s\s*=" % re.escape(key), line):
+                lines[i] = "%s = %s" % (key, value)
+                done = True
+                break
+        if not done:
+            if header is None:
+                lines += ["", "[%s]" % section]
+                header = len(lines) - 1
+            lines.insert(header + 1, "%s = %s" % (key, value))
+    return "\n".join(lines) + "\n"
+
+
+def write(path, data, mode=0o644):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def unit_masks():
+    names = set(MASK)
+    for d in UNIT_PATHS:
+        for t in EARLY_TARGETS:
+            wants = os.path.join(d, t + ".target.wants")
+            if os.path.isdir(wants):
+                names.update(os.listdir(wants))
+    return sorted(names - KEEP)
+
+
+def prepare(work, stage):
+    """The directories laid over the host's inside the namespace; returns
+    the notes worth a diagnostic."""
+    notes = []
+    overlays = [("/etc", "etc.upper")]
+    # /etc: the masks and a volatile journal; our writes (systemctl enable)
+    # stay in etc.upper.
+    etc = os.path.join(work, "etc.upper")
+    os.makedirs(os.path.join(etc, "systemd", "system"))
+    os.makedirs(os.path.join(etc, "systemd", "journald.conf.d"))
+    os.makedirs(os.path.join(etc, "webcoursed"))  # the mount point
+    for name in unit_masks():
+        os.symlink("/dev/null", os.path.join(etc, "systemd", "system", name))
+    write(os.path.join(etc, "systemd", "journald.conf.d", "50-test.conf"),
+          "[Journal]\nStorage=volatile\n")
+    # Host copies of our units in /etc would win over the staged ones:
+    # white them out (an overlay whiteout is a 0/0 character device).
+    for name in os.listdir("/etc/systemd/system"):
+        if name.startswith("webcoursed"):
+            os.mknod(os.path.join(etc, "systemd", "system", name),
+                     stat.S_IFCHR | 0o600, os.makedev(0, 0))
+            notes.append("hid the host's /etc/systemd/system/%s" % name)
+    # The staged installation over the real directories it goes to: for
+    # each staged file, the nearest directory that exists on the host.
+    roots = set()
+    for root, _, files in os.walk(stage):
+        for name in files:
+            d = os.path.dirname(os.path.relpath(os.path.join(root, name), stage))
+            while not os.path.isdir("/" + d):
+                d = os.path.dirname(d)
+            if not (d == "etc" or d.startswith("etc/")):  # /etc/webcoursed is fresh
+                roots.add(d)
+    for d in sorted(roots):
+        if not any(d.startswith(r + "/") for r in roots):
+            overlays.append((os.path.realpath("/" + d), os.path.join("stage", d)))
+    lines = []
+    for i, (target, upper) in enumerate(overlays):
+        os.makedirs(os.path.join(work, "ovl%d" % i))
+        lines.append("%s %s ovl%d" % (target, upper, i))
+        notes.append("overlay on %s: writes go to %s" % (target, upper))
+    write(os.path.join(work, "overlays"), "\n".join(lines) + "\n")
+    os.makedirs(os.path.join(work, "etc-webcoursed"))
+    return notes
+
+
+class Boot:
+    """systemd as PID 1 of new pid, mount, uts, ipc and cgroup namespaces."""
+
+    def __init__(self, work, private_mounts):
+        self.work = work
+        self.private_mounts = private_mounts
+        self.proc = None
+        self.pid = None  # systemd's, as the host sees it
+        self.cgroup = None
+        self.log = os.path.join(work, "boot.log")
+
+    def start(self):
+        """Boot; returns `systemctl is-system-running` once it settled."""
+        if cgroup2_mount() is None:
+            raise RuntimeError("no cgroup2 file system is mounted: systemd needs one")
+        if re.search(r"[\s,:]", self.work):
+            raise RuntimeError("overlayfs options cannot name %r" % self.work)
+        with open("/proc/self/cgroup") as f:
+            mine = [ln.split(":", 2)[2].strip() for ln in f if ln.startswith("0::")][0]
+        self.cgroup = os.path.join(cgroup2_mount() + mine.rstrip("/"),
+                                   "webcoursed-test-%d" % os.getpid())
+        os.mkdir(self.cgroup)
+        script = os.path.join(self.work, "boot.sh")
+        write(script, BOOT_SH)
+        env = dict(os.environ, PRIVATE_MOUNTS="1" if self.private_mounts else "")
+        # Into our cgroup, then unshare; if this test dies, unshare dies
+        # (pdeathsig) and takes PID 1 and so the whole namespace with it.
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(
+                ["sh", "-c", 'echo 0 > "$1/cgroup.procs" && shift && exec "$@"', "sh",
+                 self.cgroup, "setpriv", "--pdeathsig", "KILL",
+                 "unshare", "--kill-child", "--cgroup", "--fork", "--pid", "--mount",
+                 "--uts", "--ipc", "--mount-proc", "sh", script, self.work],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd="/", env=env)
+
+        def init():
+            if self.proc.poll() is not None:
+                raise RuntimeError("the namespace ended early:\n" + self.boot_log())
+            try:
+                with open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)) as f:
+                    kids = f.read().split()
+                with open("/proc/%s/comm" % kids[0]) as f:
+                    return int(kids[0]) if f.read().strip() == "systemd" else None
+            except (OSError, IndexError):
+                return None
+
+        self.pid = wait_for(init, 20, "systemd to start in the namespace")
+
+        def settled():
+            s = self.run(["systemctl", "is-system-running"]).out.strip()
+            return s if s in ("running", "degraded") else None
+
+        return wait_for(settled, 60, "the boot to finish", interval=0.1)
+
+    def boot_log(self):
+        try:
+            with open(self.log) as f:
+                return f.read()[-2000:]
+        except OSError:
+            return ""
+
+    def run(self, argv, input=None, timeout=60):
+        """A command inside the namespaces, as root."""
+        p = subprocess.run(["nsenter", "-t", str(self.pid), "-m", "-p", "-u", "-i"] + argv,
+                           input=input.encode() if input is not None else None,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+        p.out = p.stdout.decode(errors="replace")
+        p.err = p.stderr.decode(errors="replace")
+        return p
+
+    def write(self, path, text):
+        """A file inside the namespace (e.g. a drop-in under /run)."""
+        return self.run(["sh", "-c", 'mkdir -p "${1%/*}" && cat > "$1"', "sh", path],
+                        input=text)
+
+    def show(self, unit, prop):
+        return self.run(["systemctl", "show", "-p", prop, "--value", unit]).out.strip()
+
+    def journal(self, *args):
+        p = self.run(["journalctl", "--no-pager", "-o", "json"] + list(args))
+        out = []
+        for line in p.out.splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def messages(self, unit):
+        return [e["MESSAGE"] for e in self.journal("-u", unit)
+                if isinstance(e.get("MESSAGE"), str)]
+
+    def poweroff(self):
+        """SIGRTMIN+4 (systemctl poweroff's signal); every process in the
+        namespace ends with its PID 1.  Returns the seconds it took."""
+        if self.proc is None or self.proc.poll() is not None:
+            return 0.0
+        start = time.monotonic()
+        try:
+            if self.pid is not None:
+                os.kill(self.pid, signal.SIGRTMIN + 4)
+            else:
+                self.proc.kill()
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # --kill-child: systemd gets SIGKILL, and all with it
+            self.proc.wait(30)
+        return time.monotonic() - start
+
+    def remove_cgroup(self):
+        """rmdir systemd's leftovers under our cgroup, deepest first."""
+        if self.cgroup is None or not os.path.isdir(self.cgroup):
+            return True
+
+        def gone():
+            for root, dirs, _ in os.walk(self.cgroup, topdown=False):
+                for d in dirs:
+                    try:
+                        os.rmdir(os.path.join(root, d))
+                    except OSError:
+                        pass
+            try:
+                os.rmdir(self.cgroup)
+                return True
+            except OSError:
+                return False
+
+        try:
+            return wait_for(gone, 10, "the test cgroup to empty", interval=0.1)
+        except TimeoutError:
+            return False
+
+
+class SystemTest:
+    """The steps, in order, sharing the booted system and the servers."""
+
+    def __init__(self, t, work, boot):
+        self.t = t
+        self.work = work
+        self.boot = boot
+        self.servers = []
+        self.etcdir = os.path.join(work, "etc-webcoursed")
+
+    # -- helpers ----------------------------------------------------------
+    def summaries(self, unit, after=0):
+        """The journal's run summaries of unit for runs after number after."""
+        return [e for e in self.boot.journal("-u", unit)
+                if "WEBCOURSED_RUN" in e and int(e["WEBCOURSED_RUN"]) > after]
+
+    def last_run(self, unit=UNIT):
+        return max([int(e["WEBCOURSED_RUN"]) for e in self.summaries(unit)], default=0)
+
+    def run_after(self, after, unit=UNIT, timeout=20):
+        """The summary of the first run after number after, once it is in."""
+        try:
+            return wait_for(lambda: (self.summaries(unit, after) or [None])[0], timeout,
+                            "%s: a run after run %d" % (unit, after))
+        except TimeoutError:
+            diag("no run after run %d of %s within %d s; its processes:" % (after, unit, timeout))
+            for e in self.boot.journal("WEBCOURSED_RUN=%d" % (after + 1)):
+                diag("unfiltered: %r" % {k: e.get(k) for k in ("_PID", "_SYSTEMD_UNIT", "_UID",
+                                                            "_SYSTEMD_CGROUP", "MESSAGE")})
+            diag(self.boot.run(["sh", "-c", 'for p in $(cat "/sys/fs/cgroup$1/cgroup.procs"); '
+                                'do echo "$p $(cat /proc/$p/wchan) $(cat /proc/$p/syscall)"; '
+                                'ls -l /proc/$p/fd | tail -n +2; done', "sh",
+                                self.boot.show(unit, "ControlGroup")]).out)
+            return None
+
+    def recent(self, unit=UNIT, n=20):
+        """The unit's last journal lines, timed, for a diagnostic."""
+        out = []
+        for e in self.boot.journal("-u", unit)[-n:]:
+            t = int(e.get("__REALTIME_TIMESTAMP", 0)) / 1e6
+            out.append("%s.%03d [%s] %s" % (time.strftime("%H:%M:%S", time.localtime(t)),
+                                            t % 1 * 1000, e.get("_PID", "?"),
+                                            e.get("MESSAGE")))
+        return "\n".join(out)
+
+    def active(self, unit=UNIT):
+        return self.boot.show(unit, "ActiveState")
+
+    def status_text(self):
+        return self.boot.show(UNIT, "StatusText")
+
+    def ctl_status(self):
+        p = self.boot.run(["webcoursectl", "status", "--json"])
+        try:
+            return json.loads(p.out), p
+        except ValueError:
+            return None, p
+
+    def conf_for(self, double, extra=None):
+        changes = {("source", "url"): self.feed.url, ("source", "timeout"): "10s",
+                   ("moodle", "url"): double.url, ("moodle", "timeout"): "10s",
+                   ("moodle", "retries"): "2", ("moodle", "retry_delay"): "200ms",
+                   ("sync", "interval"): "1h", ("sync", "category_id"): "2"}
+        changes.update(extra or {})
+        return conf_edit(self.template, changes)
+
+    def set_conf(self, text):
+        write(os.path.join(self.etcdir, "webcoursed.conf"), text, self.conf_mode)
+
+    def reload(self, text, what):
+        """Write the config, systemctl reload; the journal lines since."""
+        n = len(self.boot.messages(UNIT))
+        self.set_conf(text)
+        p = self.boot.run(["systemctl", "reload", UNIT])
+        try:
+            wait_for(lambda: [m for m in self.boot.messages(UNIT)[n:] if what in m], 15, what)
+        except TimeoutError:
+            pass
+        return p, self.boot.messages(UNIT)[n:]
+
+    def hold_moodle(self, seconds):
+        """SIGUSR1 with Moodle answering slowly: the run waits on Moodle."""
+        self.moodle.set_fault("delay", seconds=seconds, count=-1,
+                              function="core_webservice_get_site_info")
+        self.boot.run(["systemctl", "kill", "-s", "USR1", UNIT])
+        wait_for(lambda: "checking Moodle" in self.status_text(), 10,
+                 "the run waiting on Moodle")
+
+    # -- the steps --------------------------------------------------------
+    def install(self):
+        """make install into the staging directory; the files a sysadmin
+        then writes: the token and the edited config."""
+        t = self.t
+        stage = os.path.join(self.work, "stage")
+        p = subprocess.run(["make", "-s", "-C", TOP, "BUILD=" + os.path.relpath(BUILD, TOP),
+                            "install", "DESTDIR=" + stage],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if not t.eq(p.returncode, 0, "make install DESTDIR=<staging>", p.stdout.decode()):
+            return False
+        conf = os.path.join(stage, "etc", "webcoursed", "webcoursed.conf")
+        self.conf_mode = stat.S_IMODE(os.stat(conf).st_mode)
+        t.eq(oct(self.conf_mode), oct(0o644),
+             "the installed config is mode 0644 (it holds no secret)")
+        with open(conf) as f:
+            self.template = f.read()
+        for root, _, files in os.walk(stage):
+            if UNIT in files:
+                with open(os.path.join(root, UNIT)) as f:
+                    self.exec_pre = re.search(r"^ExecStartPre=(.*)$", f.read(), re.M).group(1)
+        with open(stage + self.exec_pre.split()[0], "rb") as f:
+            self.sanitized = b"__asan_init" in f.read()
+        for note in prepare(self.work, stage):
+            diag(note)
+
+        # Loopback servers on the host side: the feed and three Moodle sites.
+        self.feed = FeedServer(file=SEED_FEED).start()
+        self.moodle = MoodleDouble().start()
+        self.sites = {s: MoodleDouble().start() for s in SITES}
+        self.servers += [self.feed, self.moodle] + list(self.sites.values())
+
+        write(os.path.join(self.etcdir, "moodle-token"), self.moodle.token + "\n", 0o600)
+        self.good_conf = self.conf_for(self.moodle)
+        self.set_conf(self.good_conf)
+        for s in SITES:
+            write(os.path.join(self.etcdir, s + ".token"), self.sites[s].token + "\n", 0o600)
+            write(os.path.join(self.etcdir, s + ".conf"), self.conf_for(self.sites[s], {
+                ("moodle", "token_file"): "/etc/webcoursed/%s.token" % s,
+                ("state", "database"): "/var/lib/webcoursed-%s/ledger.db" % s,
+                ("state", "missing_users_csv"): "/var/lib/webcoursed-%s/missing-users.csv" % s,
+            }), self.conf_mode)
+        return True
+
+    def credentials(self):
+        """Does LoadCredential= deliver here?  If not, say so and give the
+        token by a drop-in: root copies it into a runtime directory of the
+        service user, bound over the configured path; nothing secret goes
+        into argv, the environment or the log."""
+        size = len(self.moodle.token) + 1
+        p = self.boot.run([
+            "systemd-run", "--quiet", "--wait", "--pipe", "-p", "DynamicUser=yes",
+            "-p", "LoadCredential=probe:/etc/webcoursed/moodle-token", "/bin/sh", "-c",
+            'if [ -r "$CREDENTIALS_DIRECTORY/probe" ]; then '
+            'wc -c < "$CREDENTIALS_DIRECTORY/probe"; else echo nothing; fi'])
+        self.creds = p.out.strip() == str(size)
+        if self.creds:
+            diag("credentials: LoadCredential= works here: a probe unit read its "
+                 "%d-byte credential as its dynamic user" % size)
+            return
+        diag("credentials: LoadCredential= delivered nothing on this machine (a probe "
+             "unit with LoadCredential= found %r%s); token given by drop-in instead" % (
+                 p.out.strip() + p.err.strip(),
+                 "; / is private in the namespace" if self.boot.private_mounts else ""))
+        for unit, rt, src in ((UNIT, "webcoursed-token", "/etc/webcoursed/moodle-token"),
+                              ("webcoursed@.service", "webcoursed-token/%i",
+                               "/etc/webcoursed/%i.token")):
+            pre = self.exec_pre.replace("webcoursed.conf", "%i.conf") if "@" in unit \
+                else self.exec_pre
+            self.boot.write("/run/systemd/system/%s.d/50-token.conf" % unit, (
+                "[Service]\n"
+                "LoadCredential=\n"
+                "RuntimeDirectory=%s\n"
+                "RuntimeDirectoryMode=0700\n"
+                "ExecStartPre=\n"
+                "ExecStartPre=+/bin/sh -c 'umask 077 && cp %s \"$$RUNTIME_DIRECTORY/token\" && "
+                "chown --reference=\"$$RUNTIME_DIRECTORY\" \"$$RUNTIME_DIRECTORY/token\"'\n"
+                "ExecStartPre=%s\n"
+                "BindReadOnlyPaths=-/run/%s/token:%s\n") % (rt, src, pre, rt, src))
+        self.boot.run(["systemctl", "daemon-reload"])
+
+    def sanitizer(self):
+        """LeakSanitizer stops the world with ptrace(2), which the units'
+        SystemCallFilter= forbids: in an ASan build it would fail every
+        exit.  ASan and UBSan still watch; the other tests check leaks."""
+        if not self.sanitized:
+            return
+        diag("sanitizer build: detect_leaks=0 for the units (ptrace is filtered)")
+        for unit in (UNIT, "webcoursed@.service"):
+            self.boot.write("/run/systemd/system/%s.d/40-sanitizer.conf" % unit,
+                            "[Service]\nEnvironment=ASAN_OPTIONS=detect_leaks=0\n")
+        self.boot.run(["systemctl", "daemon-reload"])
+
+    def start(self):
+        t, boot = self.t, self.boot
+        p = boot.run(["systemctl", "enable", "--now", UNIT])
+        t.eq(p.returncode, 0, "systemctl enable --now webcoursed",
+             p.err + p.out + self.recent())
+        t.eq(self.active(), "active", "webcoursed is active", self.recent())
+        t.eq(boot.run(["systemctl", "is-enabled", UNIT]).out.strip(), "enabled", "and enabled")
+        try:
+            status = wait_for(lambda: (lambda s: s if s.startswith("idle; last sync") else None)(
+                self.status_text()), 30, "the first run")
+        except TimeoutError:
+            status = self.status_text()
+        t.ok(re.match(r"idle; last sync \d\d:\d\d ok: .*; next \d\d:\d\d$", status),
+             "systemctl show -p StatusText carries the daemon's STATUS= (%s)" % status,
+             self.recent())
+        t.ok(len(self.moodle.state()["courses"]) >= 3, "the feed's courses are in Moodle")
+        st = os.stat(os.path.join(self.etcdir, "moodle-token"))
+        t.ok(stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0,
+             "the token file stays root's, mode 0600")
+        if self.creds:
+            p = boot.run(["cmp", "-s", "/run/credentials/%s/moodle-token" % UNIT,
+                          "/etc/webcoursed/moodle-token"])
+            t.eq(p.returncode, 0, "the token reached the service as its credential "
+                 "moodle-token (the service user cannot read the file)")
+        else:
+            p = boot.run(["stat", "-c", "%a %U", "/run/webcoursed-token/token"])
+            t.eq(p.out.strip(), "600 webcoursed", "the token reached the service by the "
+                 "drop-in (a copy only the service user can read)", p.err)
+
+    def journal(self):
+        t = self.t
+        e = self.run_after(0) or {}
+        t.eq(self.boot.journal("-u", UNIT, "WEBCOURSED_RUN=1")[-1:], [e] if e else [None],
+             "journalctl -u webcoursed WEBCOURSED_RUN=1 finds the summary of run 1")
+        t.ok(e.get("MESSAGE", "").startswith("sync done in"), "its message is the summary", e)
+        fields = {k: e.get(k) for k in ("WEBCOURSED_COURSES_CREATED", "WEBCOURSED_ENROLLED",
+                                        "WEBCOURSED_REMOVED", "WEBCOURSED_MISSING_USERS",
+                                        "WEBCOURSED_ERRORS")}
+        t.eq(fields, {"WEBCOURSED_COURSES_CREATED": "3", "WEBCOURSED_ENROLLED": "10",
+                      "WEBCOURSED_REMOVED": "0", "WEBCOURSED_MISSING_USERS": "2",
+                      "WEBCOURSED_ERRORS": "0"}, "with its counts as fields (-o json)")
+        t.eq(e.get("_SYSTEMD_UNIT"), UNIT, "attributed to the unit")
+
+    def reloads(self):
+        t, boot = self.t, self.boot
+        last = self.last_run()
+        p, new = self.reload(self.conf_for(self.moodle, {("log", "level"): "debug"}),
+                             "reloaded")
+        t.eq(p.returncode, 0, "systemctl reload with a good config")
+        t.ok(any("configuration /etc/webcoursed/webcoursed.conf reloaded" in m for m in new),
+             "the journal says it was reloaded", "\n".join(new))
+        t.eq(self.active(), "active", "still active")
+        t.ok(self.run_after(last) is not None, "a run follows the reload", self.recent())
+        mainpid = boot.show(UNIT, "MainPID")
+        p, new = self.reload(self.good_conf + "\n[sync]\nintervall = 5m\n", "not reloading")
+        t.eq(p.returncode, 0, "systemctl reload with a broken config")
+        t.ok(any("has errors, not reloading" in m for m in new),
+             "the journal says it has errors, not reloading", "\n".join(new))
+        t.ok(any("intervall" in m for m in new), "and names the error", "\n".join(new))
+        t.eq(self.active(), "active", "still active")
+        t.eq(boot.show(UNIT, "MainPID"), mainpid, "the same process")
+
+        # SIGUSR1: another run, still under the old (debug) config.
+        last = self.last_run()
+        debug = len(boot.journal("-u", UNIT, "PRIORITY=7"))
+        p = boot.run(["systemctl", "kill", "-s", "USR1", UNIT])
+        t.eq(p.returncode, 0, "systemctl kill -s USR1 webcoursed")
+        e = self.run_after(last)
+        t.ok(e is not None, "SIGUSR1 starts a sync (run %s)" % (e or {}).get("WEBCOURSED_RUN"),
+             self.recent())
+        t.ok(len(boot.journal("-u", UNIT, "PRIORITY=7")) > debug,
+             "the old config stays in force after the broken reload (the run logs at debug)")
+        last = self.last_run()
+        self.reload(self.good_conf, "reloaded")
+        self.run_after(last)
+
+    def restart(self):
+        """The DynamicUser state directory across a restart."""
+        t, boot = self.t, self.boot
+        st, p = self.ctl_status()
+        t.ok(st is not None, "webcoursectl status --json reads the ledger (as root)", p.err)
+        before = {r["id"] for r in st["runs"]} if st else set()
+        last = self.last_run()
+        p = boot.run(["systemctl", "restart", UNIT])
+        t.eq(p.returncode, 0, "systemctl restart webcoursed")
+        e = self.run_after(last) or {}
+        t.ok(e, "the restarted daemon runs again (run %s)" % e.get("WEBCOURSED_RUN"),
+             self.recent())
+        t.eq(e.get("WEBCOURSED_COURSES_CREATED"), "0",
+             "creating nothing again: the ledger was kept")
+        p = boot.run(["sh", "-c", "ls -l /var/lib/private/webcoursed/ledger.db && "
+                      "readlink /var/lib/webcoursed"])
+        t.ok(p.returncode == 0 and p.out.strip().endswith("private/webcoursed"),
+             "the ledger is in the DynamicUser state directory", p.out + p.err)
+        st, p = self.ctl_status()
+        after = {r["id"] for r in st["runs"]} if st else set()
+        t.ok(before and max(before) in after and max(after) > max(before),
+             "webcoursectl status lists the runs from before the restart and the new one "
+             "(%s, then %s)" % (sorted(before), sorted(after)), p.out[-1500:] + p.err)
+
+    def watchdog(self):
+        """A hung sync: no WATCHDOG=1, systemd kills, Restart= restarts."""
+        t, boot = self.t, self.boot
+        boot.write("/run/systemd/system/%s.d/60-watchdog.conf" % UNIT,
+                   "[Service]\nWatchdogSec=%ds\nRestartSec=1s\nLimitCORE=0\n" % WATCHDOG_SEC)
+        boot.run(["systemctl", "daemon-reload"])
+        last = self.last_run()
+        boot.run(["systemctl", "restart", UNIT])
+        t.eq(boot.show(UNIT, "WatchdogUSec"), "%ds" % WATCHDOG_SEC,
+             "a drop-in shortens WatchdogSec")
+        self.run_after(last)
+        restarts = int(boot.show(UNIT, "NRestarts") or 0)
+        old_pid = boot.show(UNIT, "MainPID")
+        last = self.last_run()
+        self.hold_moodle(60)
+        # A slow Moodle alone is no hang (the waiting request still reports
+        # progress, and moodle.timeout ends it): freeze the sync process,
+        # the way a real hang looks.
+        child = boot.run(["pgrep", "-P", old_pid]).out.split()
+        boot.run(["kill", "-STOP"] + child)
+        diag("the sync process (pid %s in the namespace) is stopped mid-request"
+             % " ".join(child))
+        try:
+            wait_for(lambda: boot.journal("-u", UNIT, "UNIT_RESULT=watchdog"),
+                     WATCHDOG_SEC * 4 + 10, "the watchdog")
+            fired = True
+        except TimeoutError:
+            fired = False
+        self.moodle.clear_faults()
+        t.ok(fired, "the watchdog fires on the hung sync (Result=watchdog in the journal)",
+             self.recent())
+        try:
+            wait_for(lambda: int(boot.show(UNIT, "NRestarts") or 0) > restarts and
+                     self.active() == "active", 20, "the restart")
+        except TimeoutError:
+            pass
+        n = boot.show(UNIT, "NRestarts")
+        t.eq(n, str(restarts + 1), "Restart= brings it back (NRestarts %d -> %s)"
+             % (restarts, n))
+        t.eq(self.active(), "active", "and it is active again")
+        t.ok(boot.show(UNIT, "MainPID") not in (old_pid, "0"), "as a new process")
+        e = self.run_after(last) or {}
+        t.eq(e.get("WEBCOURSED_ERRORS"), "0", "which syncs again", self.recent())
+
+    def stop(self):
+        t, boot = self.t, self.boot
+        self.hold_moodle(30)
+        start = time.monotonic()
+        p = boot.run(["systemctl", "stop", UNIT])
+        took = time.monotonic() - start
+        self.moodle.clear_faults()
+        diag("systemctl stop in the middle of a run took %.2f s (TimeoutStopSec %s)"
+             % (took, boot.show(UNIT, "TimeoutStopUSec")))
+        t.eq(p.returncode, 0, "systemctl stop mid-run exits 0", p.err)
+        t.eq(boot.show(UNIT, "Result"), "success", "the daemon stopped by itself, "
+             "not by the timeout kill (Result=success)")
+        t.eq(self.active(), "inactive", "and it is inactive")
+        # An admin reads the ledger of the stopped service as root; the
+        # service must start all the same afterwards.
+        st, p = self.ctl_status()
+        t.ok(st is not None and st["next_run"] is None,
+             "webcoursectl status reads the stopped service's ledger", p.out[-500:] + p.err)
+        last = self.last_run()
+        p = boot.run(["systemctl", "start", UNIT])
+        t.eq(p.returncode, 0, "systemctl start webcoursed again", p.err)
+        e = self.run_after(last) or {}
+        t.eq(e.get("WEBCOURSED_ERRORS"), "0", "its next run goes through", self.recent())
+
+    def instances(self):
+        """webcoursed@SITE: two sites side by side, next to webcoursed."""
+        t, boot = self.t, self.boot
+        units = ["webcoursed@%s.service" % s for s in SITES]
+        p = boot.run(["systemctl", "start"] + units)
+        t.eq(p.returncode, 0, "systemctl start %s" % " ".join(units), p.err)
+        for u in units + [UNIT]:
+            t.eq(self.active(u), "active", "%s is active" % u, self.recent(u))
+        for s, u in zip(SITES, units):
+            e = self.run_after(0, unit=u) or {}
+            t.eq(e.get("WEBCOURSED_COURSES_CREATED"), "3", "%s synced its own site" % u,
+                 self.recent(u))
+            t.ok(len(self.sites[s].state()["courses"]) >= 3, "site %s has the courses" % s)
+        p = boot.run(["ls"] + ["/var/lib/private/webcoursed-%s/ledger.db" % s for s in SITES])
+        t.eq(p.returncode, 0, "each instance has its own state directory", p.err)
+
+    def security(self):
+        t = self.t
+        for u in (UNIT, "webcoursed@%s.service" % SITES[0]):
+            p = self.boot.run(["systemd-analyze", "security", "--no-pager", u])
+            m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", p.out)
+            t.ok(m is not None, "systemd-analyze security rates the loaded %s" % u,
+                 p.out[-500:] + p.err)
+            if m:
+                t.ok(float(m.group(1)) <= 1.5, "%s exposure %s <= 1.5" % (u, m.group(1)))
+        units = [UNIT] + ["webcoursed@%s.service" % s for s in SITES]
+        p = self.boot.run(["systemctl", "stop"] + units)
+        t.eq(p.returncode, 0, "systemctl stop of all three exits 0", p.err)
+
+    def no_crash(self):
+        """No sanitizer report, crash or core dump in the units' journal."""
+        text = "\n".join(m for u in [UNIT] + ["webcoursed@%s.service" % s for s in SITES]
+                         for m in self.boot.messages(u))
+        self.t.eq(crash_report(text), None, "no crash or sanitizer report in the journal")
+        # A sync process may be gone before journald reads its records: it
+        # logs through the daemon, or journalctl -u would miss some.
+        lost = [e.get("MESSAGE") for e in self.boot.journal("SYSLOG_IDENTIFIER=webcoursed")
+                if not e.get("_SYSTEMD_UNIT", "").startswith("webcoursed")]
+        self.t.eq(lost, [], "every record of webcoursed is filed under its unit")
+
+    def run(self):
+        if not self.install():
+            return
+        start = time.monotonic()
+        state = self.boot.start()
+        self.t.ok(True, "systemd boots to basic.target in its namespaces (%s, %.1f s)"
+                  % (state, time.monotonic() - start))
+        if state != "running":
+            diag(self.boot.run(["systemctl", "--failed", "--no-pager"]).out)
+        self.credentials()
+        self.sanitizer()
+        self.start()
+        self.journal()
+        self.reloads()
+        self.restart()
+        self.watchdog()
+        self.stop()
+        self.instances()
+        self.security()
+        self.no_crash()
+
+
+def main():
+    reason = why_not()
+    if reason:
+        print("1..0 # SKIP %s" % reason, flush=True)
+        return 0
+    t = Tap()
+    t0 = time.monotonic()
+    before = host_state(WATCHED)
+    canary = tempfile.NamedTemporaryFile(prefix="webcoursed-canary-", dir="/tmp")
+    work = tempfile.mkdtemp(prefix="systemd-boot-", dir=BUILD)
+    boot = Boot(work, os.environ.get("WEBCOURSED_TEST_PRIVATE_MOUNTS") == "1")
+    test = SystemTest(t, work, boot)
+    try:
+        test.run()
+    except Exception:  # a step broke: say where, then clean up all the same
+        t.ok(False, "the system test ran to its end", traceback.format_exc()[-3000:])
+        diag("boot log:\n" + boot.boot_log())
+    finally:
+        # Clean up first, report after: a broken stdout must not leave the
+        # namespace, the cgroup or the work directory behind.
+        secs = boot.poweroff()
+        for s in test.servers:
+            try:
+                s.stop()
+            except Exception:
+                pass
+        ended = boot.proc is None or boot.proc.poll() is not None
+        cgroup_gone = boot.remove_cgroup()
+        if ended:
+            shutil.rmtree(work, ignore_errors=True)
+        tmp_kept = os.path.exists(canary.name)
+        try:
+            canary.close()
+        except FileNotFoundError:
+            pass
+        after = host_state(WATCHED)
+        diag("powered off in %.1f s" % secs)
+        t.ok(ended, "the namespace has ended: no process is left")
+        t.ok(cgroup_gone, "the test's cgroup is removed")
+        t.ok(tmp_kept, "the host's /tmp was not touched")
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        t.eq(changed, [], "nothing changed on the host (installed files, /etc/webcoursed, "
+             "units, state directories, mounts, core pattern)",
+             "\n".join("%s: %r -> %r" % (k, before.get(k), after.get(k)) for k in changed))
+        diag("wall time %.1f s" % (time.monotonic() - t0))
+    t.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
