@@ -26,6 +26,9 @@ double log and webcoursed's stderr).
 Usage: import_speed.py [--quick] [--enrolments N] [--big N (0: skip)]
                        [--concurrency 1,2,4] [--big-concurrency 1,4]
                        [--cost CALL,ITEM] [--workers 2] [--no-ideal]
+                       [--stall SECONDS]
+--stall S: in part 1 the double's whole site stalls S seconds once 20 enrol
+calls were answered (how the pace of calls reacts; not in make bench).
 --quick (or WEBCOURSE_BENCH_QUICK=1): 20,000 and 100,000 enrolments.
 """
 import argparse
@@ -34,6 +37,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -76,8 +80,24 @@ def prepare_feed(n):
     return path
 
 
+STALL = {"seconds": 0, "after": 20}
+
+
+def stall(d):
+    """A stall of the whole site (a checkpoint, a lock): the double's site
+    lock held for STALL seconds once `after` enrol calls were answered.
+    Calls keep their modelled time, but none commits or answers."""
+    while sum(1 for e in d.log() if e["function"] == ENROL) < STALL["after"]:
+        if d.stopping.wait(0.05):
+            return
+    with d.site.lock:
+        time.sleep(STALL["seconds"])
+
+
 def new_double(n, cost, workers):
     d = BenchDouble(max_input_vars=5000, cost=cost, workers=workers).start()
+    if STALL["seconds"] > 0 and cost is not None:
+        threading.Thread(target=stall, args=(d,), daemon=True).start()
     # gen_feed.py draws from n/5 users named by eleven digits (the seed
     # site has five of them already).
     have = d.site.by_username
@@ -286,7 +306,10 @@ def main():
     ap.add_argument("--cost", default="%g,%g" % (COST_CALL, COST_ITEM))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-ideal", action="store_true")
+    ap.add_argument("--stall", type=float, default=0,
+                    help="part 1: the site stalls this many seconds after 20 enrol calls")
     a = ap.parse_args()
+    STALL["seconds"] = a.stall
     n = a.enrolments or (20000 if a.quick else 100000)
     big = a.big if a.big is not None else (100000 if a.quick else 1000000)
     call_s, item_s = (float(x) for x in a.cost.split(","))
