@@ -39,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
@@ -63,7 +64,6 @@ class BenchDouble(MoodleDouble):
     def handle_ws(self, method, query, headers, body):
         reply, entry = super().handle_ws(method, query, headers, body)
         if entry.get("function") == "core_course_get_courses_by_field":
-            import urllib.parse
             form = urllib.parse.parse_qs((query or b"").decode("latin-1") + "&" +
                                          (body or b"").decode("latin-1"))
             entry["field"] = (form.get("field") or [""])[0]
