@@ -100,8 +100,9 @@ demo: deps
 
 bench: deps
 	@$(MAKE) --no-print-directory all
-	@BUILD=$(BUILD) $(PYTHON) tests/bench/bench.py
+	@BUILD=$(BUILD) $(PYTHON) tests/bench/bench.py $(if $(QUICK),--sizes 100000 --runs 3)
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/initial_sync.py
+	@BUILD=$(BUILD) $(PYTHON) tests/bench/import_speed.py $(if $(QUICK),--quick)
 
 # The banned-function grep and the mechanical style (.clang-format).
 lint:
