@@ -51,6 +51,9 @@ static const struct apply_op_desc apply_ops[] = {
  * per item (about 12 ms an enrolment with the welcome message) dwarfs a
  * call's, so a list is spread over the calls that may be in flight. */
 #define APPLY_SPREAD_ITEMS 25
+/* Fewest usernames worth a look-up of their own: Moodle reads a few
+ * thousand with one query; more go out on the calls allowed in flight. */
+#define APPLY_SPREAD_LOOKUPS 1000
 /* Longest wait between two looks at enrolments Moodle may still apply. */
 #define APPLY_SETTLE_POLL_MS 5000
 /* maps->unsettled values: held at the start of the run, and wanted by it. */
@@ -717,6 +720,7 @@ apply_lookup(struct apply *a, const char **names, size_t n)
 		.n = n,
 		.fields = MOODLE_LOOKUP_FIELDS,
 		.extra = MOODLE_LOOKUP_EXTRA,
+		.min_items = APPLY_SPREAD_LOOKUPS,
 		.call = apply_lookup_call,
 		.done = apply_lookup_done,
 		.failed = apply_lookup_failed,

@@ -61,9 +61,13 @@ struct moodle_pace {
 	int max, limit, inflight;
 	uint64_t requests;
 	int slow, good; /* answers in a row */
+	/* Bumped when the limit changes: only calls sent since are judged,
+	 * so one stall seen by every call in flight lowers it once. */
+	uint64_t generation;
 	struct moodle_pace_fn {
 		const char *function;
 		double us_per_var[MOODLE_PACE_WINDOW];
+		int nvars[MOODLE_PACE_WINDOW];
 		size_t n, pos;
 	} fns[MOODLE_PACE_FUNCTIONS];
 	size_t nfns;
@@ -792,6 +796,14 @@ moodle_double_cmp(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+static int
+moodle_int_cmp(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+
+	return (x > y) - (x < y);
+}
+
 static double
 moodle_pace_median(const struct moodle_pace_fn *fn)
 {
@@ -799,6 +811,17 @@ moodle_pace_median(const struct moodle_pace_fn *fn)
 
 	memcpy(v, fn->us_per_var, fn->n * sizeof(v[0]));
 	qsort(v, fn->n, sizeof(v[0]), moodle_double_cmp);
+	return v[fn->n / 2];
+}
+
+/* The usual size of the function's calls, in form variables. */
+static int
+moodle_pace_size(const struct moodle_pace_fn *fn)
+{
+	int v[MOODLE_PACE_WINDOW];
+
+	memcpy(v, fn->nvars, fn->n * sizeof(v[0]));
+	qsort(v, fn->n, sizeof(v[0]), moodle_int_cmp);
 	return v[fn->n / 2];
 }
 
@@ -812,67 +835,80 @@ moodle_pace_lower(struct moodle_pace *p, const char *why)
 	if (p->limit == 1)
 		return;
 	p->limit /= 2;
+	p->generation++;
 	log_warnx("Moodle %s: %d call%s at once instead of %d until it "
 		  "answers normally",
 		  why, p->limit, p->limit == 1 ? "" : "s", old);
 }
 
-/* Wait for a free place among the calls in flight. */
-static void
+/* Wait for a free place among the calls in flight: the generation the
+ * call is sent in. */
+static uint64_t
 moodle_pace_enter(struct moodle *m)
 {
 	struct moodle_pace *p = m->pace;
+	uint64_t gen;
 
 	pthread_mutex_lock(&p->lock);
 	while (p->inflight >= p->limit)
 		pthread_cond_wait(&p->cond, &p->lock);
 	p->inflight++;
 	p->requests++;
+	gen = p->generation;
 	pthread_mutex_unlock(&p->lock);
+	return gen;
 }
 
-/* One answer (or none): judge Moodle's pace from it and free the place. */
+/* One answer (or none), to a call sent in generation gen: judge Moodle's
+ * pace from it and free the place.  A call's time is taken per form
+ * variable, but no less than a call of the usual size would have: a small
+ * call that waited for a PHP worker behind a large one is not slow. */
 static void
-moodle_pace_leave(struct moodle *m, const struct moodle_form *f,
+moodle_pace_leave(struct moodle *m, const struct moodle_form *f, uint64_t gen,
 		  enum moodle_status kind, int64_t usec)
 {
 	struct moodle_pace *p = m->pace;
 	struct moodle_pace_fn *fn;
-	double t = (double)usec / (f->nvars > 0 ? f->nvars : 1), median;
+	double t, median = 0;
+	int size = 0;
 	char why[96];
 
 	pthread_mutex_lock(&p->lock);
 	p->inflight--;
-	if (kind == MOODLE_TRANSIENT || kind == MOODLE_UNSURE)
+	if (gen != p->generation || kind == MOODLE_CANCELLED ||
+	    (fn = moodle_pace_fn(p, f->function)) == NULL)
+		goto out;
+	if (kind == MOODLE_TRANSIENT || kind == MOODLE_UNSURE) {
 		moodle_pace_lower(p, "fails or times out");
-	else if (kind != MOODLE_CANCELLED &&
-		 (fn = moodle_pace_fn(p, f->function)) != NULL) {
-		median = fn->n >= MOODLE_PACE_MIN_SAMPLES
-			     ? moodle_pace_median(fn)
-			     : 0;
-		if (median > 0 && t > MOODLE_PACE_SLOW * median) {
-			p->good = 0;
-			if (++p->slow >= MOODLE_PACE_SLOW_RUN) {
-				snprintf(why, sizeof(why),
-					 "answers %s %.0f times slower than "
-					 "usual",
-					 f->function, t / median);
-				moodle_pace_lower(p, why);
-			}
-		} else if (++p->good >= MOODLE_PACE_GOOD_RUN &&
-			   p->limit < p->max) {
-			p->slow = p->good = 0;
-			p->limit++;
-			log_info("Moodle answers normally again: %d calls at "
-				 "once",
-				 p->limit);
-		} else
-			p->slow = 0;
-		fn->us_per_var[fn->pos] = t;
-		fn->pos = (fn->pos + 1) % MOODLE_PACE_WINDOW;
-		if (fn->n < MOODLE_PACE_WINDOW)
-			fn->n++;
+		goto out;
 	}
+	if (fn->n >= MOODLE_PACE_MIN_SAMPLES) {
+		median = moodle_pace_median(fn);
+		size = moodle_pace_size(fn);
+	}
+	t = (double)usec / (f->nvars > size ? f->nvars : size > 0 ? size : 1);
+	if (median > 0 && t > MOODLE_PACE_SLOW * median) {
+		p->good = 0;
+		if (++p->slow >= MOODLE_PACE_SLOW_RUN) {
+			snprintf(why, sizeof(why),
+				 "answers %s %.0f times slower than usual",
+				 f->function, t / median);
+			moodle_pace_lower(p, why);
+		}
+	} else if (++p->good >= MOODLE_PACE_GOOD_RUN && p->limit < p->max) {
+		p->slow = p->good = 0;
+		p->limit++;
+		p->generation++;
+		log_info("Moodle answers normally again: %d calls at once",
+			 p->limit);
+	} else
+		p->slow = 0;
+	fn->us_per_var[fn->pos] = t;
+	fn->nvars[fn->pos] = f->nvars;
+	fn->pos = (fn->pos + 1) % MOODLE_PACE_WINDOW;
+	if (fn->n < MOODLE_PACE_WINDOW)
+		fn->n++;
+out:
 	pthread_cond_broadcast(&p->cond);
 	pthread_mutex_unlock(&p->lock);
 }
@@ -911,9 +947,10 @@ moodle_attempt(struct moodle *m, struct moodle_form *f,
 	enum http_result r;
 	char *cause = NULL;
 	int64_t start, usec;
+	uint64_t gen;
 	int rv;
 
-	moodle_pace_enter(m);
+	gen = moodle_pace_enter(m);
 	start = now_monotonic_us();
 	memset(&resp, 0, sizeof(resp));
 	r = http_perform(m->http, req, &resp, &cause);
@@ -926,7 +963,7 @@ moodle_attempt(struct moodle *m, struct moodle_form *f,
 		rv = -1;
 	}
 	usec = now_monotonic_us() - start;
-	moodle_pace_leave(m, f, rv == 0 ? MOODLE_OK : err->kind, usec);
+	moodle_pace_leave(m, f, gen, rv == 0 ? MOODLE_OK : err->kind, usec);
 	if (m->observe != NULL)
 		m->observe(m->observe_arg, f->function, moodle_outcome(rv, err),
 			   usec);
