@@ -20,15 +20,14 @@ struct history {
 int history_add(const struct history *, const char *action, const char *course,
 		const char *username, int roleid, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
-/* The same, unless the last row about (course, username) already says
- * this (action and reason): a decision is written when it is made, not
- * again on every run that finds it unchanged. */
-int history_add_once(const struct history *, const char *action,
-		     const char *course, const char *username, int roleid,
-		     const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-/* "run 41 (2026-11-02)" for the run of the latest row about (course,
- * username) when its action is `action`, else for this run, into buf. */
+/* A decision not to change something (withhold, skip, error): a row when
+ * it is made, not again on every run that finds it in force (the ledger's
+ * decisions).  The run's unmark and sweep end the ones no longer made. */
+int history_decide(const struct history *, const char *action,
+		   const char *course, const char *username, int roleid,
+		   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* "run 41 (2026-11-02)": when the decision `action` about (course,
+ * username) in force was first made, else this run; into buf. */
 int history_since(const struct history *, const char *action,
 		  const char *course, const char *username, char *buf,
 		  size_t len);

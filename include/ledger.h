@@ -210,18 +210,29 @@ int ledger_inflight_delete(struct ledger *, const char *id);
 int ledger_inflight_foreach(struct ledger *, ledger_inflight_cb, void *);
 
 /* History: add a row (in the transaction of the change it describes);
- * the latest row about (course, username): 0 found (free it with
- * ledger_history_clear), 1 none, -1; the rows a filter lets through,
- * newest first; drop at most max rows older than before, oldest first. */
+ * the rows a filter lets through, newest first (a scan: the table has no
+ * index to slow its writes); drop at most max rows older than before,
+ * oldest first. */
 int ledger_history_add(struct ledger *, const struct ledger_history *);
-int ledger_history_last(struct ledger *, const char *course,
-			const char *username, struct ledger_history *ret);
-void ledger_history_clear(struct ledger_history *);
 int ledger_history_foreach(struct ledger *,
 			   const struct ledger_history_filter *,
 			   ledger_history_cb, void *);
 int ledger_history_prune(struct ledger *, int64_t before, size_t max,
 			 size_t *ret_deleted);
+
+/* The decisions in force (an action and its reason for a course, or a
+ * user in it: username "" for none), each written to the history once,
+ * when it is made.  A full run unmarks them all, puts again each it
+ * makes (*ret_new: not in force before, or with another reason; kept
+ * otherwise, with the run and time it was first made) and sweeps the
+ * rest.  _since: when a decision in force was first made; 1 when none. */
+int ledger_decision_unmark_all(struct ledger *);
+int ledger_decision_put(struct ledger *, const struct ledger_history *d,
+			bool *ret_new);
+int ledger_decision_sweep(struct ledger *);
+int ledger_decision_since(struct ledger *, const char *course,
+			  const char *username, const char *action,
+			  int64_t *ret_run, int64_t *ret_time);
 
 /* Courses in Moodle to check for drift, the longest unchecked first (at
  * most max); how many there are, how many were last checked before

@@ -152,9 +152,9 @@ apply_item_error(struct apply *a, const char *kind, const char *course,
 
 	if (ledger_error_add(a->ledger, a->counts->id, kind, item, code,
 			     message) == -1 ||
-	    history_add_once(&a->hist, "error", *course ? course : NULL, user,
-			     0, "%s refused by Moodle: %s: %s", kind, code,
-			     message) == -1)
+	    history_decide(&a->hist, "error", *course ? course : NULL, user, 0,
+			   "%s refused by Moodle: %s: %s", kind, code,
+			   message) == -1)
 		log_warnx("cannot record error for %s: %s", item,
 			  ledger_errmsg(a->ledger));
 	if (a->counts->errors++ >= APPLY_LOG_ITEMS)
@@ -1905,17 +1905,17 @@ apply_withhold(struct apply *a, const struct plan *p)
 		return apply_ledger_failed(a);
 	for (size_t l = 0; l < nitems(lists); l++)
 		for (size_t i = 0; i < lists[l].n; i++)
-			if (history_add_once(&a->hist, "withhold",
-					     lists[l].list[i].course,
-					     lists[l].list[i].username,
-					     lists[l].list[i].roleid,
-					     "absent from the feed: %s %s",
-					     lists[l].what, why) == -1)
+			if (history_decide(&a->hist, "withhold",
+					   lists[l].list[i].course,
+					   lists[l].list[i].username,
+					   lists[l].list[i].roleid,
+					   "absent from the feed: %s %s",
+					   lists[l].what, why) == -1)
 				return apply_ledger_failed(a);
 	for (size_t i = 0; i < p->nhide; i++)
-		if (history_add_once(&a->hist, "withhold", p->hide[i].shortname,
-				     NULL, 0, "absent from the feed: hiding %s",
-				     why) == -1)
+		if (history_decide(&a->hist, "withhold", p->hide[i].shortname,
+				   NULL, 0, "absent from the feed: hiding %s",
+				   why) == -1)
 			return apply_ledger_failed(a);
 	return ledger_commit(a->ledger) == 0 ? 0 : apply_ledger_failed(a);
 }

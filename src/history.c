@@ -12,86 +12,83 @@
 
 #define HISTORY_REASON_MAX 1024
 
-static int
-history_vadd(const struct history *h, bool once, const char *action,
-	     const char *course, const char *username, int roleid,
-	     const char *fmt, va_list ap)
+/* Fill row (reason into buf) for this run. */
+static void
+history_row(const struct history *h, struct ledger_history *row,
+	    const char *action, const char *course, const char *username,
+	    int roleid, char *buf, size_t len, char *role, size_t rlen,
+	    const char *fmt, va_list ap)
 {
-	struct ledger_history row = { 0 }, last;
-	char reason[HISTORY_REASON_MAX], role[16];
 	const char *name = NULL;
-	int found, rv;
 
-	vsnprintf(reason, sizeof(reason), fmt, ap);
-	if (once) {
-		if ((found = ledger_history_last(h->ledger, course, username,
-						 &last)) == -1)
-			return -1;
-		rv = found == 0 && strcmp(last.action, action) == 0 &&
-		     strcmp(last.reason, reason) == 0;
-		ledger_history_clear(&last);
-		if (rv)
-			return 0;
-	}
+	vsnprintf(buf, len, fmt, ap);
 	if (roleid > 0 && (h->conf == NULL || (name = config_role_name(
 						   h->conf, roleid)) == NULL)) {
-		snprintf(role, sizeof(role), "%d", roleid);
+		snprintf(role, rlen, "%d", roleid);
 		name = role;
 	}
-	row.run_id = h->run_id;
-	row.time = h->now;
-	row.action = action;
-	row.course = course;
-	row.username = username;
-	row.role = name;
-	row.reason = reason;
-	return ledger_history_add(h->ledger, &row);
+	*row = (struct ledger_history){ .run_id = h->run_id,
+					.time = h->now,
+					.action = action,
+					.course = course,
+					.username = username,
+					.role = name,
+					.reason = buf };
 }
 
 int
 history_add(const struct history *h, const char *action, const char *course,
 	    const char *username, int roleid, const char *fmt, ...)
 {
+	struct ledger_history row;
+	char reason[HISTORY_REASON_MAX], role[16];
 	va_list ap;
-	int rv;
 
 	va_start(ap, fmt);
-	rv = history_vadd(h, false, action, course, username, roleid, fmt, ap);
+	history_row(h, &row, action, course, username, roleid, reason,
+		    sizeof(reason), role, sizeof(role), fmt, ap);
 	va_end(ap);
-	return rv;
+	return ledger_history_add(h->ledger, &row);
 }
 
 int
-history_add_once(const struct history *h, const char *action,
-		 const char *course, const char *username, int roleid,
-		 const char *fmt, ...)
+history_decide(const struct history *h, const char *action, const char *course,
+	       const char *username, int roleid, const char *fmt, ...)
 {
+	struct ledger_history row, key;
+	char reason[HISTORY_REASON_MAX], role[16];
+	bool fresh;
 	va_list ap;
-	int rv;
 
 	va_start(ap, fmt);
-	rv = history_vadd(h, true, action, course, username, roleid, fmt, ap);
+	history_row(h, &row, action, course, username, roleid, reason,
+		    sizeof(reason), role, sizeof(role), fmt, ap);
 	va_end(ap);
-	return rv;
+	/* The decisions table keys on "" where the history has NULL. */
+	key = row;
+	key.course = course != NULL ? course : "";
+	key.username = username != NULL ? username : "";
+	if (ledger_decision_put(h->ledger, &key, &fresh) == -1)
+		return -1;
+	return fresh ? ledger_history_add(h->ledger, &row) : 0;
 }
 
 int
 history_since(const struct history *h, const char *action, const char *course,
 	      const char *username, char *buf, size_t len)
 {
-	struct ledger_history last;
-	int64_t run = h->run_id, t = h->now;
+	int64_t run = h->run_id, t = h->now, r, tt;
 	char date[32];
 	int found;
 
-	if ((found = ledger_history_last(h->ledger, course, username, &last)) ==
-	    -1)
+	if ((found = ledger_decision_since(h->ledger, course ? course : "",
+					   username ? username : "", action, &r,
+					   &tt)) == -1)
 		return -1;
-	if (found == 0 && strcmp(last.action, action) == 0) {
-		run = last.run_id;
-		t = last.time;
+	if (found == 0) {
+		run = r;
+		t = tt;
 	}
-	ledger_history_clear(&last);
 	format_time(t, date, sizeof(date));
 	date[10] = '\0'; /* the day is enough */
 	snprintf(buf, len, "run %lld (%s)", (long long)run, date);

@@ -116,7 +116,11 @@ static const char *const ledger_migrations[] = {
 	"INSERT INTO inflight (id, settle_by, items)"
 	" SELECT 'legacy', 0, value FROM meta WHERE key = 'inflight_enrol';"
 	"DELETE FROM meta WHERE key = 'inflight_enrol';",
-	/* 3: the history of every change and decision, with its reason. */
+	/* 3: the history of every change and decision, with its reason.
+	 * No index but the row id: an index costs every row of a million
+	 * enrolment import more than the row itself (tests/bench/README.md);
+	 * reading it filtered is a scan.  The decisions in force (withheld,
+	 * skipped, refused), to write each once, when it is made. */
 	"CREATE TABLE history ("
 	" id INTEGER PRIMARY KEY,"
 	" run_id INTEGER NOT NULL,"
@@ -127,8 +131,16 @@ static const char *const ledger_migrations[] = {
 	" role TEXT,"
 	" reason TEXT NOT NULL"
 	") STRICT;"
-	"CREATE INDEX history_pair ON history (course, username);"
-	"CREATE INDEX history_user ON history (username);",
+	"CREATE TABLE decisions ("
+	" course TEXT NOT NULL,"
+	" username TEXT NOT NULL,"
+	" action TEXT NOT NULL,"
+	" reason TEXT NOT NULL,"
+	" run_id INTEGER NOT NULL,"
+	" time INTEGER NOT NULL,"
+	" mark INTEGER NOT NULL DEFAULT 1,"
+	" PRIMARY KEY (course, username, action)"
+	") STRICT, WITHOUT ROWID;",
 	/* 4: drift.  When each course was last checked against Moodle and
 	 * the visibility we last set (-1: unknown); what is out of step. */
 	"ALTER TABLE courses ADD COLUMN checked INTEGER NOT NULL DEFAULT 0;"
@@ -203,11 +215,12 @@ enum ledger_sql {
 	SQL_INFLIGHT_DELETE,
 	SQL_INFLIGHT_ALL,
 	SQL_HISTORY_ADD,
-	SQL_HISTORY_LAST,
 	SQL_HISTORY_ALL,
-	SQL_HISTORY_USER,
-	SQL_HISTORY_COURSE,
 	SQL_HISTORY_PRUNE,
+	SQL_DECISION_UNMARK,
+	SQL_DECISION_GET,
+	SQL_DECISION_PUT,
+	SQL_DECISION_SWEEP,
 	SQL_DRIFT_PUT,
 	SQL_DRIFT_DELETE,
 	SQL_DRIFT_ALL,
@@ -222,9 +235,6 @@ enum ledger_sql {
 	"run_id"
 #define HISTORY_COLUMNS                                                        \
 	"id, run_id, time, action, course, username, role, reason"
-#define HISTORY_FILTERS                                                        \
-	"(?1 IS NULL OR username = ?1) AND (?2 IS NULL OR course = ?2)"        \
-	" AND time >= ?3 AND (?4 = 0 OR run_id = ?4)"
 #define RUN_COLUMNS                                                            \
 	"id, started, ended, outcome, message, courses_created, "              \
 	"courses_adopted, courses_renamed, courses_hidden, courses_pending, "  \
@@ -335,22 +345,28 @@ static const char *const ledger_sql_text[SQL_MAX] = {
 	[SQL_HISTORY_ADD] = "INSERT INTO history (run_id, time, action, course,"
 			    " username, role, reason)"
 			    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-	[SQL_HISTORY_LAST] = "SELECT " HISTORY_COLUMNS " FROM history"
-			     " WHERE course IS ?1 AND username IS ?2"
-			     " ORDER BY id DESC LIMIT 1",
-	/* One statement per index: an OR of optional filters would scan. */
-	[SQL_HISTORY_ALL] = "SELECT " HISTORY_COLUMNS " FROM history"
-			    " WHERE " HISTORY_FILTERS " ORDER BY id DESC",
-	[SQL_HISTORY_USER] =
+	[SQL_HISTORY_ALL] =
 	    "SELECT " HISTORY_COLUMNS " FROM history"
-	    " WHERE username = ?1 AND " HISTORY_FILTERS " ORDER BY id DESC",
-	[SQL_HISTORY_COURSE] =
-	    "SELECT " HISTORY_COLUMNS " FROM history"
-	    " WHERE course = ?2 AND " HISTORY_FILTERS " ORDER BY id DESC",
-	/* Oldest first, a bounded number a time: pruning stays cheap. */
+	    " WHERE (?1 IS NULL OR username = ?1) AND (?2 IS NULL OR course = "
+	    "?2)"
+	    " AND time >= ?3 AND (?4 = 0 OR run_id = ?4) ORDER BY id DESC",
+	/* Of the ?2 oldest rows (rows are added in time order), those before
+	 * ?1: a bounded look, however large the history. */
 	[SQL_HISTORY_PRUNE] = "DELETE FROM history WHERE id IN (SELECT id"
-			      " FROM history WHERE time < ?1 ORDER BY id"
-			      " LIMIT ?2)",
+			      " FROM history ORDER BY id LIMIT ?2)"
+			      " AND time < ?1",
+	[SQL_DECISION_UNMARK] = "UPDATE decisions SET mark = 0 WHERE mark <> 0",
+	[SQL_DECISION_GET] = "SELECT reason, run_id, time FROM decisions"
+			     " WHERE course = ?1 AND username = ?2"
+			     " AND action = ?3",
+	/* Kept (mark 2) with its first run while the reason stays. */
+	[SQL_DECISION_PUT] =
+	    "INSERT INTO decisions (course, username, action, reason, run_id,"
+	    " time, mark) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)"
+	    " ON CONFLICT DO UPDATE SET mark = 2, reason = excluded.reason,"
+	    " run_id = iif(reason = excluded.reason, run_id, excluded.run_id),"
+	    " time = iif(reason = excluded.reason, time, excluded.time)",
+	[SQL_DECISION_SWEEP] = "DELETE FROM decisions WHERE mark = 0",
 	/* Kept as first found: since says since when. */
 	[SQL_DRIFT_PUT] = "INSERT INTO drift (" DRIFT_COLUMNS ")"
 			  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
@@ -1532,66 +1548,17 @@ ledger_history_row(sqlite3_stmt *st, struct ledger_visit *v)
 	return v->cb.history(&h, v->arg);
 }
 
-/* Copy the row for the caller, who frees it with ledger_history_clear. */
-static int
-ledger_history_keep(const struct ledger_history *h, void *arg)
-{
-	struct ledger_history *ret = arg;
-
-	*ret = *h;
-	ret->action = xstrdup(h->action);
-	ret->course = h->course != NULL ? xstrdup(h->course) : NULL;
-	ret->username = h->username != NULL ? xstrdup(h->username) : NULL;
-	ret->role = h->role != NULL ? xstrdup(h->role) : NULL;
-	ret->reason = xstrdup(h->reason);
-	return 1;
-}
-
-int
-ledger_history_last(struct ledger *l, const char *course, const char *username,
-		    struct ledger_history *ret)
-{
-	struct ledger_visit v = { .cb.history = ledger_history_keep,
-				  .arg = ret };
-	sqlite3_stmt *st;
-	int rv;
-
-	memset(ret, 0, sizeof(*ret));
-	if ((st = ledger_stmt(l, SQL_HISTORY_LAST)) == NULL)
-		return -1;
-	rv = ledger_iterate(
-	    l, SQL_HISTORY_LAST, st,
-	    sqlite3_bind_text(st, 1, course, -1, SQLITE_STATIC) |
-		sqlite3_bind_text(st, 2, username, -1, SQLITE_STATIC),
-	    ledger_history_row, &v);
-	return rv == 1 ? 0 : rv == 0 ? 1 : -1;
-}
-
-void
-ledger_history_clear(struct ledger_history *h)
-{
-	free((char *)h->action);
-	free((char *)h->course);
-	free((char *)h->username);
-	free((char *)h->role);
-	free((char *)h->reason);
-	memset(h, 0, sizeof(*h));
-}
-
 int
 ledger_history_foreach(struct ledger *l, const struct ledger_history_filter *f,
 		       ledger_history_cb cb, void *arg)
 {
 	struct ledger_visit v = { .cb.history = cb, .arg = arg };
-	enum ledger_sql id = f->username != NULL ? SQL_HISTORY_USER
-			     : f->course != NULL ? SQL_HISTORY_COURSE
-						 : SQL_HISTORY_ALL;
 	sqlite3_stmt *st;
 
-	if ((st = ledger_stmt(l, id)) == NULL)
+	if ((st = ledger_stmt(l, SQL_HISTORY_ALL)) == NULL)
 		return -1;
 	return ledger_iterate(
-	    l, id, st,
+	    l, SQL_HISTORY_ALL, st,
 	    sqlite3_bind_text(st, 1, f->username, -1, SQLITE_STATIC) |
 		sqlite3_bind_text(st, 2, f->course, -1, SQLITE_STATIC) |
 		sqlite3_bind_int64(st, 3, f->since) |
@@ -1711,4 +1678,77 @@ ledger_drift_foreach(struct ledger *l, ledger_drift_cb cb, void *arg)
 		return -1;
 	return ledger_iterate(l, SQL_DRIFT_ALL, st, SQLITE_OK, ledger_drift_row,
 			      &v);
+}
+
+int
+ledger_decision_unmark_all(struct ledger *l)
+{
+	return ledger_simple(l, SQL_DECISION_UNMARK);
+}
+
+int
+ledger_decision_sweep(struct ledger *l)
+{
+	return ledger_simple(l, SQL_DECISION_SWEEP);
+}
+
+/* 0 found (*ret_run, *ret_time since when, reason compared), 1 none. */
+static int
+ledger_decision_get(struct ledger *l, const struct ledger_history *d,
+		    bool *ret_same, int64_t *ret_run, int64_t *ret_time)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if ((st = ledger_stmt(l, SQL_DECISION_GET)) == NULL)
+		return -1;
+	rc = ledger_row(
+	    l, SQL_DECISION_GET, st,
+	    sqlite3_bind_text(st, 1, d->course, -1, SQLITE_STATIC) |
+		sqlite3_bind_text(st, 2, d->username, -1, SQLITE_STATIC) |
+		sqlite3_bind_text(st, 3, d->action, -1, SQLITE_STATIC));
+	if (rc != 0)
+		return rc;
+	if (ret_same != NULL)
+		*ret_same = d->reason != NULL &&
+			    strcmp(ledger_col_text(st, 0), d->reason) == 0;
+	*ret_run = sqlite3_column_int64(st, 1);
+	*ret_time = sqlite3_column_int64(st, 2);
+	ledger_release(l, SQL_DECISION_GET, st);
+	return 0;
+}
+
+int
+ledger_decision_put(struct ledger *l, const struct ledger_history *d,
+		    bool *ret_new)
+{
+	sqlite3_stmt *st;
+	int64_t run, time;
+	bool same = false;
+	int found;
+
+	if ((found = ledger_decision_get(l, d, &same, &run, &time)) == -1 ||
+	    (st = ledger_stmt(l, SQL_DECISION_PUT)) == NULL)
+		return -1;
+	*ret_new = found == 1 || !same;
+	return ledger_exec(
+	    l, SQL_DECISION_PUT, st,
+	    sqlite3_bind_text(st, 1, d->course, -1, SQLITE_STATIC) |
+		sqlite3_bind_text(st, 2, d->username, -1, SQLITE_STATIC) |
+		sqlite3_bind_text(st, 3, d->action, -1, SQLITE_STATIC) |
+		sqlite3_bind_text(st, 4, d->reason, -1, SQLITE_STATIC) |
+		sqlite3_bind_int64(st, 5, d->run_id) |
+		sqlite3_bind_int64(st, 6, d->time));
+}
+
+int
+ledger_decision_since(struct ledger *l, const char *course,
+		      const char *username, const char *action,
+		      int64_t *ret_run, int64_t *ret_time)
+{
+	struct ledger_history d = { .course = course,
+				    .username = username,
+				    .action = action };
+
+	return ledger_decision_get(l, &d, NULL, ret_run, ret_time);
 }

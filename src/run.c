@@ -250,8 +250,8 @@ run_history_issue(struct run *r, const struct feed_issue *fi)
 		*user++ = '\0';
 	else
 		user = NULL;
-	rv = history_add_once(&r->apply.hist, "skip", course, user, 0,
-			      "feed record skipped: %s", fi->message);
+	rv = history_decide(&r->apply.hist, "skip", course, user, 0,
+			    "feed record skipped: %s", fi->message);
 	free(course);
 	return rv;
 }
@@ -262,17 +262,23 @@ run_record_skipped(struct run *r)
 {
 	const struct feed *f = r->feed;
 
+	/* A full run makes its decisions anew (skipped records here,
+	 * withheld removals and refusals in apply): those it no longer
+	 * makes are swept once it applied the plan. */
 	if (ledger_begin(r->ledger) == -1)
 		return -1;
+	if (ledger_decision_unmark_all(r->ledger) == -1)
+		goto fail;
 	for (size_t i = 0; i < f->nissues; i++)
 		if (ledger_error_add(r->ledger, r->res->id, f->issues[i].kind,
 				     f->issues[i].item, f->issues[i].code,
 				     f->issues[i].message) == -1 ||
-		    run_history_issue(r, &f->issues[i]) == -1) {
-			ledger_rollback(r->ledger);
-			return -1;
-		}
+		    run_history_issue(r, &f->issues[i]) == -1)
+			goto fail;
 	return ledger_commit(r->ledger);
+fail:
+	ledger_rollback(r->ledger);
+	return -1;
 }
 
 /* Skipped feed records: one error row each, one warning per kind. */
@@ -516,6 +522,9 @@ run_steps(struct run *r)
 	run_guard(r);
 	if (apply_plan(&r->apply, r->plan, r->feed, r->withheld) == -1)
 		goto fail_apply;
+	if (ledger_decision_sweep(r->ledger) == -1)
+		log_warnx("cannot sweep the decisions no longer in force: %s",
+			  ledger_errmsg(r->ledger));
 	/* Otherwise forget the last validators too: they belong to an older
 	 * feed, and the next run must not take that one back as unchanged. */
 	if (!run_applied_whole(r))

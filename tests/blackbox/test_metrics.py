@@ -124,7 +124,10 @@ def compare_status(env, port, what):
         ("webcoursed_enrolments", {"state": "suspended"}, st["enrolments"]["suspended"]),
         ("webcoursed_missing_users", {}, st["missing_users"]),
         ("webcoursed_next_sync_timestamp_seconds", {}, epoch(st["next_run"])),
-    ]
+        ("webcoursed_oldest_drift_check_timestamp_seconds", {},
+         epoch(st["drift"]["oldest_check"]) if st["drift"]["oldest_check"] else 0),
+    ] + [("webcoursed_drift", {"kind": k}, st["drift"]["kinds"].get(k, 0))
+         for k in ("gone", "role_gone", "suspended", "course_gone", "renamed", "visibility")]
     got = {"%s%s" % (n, l or ""): value(m, n, **l) for n, l, _ in pairs}
     want = {"%s%s" % (n, l or ""): float(v) for n, l, v in pairs}
     t.eq(got, want, "%s: /metrics says what status --json says" % what)

@@ -77,7 +77,8 @@ def run_measured(argv, timeout=300, env=None):
 
 
 # Columns that change on every run that reads the feed, whatever it holds.
-_VOLATILE = {"courses": {"last_seen", "checked"}, "missing": {"mark"}}
+_VOLATILE = {"courses": {"last_seen", "checked"}, "missing": {"mark"},
+             "decisions": {"mark"}}
 _VOLATILE_META = {"feed_digest", "feed_etag", "feed_last_modified"}
 
 
@@ -85,7 +86,8 @@ def ledger_dump(db, loose=False):
     """Every table of the ledger but runs and errors, as sorted rows.  With
     loose, the columns a run that accepted the feed updates anyway
     (last_seen, checked, mark, the feed's validators) are left out, and the history
-    keeps only rows other than skipped records ("skip")."""
+    and the decisions in force keep only rows other than skipped records
+    ("skip")."""
     con = sqlite3.connect(db, timeout=10)
     try:
         out = {}
@@ -99,7 +101,7 @@ def ledger_dump(db, loose=False):
             rows = con.execute("SELECT %s FROM %s" % (", ".join(cols), t)).fetchall()
             if loose and t == "meta":
                 rows = [r for r in rows if r[0] not in _VOLATILE_META]
-            if loose and t == "history":
+            if loose and t in ("history", "decisions"):
                 rows = [r for r in rows if r[cols.index("action")] != "skip"]
             out[t] = (cols, sorted(rows, key=repr))
         return out
