@@ -824,6 +824,15 @@ def main():
         print("1..0 # SKIP %s" % reason, flush=True)
         return 0
     t = Tap()
+    hidden = [d for d in ("/tmp", "/var", "/run", "/dev")
+              if os.path.realpath(BUILD).startswith(d + "/")]
+    if hidden:
+        # The namespace mounts its own there: the staged install would
+        # vanish from under systemd.  A layout to fix, not a skip.
+        t.ok(False, "the build directory %s is outside %s, which the namespace "
+             "replaces" % (BUILD, hidden[0]),
+             "build in a checkout elsewhere (CI clones under $HOME)")
+        t.done()
     t0 = time.monotonic()
     before = host_state(WATCHED)
     canary = tempfile.NamedTemporaryFile(prefix="webcoursed-canary-", dir="/tmp")
