@@ -65,10 +65,8 @@ void moodle_set_observer(struct moodle *, moodle_observer_fn, void *arg);
 bool moodle_set_resend(struct moodle *, bool);
 /* Number of HTTP requests made so far (for progress and reports). */
 uint64_t moodle_requests(const struct moodle *);
-/* Calls at most in flight at once (moodle.max_concurrent_calls), and the
- * limit now: lowered while Moodle answers slowly or with errors. */
+/* Calls at most in flight at once (moodle.max_concurrent_calls). */
 int moodle_concurrency(const struct moodle *);
-int moodle_concurrency_now(const struct moodle *);
 /* Wait ms (a back-off), waking for the cancel flag: -1 when cancelled. */
 int moodle_wait(struct moodle *, int64_t ms);
 /* Tries and first back-off of a transient failure (moodle.retries,

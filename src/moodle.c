@@ -420,17 +420,6 @@ moodle_concurrency(const struct moodle *m)
 }
 
 int
-moodle_concurrency_now(const struct moodle *m)
-{
-	int n;
-
-	pthread_mutex_lock(&m->pace->lock);
-	n = m->pace->limit;
-	pthread_mutex_unlock(&m->pace->lock);
-	return n;
-}
-
-int
 moodle_tries(const struct moodle *m)
 {
 	return m->tries;
