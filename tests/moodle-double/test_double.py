@@ -19,6 +19,7 @@ TOP = os.environ.get("TOP") or os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(TOP, "tests", "lib"))
 sys.path.insert(0, HERE)
 
+from harness import wait_for  # noqa: E402
 from tap import Tap  # noqa: E402
 from moodle_double import MoodleDouble, max_concurrency, php_parse_form  # noqa: E402
 
@@ -432,16 +433,8 @@ finally:
     d.stop()
 
 # --- helpers for the blocks below ------------------------------------------------------
-def wait_until(cond, what, timeout=30.0):
-    """Poll cond() until it is true or the deadline passes (never a bare sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise TimeoutError("timed out waiting for " + what)
-        time.sleep(0.005)
+def wait_until(cond, what):
+    return wait_for(cond, timeout=30.0, what=what, interval=0.005)
 
 
 def options(*opts):
