@@ -13,9 +13,9 @@ SYSTEMDUNITDIR ?= $(shell $(PKG_CONFIG) --variable=systemdsystemunitdir systemd 
 VERSION := 0.1.0
 
 CFLAGS ?= -O2 -g
-PKGS := libcurl jansson libevent libsystemd sqlite3 inih
+PKGS := libcurl jansson libevent libevent_openssl openssl libsystemd sqlite3 inih
 DEBS := libcurl4-openssl-dev libjansson-dev libevent-dev libsystemd-dev \
-	libsqlite3-dev libinih-dev pkg-config python3 curl clang-format \
+	libsqlite3-dev libinih-dev libssl-dev pkg-config python3 curl clang-format \
 	prometheus
 
 ifeq ($(SANITIZE),1)
