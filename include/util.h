@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #define nitems(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -39,6 +40,9 @@ void print_wrapped(FILE *, size_t col, size_t indent, const char *text);
 /* Replace path atomically with content (write temp file, fsync, rename). */
 int write_file_atomic(const char *path, const char *data, size_t len,
 		      char **cause);
+/* The same with the file's mode (0644 above), set whatever the umask. */
+int write_file_atomic_mode(const char *path, const char *data, size_t len,
+			   mode_t mode, char **cause);
 
 /* A string -> int64 hash map for the hot paths (ids by shortname or
  * username).  Keys are copied. */

@@ -214,16 +214,31 @@ print_wrapped(FILE *f, size_t col, size_t indent, const char *text)
 int
 write_file_atomic(const char *path, const char *data, size_t len, char **cause)
 {
+	return write_file_atomic_mode(path, data, len, 0644, cause);
+}
+
+int
+write_file_atomic_mode(const char *path, const char *data, size_t len,
+		       mode_t mode, char **cause)
+{
 	char *tmp = NULL;
 	size_t off = 0;
 	ssize_t n;
 	int fd, rv = -1;
 
 	xasprintf(&tmp, "%s.tmp.%ld", path, (long)getpid());
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+		  mode & 0600);
 	if (fd == -1) {
 		xasprintf(cause, "%s: %s", tmp, strerror(errno));
 		goto out;
+	}
+	/* the mode asked for, whatever the umask (and a leftover temp file
+	 * of another mode) */
+	if (fchmod(fd, mode) == -1) {
+		xasprintf(cause, "%s: %s", tmp, strerror(errno));
+		close(fd);
+		goto out_unlink;
 	}
 	while (off < len) {
 		if ((n = write(fd, data + off, len - off)) == -1) {
