@@ -13,10 +13,10 @@ SYSTEMDUNITDIR ?= $(shell $(PKG_CONFIG) --variable=systemdsystemunitdir systemd 
 VERSION := 0.1.0
 
 CFLAGS ?= -O2 -g
-PKGS := libcurl jansson libevent libsystemd sqlite3 inih
+PKGS := libcurl jansson libevent libsystemd sqlite3 inih libcrypt
 DEBS := libcurl4-openssl-dev libjansson-dev libevent-dev libsystemd-dev \
-	libsqlite3-dev libinih-dev pkg-config python3 curl clang-format \
-	prometheus
+	libsqlite3-dev libinih-dev libcrypt-dev pkg-config python3 curl \
+	clang-format prometheus
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-san
