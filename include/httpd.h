@@ -21,6 +21,10 @@ typedef struct ssl_ctx_st SSL_CTX;
  * - max_connections: open at once.  When a new connection would pass it,
  *   the connection that has waited longest for its request to complete
  *   is closed to make room: slow clients churn, a quick one gets in.
+ * - max_per_address: open at once from one client address (0: a
+ *   quarter of max_connections, plus one); past it, that address's
+ *   connection waiting longest for its request is closed, so that one
+ *   address cannot fill the server.
  * - request_ms: the whole request, from the moment the server is ready
  *   for it (accept, or the end of the previous answer on a kept-alive
  *   connection) until its last body byte; a TLS handshake counts.  Not
@@ -29,6 +33,7 @@ typedef struct ssl_ctx_st SSL_CTX;
  *   a client that does not read its answer is cut then. */
 struct httpd_limits {
 	size_t max_connections;
+	size_t max_per_address;
 	size_t max_header;
 	size_t max_body;
 	int64_t request_ms;

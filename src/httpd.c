@@ -31,6 +31,8 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <netinet/in.h>
+
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -63,6 +65,7 @@ struct httpd_conn {
 	struct httpd *h;
 	struct bufferevent *bev; /* evhttp's, made by httpd_bev_cb */
 	struct event *deadline;
+	struct sockaddr_storage peer; /* port 0: only the address counts */
 	bool fresh;     /* evhttp's setup not yet seen (httpd_bind_cb) */
 	bool answering; /* the handler has its request */
 };
@@ -94,11 +97,16 @@ struct httpd {
 	size_t nroutes;
 	struct event *ev_resume; /* accepting again after a pause */
 	int64_t pause_ms;
+	bool paused;           /* by an accept error */
+	struct event *ev_more; /* accepting again in the loop's next turn */
+	size_t accepted_now;   /* accepts in this turn of the loop */
 	struct log_rate rate;
 	struct httpd_stats st;
 };
 
 static LIST_HEAD(, httpd) httpd_all = LIST_HEAD_INITIALIZER(httpd_all);
+
+static void httpd_conn_end(struct httpd_conn *);
 
 static void
 httpd_conn_arm(struct httpd_conn *c, int64_t ms)
@@ -122,12 +130,51 @@ httpd_conn_closed_cb(struct evhttp_connection *evcon, void *arg)
 	free(c);
 }
 
+/* Whether a and b are the same client address (the port aside). */
+static bool
+httpd_same_peer(const struct sockaddr_storage *a,
+		const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+		       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+	if (a->ss_family == AF_INET6)
+		return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+			      &((const struct sockaddr_in6 *)b)->sin6_addr,
+			      sizeof(struct in6_addr)) == 0;
+	return false;
+}
+
+/* One address past its share: end its connection that has waited
+ * longest for its request.  One client address cannot fill the server,
+ * so that another (the scraper) always finds room. */
+static void
+httpd_peer_share(struct httpd *h, struct httpd_conn *newest)
+{
+	struct httpd_conn *c, *oldest = NULL;
+	size_t n = 0;
+
+	TAILQ_FOREACH(c, &h->conns, entry)
+	if (httpd_same_peer(&c->peer, &newest->peer)) {
+		n++;
+		if (oldest == NULL && !c->answering)
+			oldest = c;
+	}
+	if (n > h->limits.max_per_address && oldest != NULL) {
+		h->st.evicted++;
+		httpd_conn_end(oldest);
+	}
+}
+
 /* Bind the fresh connections to their evhttp_connection, whose setup is
  * done: from now on evhttp tells us when it frees one. */
 static void
 httpd_bind_fresh(struct httpd *h)
 {
 	struct httpd_conn *c;
+	socklen_t len;
 	void *evcon;
 
 	while ((c = TAILQ_FIRST(&h->fresh)) != NULL) {
@@ -138,6 +185,10 @@ httpd_bind_fresh(struct httpd *h)
 		c->fresh = false;
 		TAILQ_INSERT_TAIL(&h->conns, c, entry);
 		evhttp_connection_set_closecb(evcon, httpd_conn_closed_cb, c);
+		len = sizeof(c->peer);
+		if (getpeername(bufferevent_getfd(c->bev),
+				(struct sockaddr *)&c->peer, &len) == 0)
+			httpd_peer_share(h, c);
 	}
 }
 
@@ -198,6 +249,15 @@ httpd_bev_cb(struct event_base *base, void *arg)
 	h->pause_ms = 0;
 	if (h->st.connections >= h->limits.max_connections)
 		httpd_make_room(h);
+	/* The listener accepts all it can in one go; a burst larger than
+	 * the cap would evict its own first connections before they are
+	 * read.  A batch per turn, then the loop reads what came. */
+	if (++h->accepted_now >= h->limits.max_connections / 4 + 1) {
+		static const struct timeval now = { 0, 0 };
+
+		evconnlistener_disable(h->listener);
+		evtimer_add(h->ev_more, &now);
+	}
 	c = xcalloc(1, sizeof(*c));
 	c->h = h;
 	if (h->tls != NULL) {
@@ -329,6 +389,7 @@ httpd_accept_error_cb(struct evconnlistener *lev, void *arg)
 	if (h == NULL)
 		return;
 	evconnlistener_disable(lev);
+	h->paused = true;
 	h->pause_ms = h->pause_ms == 0 ? HTTPD_PAUSE_FIRST_MS
 		      : h->pause_ms * 2 > HTTPD_PAUSE_MAX_MS
 			  ? HTTPD_PAUSE_MAX_MS
@@ -351,7 +412,20 @@ httpd_resume_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	h->paused = false;
 	if (h->listener != NULL)
+		evconnlistener_enable(h->listener);
+}
+
+static void
+httpd_more_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct httpd *h = arg;
+
+	(void)fd;
+	(void)what;
+	h->accepted_now = 0;
+	if (h->listener != NULL && !h->paused)
 		evconnlistener_enable(h->listener);
 }
 
@@ -371,6 +445,9 @@ httpd_new(struct event_base *base, const struct httpd_options *o)
 	h->limits.max_body = l->max_body ? l->max_body : HTTPD_MAX_BODY;
 	h->limits.request_ms = l->request_ms ? l->request_ms : HTTPD_REQUEST_MS;
 	h->limits.answer_ms = l->answer_ms ? l->answer_ms : HTTPD_ANSWER_MS;
+	h->limits.max_per_address = l->max_per_address
+					? l->max_per_address
+					: h->limits.max_connections / 4 + 1;
 	h->st.max_connections = h->limits.max_connections;
 	h->rate = (struct log_rate)LOG_RATE_INIT(5, 60000);
 	if (o->tls != NULL) {
@@ -381,7 +458,8 @@ httpd_new(struct event_base *base, const struct httpd_options *o)
 	TAILQ_INIT(&h->fresh);
 	if ((h->http = evhttp_new(base)) == NULL ||
 	    (h->ev_resume = evtimer_new(base, httpd_resume_cb, h)) == NULL ||
-	    (h->ev_bind = event_new(base, -1, 0, httpd_bind_cb, h)) == NULL)
+	    (h->ev_bind = event_new(base, -1, 0, httpd_bind_cb, h)) == NULL ||
+	    (h->ev_more = evtimer_new(base, httpd_more_cb, h)) == NULL)
 		fatalx("evhttp_new failed");
 	/* evhttp's own timeout, per byte, stays as a second line behind
 	 * ours (it also ends a connection idle for that long). */
@@ -410,7 +488,10 @@ httpd_unbind(struct httpd *h)
 		evhttp_del_accept_socket(h->http, h->bound);
 	h->bound = NULL;
 	h->listener = NULL;
+	h->paused = false;
+	h->accepted_now = 0;
 	evtimer_del(h->ev_resume);
+	evtimer_del(h->ev_more);
 	free(h->address);
 	h->address = NULL;
 }
@@ -428,6 +509,7 @@ httpd_free(struct httpd *h)
 	evhttp_free(h->http);
 	event_free(h->ev_resume);
 	event_free(h->ev_bind);
+	event_free(h->ev_more);
 	for (size_t i = 0; i < h->nroutes; i++)
 		free(h->routes[i].path);
 	free(h->routes);
@@ -438,16 +520,38 @@ httpd_free(struct httpd *h)
 	free(h);
 }
 
+/* "IPv4:PORT" or "[IPv6]:PORT" into ss.  evutil_parse_sockaddr_port
+ * refuses port 0, which the tests bind (the kernel picks the port). */
+static int
+httpd_parse_address(const char *address, struct sockaddr_storage *ss, int *len)
+{
+	size_t n = strlen(address);
+	char *any;
+	int rv;
+
+	*len = (int)sizeof(*ss);
+	if (n < 2 || strcmp(address + n - 2, ":0") != 0)
+		return evutil_parse_sockaddr_port(address,
+						  (struct sockaddr *)ss, len);
+	xasprintf(&any, "%.*s:1", (int)(n - 2), address);
+	rv = evutil_parse_sockaddr_port(any, (struct sockaddr *)ss, len);
+	free(any);
+	if (rv == 0 && ss->ss_family == AF_INET)
+		((struct sockaddr_in *)ss)->sin_port = 0;
+	else if (rv == 0 && ss->ss_family == AF_INET6)
+		((struct sockaddr_in6 *)ss)->sin6_port = 0;
+	return rv;
+}
+
 /* Bind and listen on address; -1 with errno set. */
 static int
 httpd_bind(struct httpd *h, const char *address)
 {
 	struct sockaddr_storage ss;
 	struct evconnlistener *l;
-	int len = (int)sizeof(ss);
+	int len;
 
-	if (evutil_parse_sockaddr_port(address, (struct sockaddr *)&ss, &len) ==
-	    -1) {
+	if (httpd_parse_address(address, &ss, &len) == -1) {
 		errno = EINVAL;
 		return -1;
 	}
