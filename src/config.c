@@ -929,22 +929,23 @@ config_read_cb(char *str, int num, void *arg)
 {
 	struct config_parse *cp = arg;
 	char buf[CONFIG_LINE_BUF], *s;
-	size_t len;
-	int c, toolong = 0;
+	size_t len = 0;
+	int c, toolong = 0, nul = 0;
 
-	if (cp->bytes > CONFIG_MAX_BYTES ||
-	    fgets(buf, sizeof(buf), cp->f) == NULL)
+	if (cp->bytes > CONFIG_MAX_BYTES || (c = getc(cp->f)) == EOF)
 		return NULL;
 	cp->line++;
-	len = strlen(buf);
-	cp->bytes += len;
-	if (len > 0 && buf[len - 1] == '\n')
-		buf[--len] = '\0';
-	else if (!feof(cp->f)) {
-		toolong = 1;
-		while ((c = getc(cp->f)) != EOF && c != '\n')
-			cp->bytes++;
+	/* Byte by byte, not fgets(): a NUL would end its line early. */
+	for (; c != EOF && c != '\n'; c = getc(cp->f)) {
+		cp->bytes++;
+		nul |= c == '\0';
+		if (len < sizeof(buf) - 1)
+			buf[len++] = (char)c;
+		else
+			toolong = 1;
 	}
+	cp->bytes += c == '\n';
+	buf[len] = '\0';
 	if (cp->bytes > CONFIG_MAX_BYTES) {
 		config_error(cp, cp->line, "file is larger than %d bytes",
 			     CONFIG_MAX_BYTES);
@@ -957,7 +958,10 @@ config_read_cb(char *str, int num, void *arg)
 		s += 3;
 	/* no leading blanks: libinih would take the line as a continuation */
 	s += strspn(s, " \t");
-	if (toolong || strlen(s) + 2 > (size_t)num) {
+	if (nul) {
+		config_error(cp, cp->line, "line contains a NUL byte");
+		s[0] = '\0';
+	} else if (toolong || strlen(s) + 2 > (size_t)num) {
 		config_error(cp, cp->line, "line is longer than %d characters",
 			     num - 2);
 		s[0] = '\0';
@@ -1165,6 +1169,31 @@ out:
 	free(cred);
 }
 
+/* The files we create or replace as whoever runs us (root, for
+ * webcoursectl sync) must not lie where another user can plant a link. */
+static void
+config_check_state_dirs(struct config_parse *cp)
+{
+	static const char *const keys[] = { "database", "missing_users_csv" };
+	const struct config_key *k;
+	char *cause = NULL;
+	const char *path;
+	int line;
+
+	for (size_t i = 0; i < nitems(keys); i++) {
+		k = config_key_find(SEC_STATE, keys[i]);
+		path = *(char **)((char *)cp->conf + k->off);
+		if (path == NULL || strcmp(path, ":memory:") == 0 ||
+		    dir_shared(path, &cause) == 0)
+			continue;
+		line = cp->key_lines[k - config_keys];
+		config_error(cp, line ? line : cp->section_lines[SEC_STATE],
+			     "state.%s: %s", k->name, cause);
+		free(cause);
+		cause = NULL;
+	}
+}
+
 bool
 config_listen_is_loopback(const char *listen)
 {
@@ -1249,6 +1278,7 @@ config_check(struct config_parse *cp)
 	config_check_web(cp);
 	for (i = 0; i < nitems(config_secrets); i++)
 		config_load_secret(cp, &config_secrets[i]);
+	config_check_state_dirs(cp);
 }
 
 /* The directory relative paths are taken from. */

@@ -318,7 +318,7 @@ webusers_save(const struct webusers *u, const char *path, char **cause)
 		fprintf(f, "%s:%s\n", u->v[i].name, u->v[i].hash);
 	if (fclose(f) != 0)
 		fatal("open_memstream");
-	rv = write_file_atomic_mode(path, text, len, 0600, cause);
+	rv = write_file_atomic(path, text, len, 0600, cause);
 	free(text);
 	return rv;
 }
