@@ -55,7 +55,7 @@
 #include "log.h"
 #include "util.h"
 
-#define HTTPD_BACKLOG        64
+#define HTTPD_BACKLOG        1024  /* a burst waits here, not in our fds */
 #define HTTPD_PAUSE_FIRST_MS 1000  /* accepting paused after an error */
 #define HTTPD_PAUSE_MAX_MS   16000 /* doubling up to this */
 
@@ -221,19 +221,38 @@ httpd_conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	httpd_conn_end(c);
 }
 
-/* Room for one more: end the connection that has waited longest for its
- * request (one being answered is left alone). */
+/* Connections of c's address. */
+static size_t
+httpd_peer_count(struct httpd *h, const struct httpd_conn *c)
+{
+	const struct httpd_conn *o;
+	size_t n = 0;
+
+	TAILQ_FOREACH(o, &h->conns, entry)
+	n += httpd_same_peer(&o->peer, &c->peer);
+	return n;
+}
+
+/* Room for one more: of the address holding the most connections, end
+ * the one that has waited longest for its request (one being answered is
+ * left alone).  A light client, a scraper with its one connection, is
+ * never the one to go while a heavier address holds connections; among
+ * equals the oldest goes.  Quadratic in the cap, which is small. */
 static void
 httpd_make_room(struct httpd *h)
 {
-	struct httpd_conn *c;
+	struct httpd_conn *c, *victim = NULL;
+	size_t n, most = 0;
 
 	httpd_bind_fresh(h);
 	TAILQ_FOREACH(c, &h->conns, entry)
-	if (!c->answering) {
+	if (!c->answering && (n = httpd_peer_count(h, c)) > most) {
+		most = n;
+		victim = c;
+	}
+	if (victim != NULL) {
 		h->st.evicted++;
-		httpd_conn_end(c);
-		return;
+		httpd_conn_end(victim);
 	}
 }
 

@@ -21,6 +21,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import Env, SLOWDOWN, WEBCOURSED, wait_for  # noqa: E402
 from hostile import Lines  # noqa: E402
+from scrapeclient import metric, sample, scrape  # noqa: E402
 from tap import Tap  # noqa: E402
 
 t = Tap()
@@ -39,39 +40,6 @@ def free_port():
 
 def nofile_1024():
     resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
-
-
-def scrape(port, timeout=10):
-    """(status, body, seconds) of GET /metrics from 127.0.0.1, or None."""
-    start = time.monotonic()
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout * SLOWDOWN) as s:
-            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-    except OSError:
-        return None
-    head, _, body = data.partition(b"\r\n\r\n")
-    m = re.match(rb"HTTP/1\.1 (\d+)", head)
-    return (int(m.group(1)) if m else 0), body.decode(), time.monotonic() - start
-
-
-def sample(body, name, **labels):
-    for line in body.splitlines():
-        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line)
-        if m and m.group(1) == name and \
-                dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or "")) == labels:
-            return float(m.group(3))
-    return None
-
-
-def metric(port, name, **labels):
-    r = scrape(port)
-    return sample(r[1], name, **labels) if r and r[0] == 200 else None
 
 
 def syncs_ok(port):

@@ -270,6 +270,33 @@ test_cap(void)
 	httpd_free(h);
 }
 
+/* At the cap, the heaviest address gives way, even when a lighter one
+ * has waited longer. */
+static void
+test_cap_heaviest(void)
+{
+	struct httpd *h = server(&(struct httpd_limits){
+	    .max_connections = 4, .max_per_address = 100 });
+	struct client *light, *heavy[5];
+
+	light = client_new(httpd_port(h), "127.0.0.3");
+	run_until(never, NULL, 30);
+	for (size_t i = 0; i < nitems(heavy); i++) {
+		heavy[i] = client_new(httpd_port(h), "127.0.0.2");
+		run_until(never, NULL, 30);
+	}
+	is_int(stats(h).evicted, 2, "6 clients, cap 4: 2 evicted");
+	client_poll(light);
+	ok(!light->eof, "the oldest, alone on its address, stays");
+	ok(run_until(client_closed, heavy[0], 2000) &&
+	       run_until(client_closed, heavy[1], 2000),
+	   "the heavy address's 2 oldest went");
+	client_free(light);
+	for (size_t i = 0; i < nitems(heavy); i++)
+		client_free(heavy[i]);
+	httpd_free(h);
+}
+
 /* One address cannot fill the server: another still gets in. */
 static void
 test_per_address(void)
@@ -477,6 +504,7 @@ main(void)
 	base = event_base_new();
 	test_routes();
 	test_cap();
+	test_cap_heaviest();
 	test_per_address();
 	test_request_deadline();
 	test_answer_deadline();
