@@ -4,8 +4,8 @@ under ulimit -n 1024 (systemd's default soft limit); a scraper on
 127.0.0.1 scrapes one request after another for SECONDS while 1,100
 connections trickle a byte every 2 s (and reconnect when cut) from one
 address, then from 20.  Prints the connection cap, scrape latencies
-(median, 99th percentile, max), unanswered scrapes, and what the server
-cut.  Figures, not tests.
+(median, 99th percentile, max), unanswered scrapes, what the server
+cut, and the daemon's descriptors.  Figures, not tests.
 
 Usage: tests/bench/http_attack.py [--quick]   (--quick: 5 s per scenario)
 """
@@ -42,7 +42,7 @@ def cut(port, reason):
                   server="metrics", reason=reason) or 0
 
 
-def scenario(port, name, addresses):
+def scenario(port, pid, name, addresses):
     attacker = None
     if addresses:
         attacker = subprocess.Popen(
@@ -51,9 +51,10 @@ def scenario(port, name, addresses):
              "--seconds", str(SECONDS + 10)], stdout=subprocess.PIPE)
         wait_for(lambda: cut(port, "evicted") >= 1100 - 64, 60, "the attack to pass the cap")
     evicted0 = cut(port, "evicted")
-    lat, failed = [], 0
+    lat, failed, fds = [], 0, 0
     start = time.monotonic()
     while time.monotonic() - start < SECONDS:
+        fds = max(fds, len(os.listdir("/proc/%d/fd" % pid)))
         r = scrape(port)
         if r is None or r[0] != 200:
             failed += 1
@@ -66,27 +67,28 @@ def scenario(port, name, addresses):
         attacker.wait()
     lat.sort()
     p99 = lat[int(len(lat) * 0.99)] if lat else float("nan")
-    print("| %s | %d | %d | %.2f | %.2f | %.1f | %.0f |" %
+    print("| %s | %d | %d | %.2f | %.2f | %.1f | %.0f | %d |" %
           (name, len(lat) + failed, failed, statistics.median(lat) if lat else float("nan"),
-           p99, lat[-1] if lat else float("nan"), evicted / elapsed))
+           p99, lat[-1] if lat else float("nan"), evicted / elapsed, fds))
 
 
 def main():
     port = free_port()
     env = Env(metrics={"listen": "127.0.0.1:%d" % port})
     try:
-        env.spawn([WEBCOURSED, "-c", env.conf, "-f"], preexec_fn=nofile_1024)
+        d = env.spawn([WEBCOURSED, "-c", env.conf, "-f"], preexec_fn=nofile_1024)
         wait_for(lambda: metric(port, "webcoursed_http_connections_max", server="metrics"),
                  30, "/metrics")
         print("/metrics under attack, ulimit -n 1024: connection cap %d, %d per address;"
               " %d s of back-to-back scrapes per row" %
               (metric(port, "webcoursed_http_connections_max", server="metrics"), 64 // 4 + 1,
                SECONDS))
-        print("| attack | scrapes | unanswered | median ms | p99 ms | max ms | evicted/s |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
-        scenario(port, "none", 0)
-        scenario(port, "1,100 slow connections, 1 address", 1)
-        scenario(port, "1,100 slow connections, 20 addresses", 20)
+        print("| attack | scrapes | unanswered | median ms | p99 ms | max ms | evicted/s"
+              " | daemon fds (max) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        scenario(port, d.pid, "none", 0)
+        scenario(port, d.pid, "1,100 slow connections, 1 address", 1)
+        scenario(port, d.pid, "1,100 slow connections, 20 addresses", 20)
     finally:
         env.close()
 
