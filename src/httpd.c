@@ -67,6 +67,7 @@ struct httpd_conn {
 	struct event *deadline;
 	struct sockaddr_storage peer; /* port 0: only the address counts */
 	bool fresh;     /* evhttp's setup not yet seen (httpd_bind_cb) */
+	bool doomed;    /* no room was made for it: ended once bound */
 	bool answering; /* the handler has its request */
 };
 TAILQ_HEAD(httpd_conns, httpd_conn);
@@ -186,8 +187,10 @@ httpd_bind_fresh(struct httpd *h)
 		TAILQ_INSERT_TAIL(&h->conns, c, entry);
 		evhttp_connection_set_closecb(evcon, httpd_conn_closed_cb, c);
 		len = sizeof(c->peer);
-		if (getpeername(bufferevent_getfd(c->bev),
-				(struct sockaddr *)&c->peer, &len) == 0)
+		if (c->doomed)
+			httpd_conn_end(c);
+		else if (getpeername(bufferevent_getfd(c->bev),
+				     (struct sockaddr *)&c->peer, &len) == 0)
 			httpd_peer_share(h, c);
 	}
 }
@@ -237,8 +240,9 @@ httpd_peer_count(struct httpd *h, const struct httpd_conn *c)
  * the one that has waited longest for its request (one being answered is
  * left alone).  A light client, a scraper with its one connection, is
  * never the one to go while a heavier address holds connections; among
- * equals the oldest goes.  Quadratic in the cap, which is small. */
-static void
+ * equals the oldest goes.  Quadratic in the cap, which is small.  False
+ * when every connection is being answered: then the newcomer goes. */
+static bool
 httpd_make_room(struct httpd *h)
 {
 	struct httpd_conn *c, *victim = NULL;
@@ -250,10 +254,11 @@ httpd_make_room(struct httpd *h)
 		most = n;
 		victim = c;
 	}
-	if (victim != NULL) {
-		h->st.evicted++;
-		httpd_conn_end(victim);
-	}
+	if (victim == NULL)
+		return false;
+	h->st.evicted++;
+	httpd_conn_end(victim);
+	return true;
 }
 
 /* evhttp's bevcb: the bufferevent of a connection just accepted (evhttp
@@ -263,11 +268,12 @@ httpd_bev_cb(struct event_base *base, void *arg)
 {
 	struct httpd *h = arg;
 	struct httpd_conn *c;
+	bool room = true;
 	SSL *ssl;
 
 	h->pause_ms = 0;
 	if (h->st.connections >= h->limits.max_connections)
-		httpd_make_room(h);
+		room = httpd_make_room(h);
 	/* The listener accepts all it can in one go; a burst larger than
 	 * the cap would evict its own first connections before they are
 	 * read.  A batch per turn, then the loop reads what came. */
@@ -292,6 +298,9 @@ httpd_bev_cb(struct event_base *base, void *arg)
 				   base, httpd_conn_deadline_cb, c)) == NULL)
 		fatalx("bufferevent_socket_new failed");
 	c->fresh = true;
+	c->doomed = !room;
+	if (c->doomed)
+		h->st.evicted++;
 	TAILQ_INSERT_TAIL(&h->fresh, c, entry);
 	event_active(h->ev_bind, EV_TIMEOUT, 0);
 	h->st.connections++;
