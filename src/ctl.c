@@ -2,13 +2,17 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "approval.h"
 #include "check.h"
 #include "config.h"
 #include "feed.h"
@@ -23,6 +27,7 @@
 #include "report.h"
 #include "run.h"
 #include "util.h"
+#include "webuser.h"
 
 #define CTL_PLAN_LINES  20    /* lines per kind in `plan` without --verbose */
 #define CTL_PROGRESS_MS 10000 /* progress lines when not on a terminal */
@@ -65,6 +70,7 @@ static int ctl_check(struct ctl *);
 static int ctl_history(struct ctl *);
 static int ctl_drift(struct ctl *);
 static int ctl_reconcile(struct ctl *);
+static int ctl_web_user(struct ctl *);
 
 static const struct ctl_command ctl_commands[] = {
 	{ "status",
@@ -139,6 +145,14 @@ static const struct ctl_command ctl_commands[] = {
 	  { "--json", "--user=", "--course=", "--since=", "--run=" },
 	  false,
 	  ctl_history },
+	{ "web-user",
+	  "add|remove|list [NAME]",
+	  "the web console's users (web.users_file): add one or change its "
+	  "password (asked without echo, or one line on stdin), remove one, "
+	  "list them",
+	  { NULL },
+	  true,
+	  ctl_web_user },
 };
 
 static void
@@ -441,33 +455,14 @@ ctl_sync(struct ctl *c)
 	return rv == 0 ? CTL_OK : CTL_FAILED;
 }
 
-struct ctl_held {
-	char **names;
-	size_t n;
-};
-
+/* Move held courses to approved or rejected. */
 static int
-ctl_held_cb(const struct ledger_course *lc, void *arg)
-{
-	struct ctl_held *h = arg;
-
-	if (lc->status == LEDGER_COURSE_PENDING) {
-		h->names = xreallocarray(h->names, h->n + 1, sizeof(*h->names));
-		h->names[h->n++] = xstrdup(lc->shortname);
-	}
-	return 0;
-}
-
-/* Move held courses to `to` (approved or rejected). */
-static int
-ctl_decide(struct ctl *c, int to)
+ctl_decide(struct ctl *c, bool approve)
 {
 	bool all = ctl_opt(c, "--all") != NULL;
-	struct history hist = { .conf = c->conf, .now = now_epoch() };
-	struct ctl_held held = { NULL, 0 };
-	struct ledger_course lc;
+	struct approval_result res;
 	struct ledger *l;
-	int rv = CTL_OK, found;
+	int rv = CTL_OK;
 
 	if (all == (c->noperands > 0))
 		return ctl_usage_error(c->cmd->name,
@@ -476,66 +471,27 @@ ctl_decide(struct ctl *c, int to)
 					   : "needs SHORTNAME...");
 	if (ctl_open(c, false, &l) == -1)
 		return CTL_FAILED;
-	hist.ledger = l; /* run 0: between runs */
-	if (all && ledger_course_foreach(l, ctl_held_cb, &held) == -1)
-		goto fail;
-	for (int i = 0; i < c->noperands; i++) {
-		held.names =
-		    xreallocarray(held.names, held.n + 1, sizeof(*held.names));
-		held.names[held.n++] = xstrdup(c->operands[i]);
+	if (approval_decide(c->conf, l, (const char *const *)c->operands,
+			    (size_t)c->noperands, all, approve,
+			    approve ? "an operator (webcoursectl approve)"
+				    : "an operator (webcoursectl reject)",
+			    &res) == -1) {
+		fprintf(stderr, "webcoursectl: ledger: %s\n", ledger_errmsg(l));
+		ledger_free(l);
+		return CTL_FAILED;
 	}
-	if (ledger_begin(l) == -1)
-		goto fail;
-	for (size_t i = 0; i < held.n; i++) {
-		memset(&lc, 0, sizeof(lc));
-		if ((found = ledger_course_get(l, held.names[i], &lc)) == -1) {
-			ledger_rollback(l);
-			goto fail;
-		}
-		if (found == 1 || (lc.status != LEDGER_COURSE_PENDING &&
-				   lc.status != LEDGER_COURSE_APPROVED)) {
-			fprintf(stderr,
-				"webcoursectl: %s is not awaiting approval\n",
-				held.names[i]);
-			rv = CTL_FAILED;
-		} else {
-			lc.status = to;
-			if (ledger_course_put(l, &lc) == -1 ||
-			    history_add(&hist,
-					to == LEDGER_COURSE_APPROVED ? "approve"
-								     : "reject",
-					held.names[i], NULL, 0,
-					to == LEDGER_COURSE_APPROVED
-					    ? "approved by an operator "
-					      "(webcoursectl approve); the "
-					      "next run creates it"
-					    : "rejected by an operator "
-					      "(webcoursectl reject); never "
-					      "created") == -1) {
-				ledger_course_clear(&lc);
-				ledger_rollback(l);
-				goto fail;
-			}
-			printf("%s %s\n",
-			       to == LEDGER_COURSE_APPROVED ? "approved"
-							    : "rejected",
-			       held.names[i]);
-		}
-		ledger_course_clear(&lc);
-	}
-	if (ledger_commit(l) == -1)
-		goto fail;
-	if (to == LEDGER_COURSE_APPROVED && held.n > 0 && rv == CTL_OK)
+	for (size_t i = 0; i < res.nrefused; i++)
+		fprintf(stderr, "webcoursectl: %s is not awaiting approval\n",
+			res.refused[i]);
+	for (size_t i = 0; i < res.ndone; i++)
+		printf("%s %s\n", approve ? "approved" : "rejected",
+		       res.done[i]);
+	if (res.nrefused > 0)
+		rv = CTL_FAILED;
+	else if (approve && res.ndone > 0)
 		printf("approved courses are created by the next sync "
 		       "(webcoursectl sync, or SIGUSR1 to webcoursed)\n");
-	goto out;
-fail:
-	fprintf(stderr, "webcoursectl: ledger: %s\n", ledger_errmsg(l));
-	rv = CTL_FAILED;
-out:
-	for (size_t i = 0; i < held.n; i++)
-		free(held.names[i]);
-	free(held.names);
+	approval_result_clear(&res);
 	ledger_free(l);
 	return rv;
 }
@@ -543,13 +499,13 @@ out:
 static int
 ctl_approve(struct ctl *c)
 {
-	return ctl_decide(c, LEDGER_COURSE_APPROVED);
+	return ctl_decide(c, true);
 }
 
 static int
 ctl_reject(struct ctl *c)
 {
-	return ctl_decide(c, LEDGER_COURSE_REJECTED);
+	return ctl_decide(c, false);
 }
 
 static int
@@ -669,6 +625,192 @@ ctl_history(struct ctl *c)
 		pclose(out);
 	ledger_free(l);
 	return rv == 0 ? CTL_OK : CTL_FAILED;
+}
+
+/* The terminal's settings while a password is typed without echo, put
+ * back by an interrupt too. */
+static struct termios ctl_tty_saved;
+static volatile sig_atomic_t ctl_tty_hidden;
+
+static void
+ctl_tty_restore_cb(int sig)
+{
+	if (ctl_tty_hidden)
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &ctl_tty_saved);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* One line from stdin into buf (without its newline); -1 at EOF, on an
+ * error, or when it does not fit. */
+static int
+ctl_read_line(char *buf, size_t size)
+{
+	size_t len;
+
+	if (fgets(buf, (int)size, stdin) == NULL)
+		return -1;
+	len = strlen(buf);
+	if (len > 0 && buf[len - 1] == '\n')
+		buf[--len] = '\0';
+	else if (!feof(stdin))
+		return -1; /* longer than the buffer */
+	if (len > 0 && buf[len - 1] == '\r')
+		buf[--len] = '\0';
+	return 0;
+}
+
+/* Prompt on the terminal and read a line without echo. */
+static int
+ctl_read_hidden(const char *prompt, char *buf, size_t size)
+{
+	struct termios t;
+	int rv;
+
+	if (tcgetattr(STDIN_FILENO, &ctl_tty_saved) == -1)
+		return -1;
+	t = ctl_tty_saved;
+	t.c_lflag &= ~(tcflag_t)ECHO;
+	t.c_lflag |= ECHONL;
+	signal(SIGINT, ctl_tty_restore_cb);
+	signal(SIGTERM, ctl_tty_restore_cb);
+	ctl_tty_hidden = 1;
+	tcsetattr(STDIN_FILENO, TCSAFLUSH, &t);
+	/* after the flush: what is typed once the prompt shows is kept */
+	fputs(prompt, stderr);
+	fflush(stderr);
+	rv = ctl_read_line(buf, size);
+	tcsetattr(STDIN_FILENO, TCSAFLUSH, &ctl_tty_saved);
+	ctl_tty_hidden = 0;
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	return rv;
+}
+
+/* The new password of name: typed twice without echo on a terminal, else
+ * the first line of stdin.  Into buf; -1 once said why. */
+static int
+ctl_read_password(const char *name, char *buf, size_t size)
+{
+	char again[WEBUSER_PASSWORD_MAX + 2], *prompt;
+	int rv = -1;
+
+	if (!isatty(STDIN_FILENO)) {
+		if (ctl_read_line(buf, size) == -1) {
+			fprintf(stderr,
+				"webcoursectl: no password on stdin "
+				"(one line, at most %d characters)\n",
+				WEBUSER_PASSWORD_MAX);
+			return -1;
+		}
+		return 0;
+	}
+	xasprintf(&prompt, "New password for %s: ", name);
+	if (ctl_read_hidden(prompt, buf, size) == -1 ||
+	    ctl_read_hidden("Again: ", again, sizeof(again)) == -1)
+		fprintf(stderr, "webcoursectl: no password read\n");
+	else if (strcmp(buf, again) != 0)
+		fprintf(stderr, "webcoursectl: the passwords differ; nothing "
+				"changed\n");
+	else
+		rv = 0;
+	explicit_bzero(again, sizeof(again));
+	free(prompt);
+	return rv;
+}
+
+/* Lock the users file's directory: two web-user commands at once would
+ * each rewrite the file from what they read, and one change would be
+ * lost.  The fd, or -1 once said why. */
+static int
+ctl_lock_dir(const char *path)
+{
+	char *dir = xstrdup(path), *slash = strrchr(dir, '/');
+	int fd;
+
+	if (slash == NULL) {
+		free(dir);
+		dir = xstrdup(".");
+	} else if (slash == dir)
+		slash[1] = '\0';
+	else
+		*slash = '\0';
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd == -1 || flock(fd, LOCK_EX) == -1) {
+		fprintf(stderr, "webcoursectl: %s: %s\n", dir, strerror(errno));
+		if (fd != -1)
+			close(fd);
+		fd = -1;
+	}
+	free(dir);
+	return fd;
+}
+
+/* web-user add|remove|list [NAME] on web.users_file (never on the
+ * credential, which is systemd's copy of that file). */
+static int
+ctl_web_user(struct ctl *c)
+{
+	const char *path = c->conf->web_users_file, *verb, *name;
+	char password[WEBUSER_PASSWORD_MAX + 2], *cause = NULL;
+	struct webusers *u = NULL;
+	bool list, add;
+	int lock, rv = CTL_FAILED;
+
+	verb = c->noperands > 0 ? c->operands[0] : "";
+	name = c->noperands > 1 ? c->operands[1] : NULL;
+	list = strcmp(verb, "list") == 0;
+	add = strcmp(verb, "add") == 0;
+	if (!list && !add && strcmp(verb, "remove") != 0)
+		return ctl_usage_error(c->cmd->name,
+				       "needs add NAME, remove NAME or list");
+	if (c->noperands != (list ? 1 : 2))
+		return ctl_usage_error(verb, list ? "takes no NAME"
+						  : "needs one NAME");
+	if (name != NULL && !webuser_name_ok(name))
+		return ctl_usage_error(name, "is not a user name (letters, "
+					     "digits and . _ @ -)");
+	/* asked before the lock, which is not held while a person types */
+	if (add && ctl_read_password(name, password, sizeof(password)) == -1)
+		return CTL_FAILED;
+	if ((lock = ctl_lock_dir(path)) == -1) {
+		explicit_bzero(password, sizeof(password));
+		return CTL_FAILED;
+	}
+	if (webusers_load(path, &u, &cause) == -1) {
+		fprintf(stderr, "webcoursectl: %s\n", cause);
+		goto out;
+	}
+	if (list) {
+		for (size_t i = 0; i < webusers_count(u); i++)
+			printf("%s\n", webusers_name(u, i));
+		rv = CTL_OK;
+		goto out;
+	}
+	if (!add && webusers_remove(u, name) == -1) {
+		fprintf(stderr, "webcoursectl: no web user %s in %s\n", name,
+			path);
+		goto out;
+	}
+	if (add && webusers_set(u, name, password, &cause) == -1) {
+		fprintf(stderr, "webcoursectl: %s; nothing changed\n", cause);
+		goto out;
+	}
+	if (webusers_save(u, path, &cause) == -1) {
+		fprintf(stderr, "webcoursectl: %s; nothing changed\n", cause);
+		goto out;
+	}
+	printf("%s web user %s in %s\n", add ? "set" : "removed", name, path);
+	/* systemd copies a credential when the service starts */
+	printf("a daemon that reads it as the credential web-users sees the "
+	       "change after: systemctl restart webcoursed\n");
+	rv = CTL_OK;
+out:
+	explicit_bzero(password, sizeof(password));
+	free(cause);
+	webusers_free(u);
+	close(lock);
+	return rv;
 }
 
 int
