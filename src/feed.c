@@ -405,8 +405,6 @@ feed_fetch(const struct config *cfg, struct http *http,
 	is_file = strncasecmp(cfg->source_url, "file:", 5) == 0;
 
 	headers[nh++] = "Accept: application/json";
-	if (cfg->source_auth_header != NULL)
-		headers[nh++] = cfg->source_auth_header;
 	if (!is_file && last != NULL && last->etag != NULL) {
 		xasprintf(&inm, "If-None-Match: %s", last->etag);
 		headers[nh++] = inm;
@@ -421,6 +419,7 @@ feed_fetch(const struct config *cfg, struct http *http,
 
 	req.url = cfg->source_url;
 	req.headers = headers;
+	req.origin_header = cfg->source_auth_header;
 	req.timeout_ms = cfg->source_timeout_ms;
 	req.connect_timeout_ms = FEED_CONNECT_TIMEOUT_MS;
 	if (cfg->source_timeout_ms > 0 &&
