@@ -1012,52 +1012,172 @@ apply_create_failed(struct moodle *m, size_t index,
 	return 0;
 }
 
-/* The courses of the categories the list goes to, one call per category
- * (31a; an unknown category is an empty list, 31b): shortname -> index in
- * *ret. */
-static int
-apply_categories_list(struct apply *a, const struct plan_course *list, size_t n,
-		      struct moodle_course **ret, size_t *ret_n,
-		      struct strmap *byname)
+/* Moodle's cost of finding existing courses, measured on a real 4.4 site
+ * (issue 16): listing a category builds every course's full record, about
+ * 15 ms a course (4.6 s for 300); a look-up by shortname takes 50-100 ms
+ * whatever the category's size.  core_course_get_courses_by_field takes
+ * one shortname a call (PARAM_TEXT, matched exactly), so look-ups are not
+ * batched, only spread over the calls allowed in flight. */
+#define APPLY_LIST_MS_PER_COURSE 15
+#define APPLY_LOOKUP_MS          75
+
+/* Whether to list a category to find which of its nnew new courses Moodle
+ * holds already, rather than look each up by shortname: when the ledger
+ * knows none of its courses (a first import, a lost ledger: many of them
+ * may exist) or when the look-ups would cost Moodle more than listing the
+ * nknown courses the ledger tracks there.  A course neither finds still
+ * meets shortnametaken on create, and is adopted then. */
+static bool
+apply_category_listed(size_t nnew, size_t nknown)
 {
-	struct strmap *seen = strmap_new(8);
+	return nknown == 0 ||
+	       nnew * APPLY_LOOKUP_MS >= nknown * APPLY_LIST_MS_PER_COURSE;
+}
+
+/* The courses of a category, one call (31a; an unknown category is an
+ * empty list, 31b), appended to *ret: shortname -> index in byname. */
+static int
+apply_category_list(struct apply *a, int64_t categoryid,
+		    struct moodle_course **ret, size_t *ret_n,
+		    struct strmap *byname)
+{
 	struct moodle_error err = { 0 };
 	struct moodle_course *got;
 	char cat[32];
 	size_t ngot;
-	int64_t v;
-	int rv = 0;
 
-	for (size_t i = 0; i < n && rv == 0; i++) {
-		snprintf(cat, sizeof(cat), "%" PRId64, list[i].categoryid);
-		if (strmap_get(seen, cat, &v) == 0)
-			continue;
-		strmap_put(seen, cat, 1);
-		apply_progress(a, "listing categories", strmap_count(seen), 0);
-		if (moodle_courses_by_field(a->moodle, "category", cat, &got,
-					    &ngot, &err) == -1) {
-			apply_stop(a, &err);
-			rv = -1;
-			break;
-		}
-		*ret = xreallocarray(*ret, *ret_n + ngot + 1, sizeof(**ret));
-		for (size_t k = 0; k < ngot; k++) {
-			strmap_put(byname, got[k].shortname, (int64_t)*ret_n);
-			(*ret)[(*ret_n)++] = got[k];
-		}
-		free(got); /* its strings moved to *ret */
+	snprintf(cat, sizeof(cat), "%" PRId64, categoryid);
+	if (moodle_courses_by_field(a->moodle, "category", cat, &got, &ngot,
+				    &err) == -1) {
+		apply_stop(a, &err);
+		moodle_error_clear(&err);
+		return -1;
 	}
-	moodle_error_clear(&err);
-	strmap_free(seen);
+	*ret = xreallocarray(*ret, *ret_n + ngot + 1, sizeof(**ret));
+	for (size_t k = 0; k < ngot; k++) {
+		strmap_put(byname, got[k].shortname, (int64_t)*ret_n);
+		(*ret)[(*ret_n)++] = got[k];
+	}
+	free(got); /* its strings moved to *ret */
+	return 0;
+}
+
+/* Look-ups by shortname of the new courses of categories not listed. */
+struct apply_find {
+	struct plan_course **items;
+	struct moodle_course *found; /* per item; id 0: not in Moodle */
+};
+
+static int
+apply_find_call(struct moodle *m, const size_t *idx, size_t count, void *arg,
+		struct moodle_error *err)
+{
+	struct apply_find *f = arg;
+
+	for (size_t i = 0; i < count; i++)
+		if (moodle_course_by_shortname(m, f->items[idx[i]]->shortname,
+					       &f->found[idx[i]], err) == -1)
+			return -1;
+	return 0;
+}
+
+static int
+apply_find_failed(struct moodle *m, size_t index,
+		  const struct moodle_error *err, void *arg)
+{
+	(void)m, (void)index, (void)err, (void)arg;
+	return 0; /* not found then: a create meets shortnametaken if taken */
+}
+
+/* Find the courses of the list that Moodle holds already, by listing
+ * their categories or looking their shortnames up (apply_category_listed,
+ * with what the feed holds in each category as the ledger's knowledge):
+ * *ret_n courses in *ret, shortname -> index in byname. */
+static int
+apply_courses_find(struct apply *a, struct plan_course *list, size_t n,
+		   const struct feed *feed, struct moodle_course **ret,
+		   size_t *ret_n, struct strmap *byname)
+{
+	struct strmap *nnew = strmap_new(8), *nfeed = strmap_new(8);
+	struct apply_find f = { xcalloc(n + 1, sizeof(*f.items)),
+				xcalloc(n + 1, sizeof(*f.found)) };
+	struct batch mb = {
+		.max_items = 1,
+		.min_items = 1,
+		.fields = 1,
+		.call = apply_find_call,
+		.failed = apply_find_failed,
+		.arg = &f,
+	};
+	size_t nlisted = 0;
+	char cat[32];
+	int64_t v, k;
+	int rv = -1;
+
+	for (size_t i = 0; i < n; i++) {
+		snprintf(cat, sizeof(cat), "%" PRId64, list[i].categoryid);
+		strmap_put(nnew, cat,
+			   strmap_get(nnew, cat, &v) == 0 ? v + 1 : 1);
+	}
+	for (size_t i = 0; feed != NULL && i < feed->ncourses; i++) {
+		snprintf(cat, sizeof(cat), "%" PRId64,
+			 feed->courses[i].categoryid != 0
+			     ? feed->courses[i].categoryid
+			     : (int64_t)a->conf->sync_category_id);
+		strmap_put(nfeed, cat,
+			   strmap_get(nfeed, cat, &v) == 0 ? v + 1 : 1);
+	}
+	for (size_t i = 0; i < n; i++) {
+		snprintf(cat, sizeof(cat), "%" PRId64, list[i].categoryid);
+		if (strmap_get(nnew, cat, &v) == -1 || v < 0)
+			continue; /* listed already */
+		if (strmap_get(nfeed, cat, &k) == -1 || k < v)
+			k = v; /* an approved course: not counted in the feed */
+		if (!apply_category_listed((size_t)v, (size_t)(k - v))) {
+			f.items[mb.n++] = &list[i];
+			continue;
+		}
+		strmap_put(nnew, cat, -1);
+		apply_progress(a, "listing categories", ++nlisted, 0);
+		if (apply_category_list(a, list[i].categoryid, ret, ret_n,
+					byname) == -1)
+			goto out;
+	}
+	if (mb.n > 0) {
+		log_debug("looking up %zu new courses by shortname instead of "
+			  "listing their categories",
+			  mb.n);
+		if (apply_batch_run(a, a->moodle, &mb) == -1)
+			goto out;
+	}
+	*ret = xreallocarray(*ret, *ret_n + mb.n + 1, sizeof(**ret));
+	for (size_t i = 0; i < mb.n; i++) {
+		if (f.found[i].id == 0) {
+			moodle_course_clear(&f.found[i]);
+			continue;
+		}
+		strmap_put(byname, f.found[i].shortname, (int64_t)*ret_n);
+		(*ret)[(*ret_n)++] = f.found[i];
+		memset(&f.found[i], 0, sizeof(f.found[i]));
+	}
+	rv = 0;
+out:
+	for (size_t i = 0; i < mb.n; i++)
+		moodle_course_clear(&f.found[i]);
+	free(f.found);
+	free(f.items);
+	strmap_free(nnew);
+	strmap_free(nfeed);
 	return rv;
 }
 
-/* Adopt or create every course of the list: the target categories are
- * listed first and shortnames matched here, so only courses found in no
- * category go to a create call (and a create refused as shortnametaken,
- * a course moved elsewhere, to a look-up). */
+/* Adopt or create every course of the list: those Moodle holds already
+ * are found first (apply_courses_find), so only the others go to a create
+ * call (and a create refused as shortnametaken, a course moved elsewhere
+ * or made meanwhile, to a look-up). */
 static int
-apply_courses_create(struct apply *a, struct plan_course *list, size_t n)
+apply_courses_create(struct apply *a, struct plan_course *list, size_t n,
+		     const struct feed *feed)
 {
 	struct apply_create cr = { a,
 				   xcalloc(n + 1, sizeof(*cr.items)),
@@ -1081,7 +1201,8 @@ apply_courses_create(struct apply *a, struct plan_course *list, size_t n)
 		rv = 0;
 		goto out;
 	}
-	if (apply_categories_list(a, list, n, &in_moodle, &nin, byname) == -1)
+	if (apply_courses_find(a, list, n, feed, &in_moodle, &nin, byname) ==
+	    -1)
 		goto out;
 	if (ledger_begin(a->ledger) == -1) {
 		apply_ledger_failed(a);
@@ -1958,7 +2079,7 @@ apply_plan(struct apply *a, struct plan *p, const struct feed *feed,
 	if (p->nhold > 0 && apply_courses_hold(a, p->hold, p->nhold) == -1)
 		return -1;
 	if (apply_lookup(a, p->lookup, p->nlookup) == -1 ||
-	    apply_courses_create(a, p->create, p->ncreate) == -1 ||
+	    apply_courses_create(a, p->create, p->ncreate, feed) == -1 ||
 	    apply_courses_update(a, p->rename, p->nrename, UPDATE_RENAME) ==
 		-1 ||
 	    apply_courses_update(a, p->unhide, p->nunhide, UPDATE_UNHIDE) ==

@@ -383,6 +383,11 @@ daemon_listen(struct daemon *d)
 	const char *was = exporter_address(d->exporter);
 	char *cause = NULL;
 
+	/* The keys are checked; the pages are not in this build yet. */
+	if (d->conf->web_listen != NULL)
+		log_warnx("web: this build has no web console yet; web.listen "
+			  "%s is ignored",
+			  d->conf->web_listen);
 	if (d->conf->metrics_listen == NULL) {
 		if (was != NULL)
 			log_info("metrics: no longer listening on %s", was);

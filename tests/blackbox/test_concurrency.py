@@ -2,7 +2,8 @@
 """Several Moodle calls in flight: they overlap, no user is ever in two
 write calls at once, Moodle's deadlock answer sends a call again alone and
 unsplit, a Moodle in trouble gets fewer calls at once (and more again when
-it recovers), courses are matched with one look-up per category, the
+it recovers), courses are matched with one listing per category on a first import and
+by shortname look-ups when few are new, the
 daemon logs a long phase with its rate, and max_input_vars = auto measures
 the server's limit once per Moodle version and again after a cut."""
 import json
@@ -165,6 +166,37 @@ try:
     t.eq([(e["function"], e["errorcode"]) for e in env.writes()],
          [("core_course_create_courses", "shortnametaken")],
          "nothing is written again (the moved course is tried, refused, adopted)")
+finally:
+    env.close()
+
+# --- a few new courses in known categories: looked up, not listed --------
+d = WatchingDouble(max_input_vars=5000).start()
+env = Env(feed=cfeed, double=d)
+try:
+    d.add_users(USERS)
+    p = env.sync()
+    t.eq(p.returncode, 0, "40 courses in two categories, first run", p.err[-1500:])
+    grown = json.loads(json.dumps(cfeed))
+    grown["courses"].append({"shortname": "CCNEW1", "name": "New one",
+                             "category": 1, "participants": [{"username": USERS[0]}]})
+    grown["courses"].append({"shortname": "CCHAND", "name": "Made by hand first",
+                             "category": 2, "participants": [{"username": USERS[1]}]})
+    hand = d.add_course("CCHAND", "Made by hand", categoryid=2)
+    env.set_feed(grown)
+    d.clear_log()
+    p = env.sync()
+    t.eq(p.returncode, 0, "two new courses in categories of 20 known ones", p.err[-1500:])
+    # (field=ids is the drift check's share of the courses.)
+    looks = [e for e in d.log() if e["function"] == "core_course_get_courses_by_field"]
+    t.eq(sorted((e["field"], e["value"]) for e in looks if e["field"] != "ids"),
+         [("shortname", "CCHAND"), ("shortname", "CCNEW1")],
+         "each new shortname is looked up; no category is listed")
+    creates = [e for e in d.log() if e["function"] == "core_course_create_courses"]
+    t.eq([(e["items"], e["errorcode"]) for e in creates], [(1, None)],
+         "only the course Moodle lacks is created; the one made by hand is adopted")
+    t.ok(holds(env, grown), "Moodle holds exactly the feed")
+    sns = [c["shortname"] for c in env.state()["courses"] if c["shortname"].startswith("CC")]
+    t.eq(len(sns), 42, "no course was made twice", sorted(sns))
 finally:
     env.close()
 

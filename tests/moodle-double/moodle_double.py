@@ -33,7 +33,8 @@ Roles 1 manager, 3 editingteacher, 4 teacher, 5 student.
 Python API (tests/moodle-double on sys.path):
 
     from moodle_double import MoodleDouble
-    d = MoodleDouble(max_input_vars=5000, seed="lab1", cost=None, workers=None)
+    d = MoodleDouble(max_input_vars=5000, seed="lab1", cost=None, workers=None,
+                     model=None)
     d.start()                               # returns d; also a context manager
     d.url, d.port            # "http://127.0.0.1:PORT" (the wwwroot), PORT
     d.token                  # admin (user 2): every function, may give roles 1,3,4,5
@@ -69,7 +70,9 @@ Python API (tests/moodle-double on sys.path):
                 display_startup_errors=None, cost=<keep>, workers=<keep>,
                 deadlock_rule=None)
         # cost: None (off) or {"call": s, "item": s}; workers: None (unlimited)
-        # or N; deadlock_rule: "overlap" (default) or "order" (below)
+        # or N; deadlock_rule: "overlap" (default) or "order" (below);
+        # model: None (off) or {"scale": s, "welcome": bool}: a real Moodle
+        # 4.4's costs per function (MODEL_*, below), in place of cost
   Looking:
     d.state(); d.log(since=0); d.clear_log(); d.inflight(); d.stats()
     d.reset(); d.stop()
@@ -99,7 +102,8 @@ The same over HTTP for a double in another process (JSON bodies; 400 with
     POST /__double/config   {"max_input_vars": N, "ws_enabled": b, "debug": b (adds
                              "debuginfo" like 26*), "display_startup_errors": b (27b),
                              "cost": null|{"call": s, "item": s}, "workers": null|N,
-                             "deadlock_rule": "overlap"|"order"}
+                             "deadlock_rule": "overlap"|"order",
+                             "model": null|{"scale": s, "welcome": b}}
     POST /__double/users    {"users": [{"username": "x", "firstname", "lastname",
                              "email", "idnumber"}]} -> {"users": [{"id","username"}]}
     POST /__double/courses  {"courses": [{"shortname", "fullname", "manual":
@@ -152,6 +156,13 @@ Calls under way (README "Second recording session", 30a-30f):
     the function runs: token, access, parameters). Its work happens at the end
     of that time: a read reads then, a write commits then. Without cost and
     latecommit every call is atomic, as before.
+  - The model= setting (off by default) replaces cost with what a real Moodle
+    4.4 spends per function (MODEL_* and model_seconds(), from issue 16's
+    measurements), times its scale: listing a category grows with its
+    courses, a course create with its category's size and (faster than
+    linearly) with the call's size; the enrolment cost depends on the course
+    welcome message; and course creates are served one at a time (a site-wide
+    lock taken before a worker). Each log entry then has "modelled" (seconds).
   - A write call that marks users' access dirty (enrol, unenrol, role assign
     and unassign: all reach mark_user_dirty(), i.e. set_cache_flag(), for each
     user they change; course and user creation do not) is under way from its
@@ -182,6 +193,7 @@ Calls under way (README "Second recording session", 30a-30f):
 CLI: moodle_double.py [--port N (0: free)] [--port-file F] [--max-input-vars N]
                       [--token-file F (0600)] [--users u1,u2,...] [--verbose]
                       [--seed lab1|lab2] [--workers N] [--cost CALL,ITEM]
+                      [--model SCALE[,nowelcome]]
 prints "listening on http://127.0.0.1:PORT" once the port file is in place;
 SIGTERM or SIGINT stops it (exit 0).
 """
@@ -768,6 +780,7 @@ class Site:
         self.seed = seed
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
+        self.create_lock = threading.Lock()  # course creation (model= only)
         wsclient = 8 if seed == "lab1" else 3
         full = tuple(SERVICE_FUNCTIONS)
         limited = tuple(f for f in SERVICE_FUNCTIONS if f not in LIMITED_MISSING)
@@ -2241,6 +2254,91 @@ def _check_workers(workers):
     return w
 
 
+
+# What a real Moodle 4.4 (PHP 8.2 FPM, PostgreSQL 15, 2 cores) spends on each
+# call, in seconds of one worker, as measured side by side in issue 16 and
+# DESIGN.md 4 (the model= setting; scale multiplies every figure):
+#   - core_course_create_courses: Moodle serialises course creation (a create
+#     waits for the one before it: 4 concurrent calls of 75 courses were
+#     answered after 1.7, 4.4, 9.2 and 17.4 s), and a course costs more the
+#     fuller its category: 100 courses into a category of 0 / 300 / 900 /
+#     1,500 took 3.2 / 14.2 / 35.2 / 64.9-67.7 s; at 1,800 a course cost
+#     0.62-0.99 s alone, 0.48 s in calls of 10, 0.39 s in calls of 30 (and
+#     0.66 s in calls of 100 at 1,500).  Fitted: 0.1 + 0.031 k + N/1800 x
+#     (0.56 + 0.233 k + 0.0046 k^2) for k courses into a category of N;
+#   - listing a category (get_courses_by_field, field=category) builds every
+#     course's full record: 15 ms a course (4.6 s for 300); by shortname or
+#     id: 75 ms (0.05-0.1 s whatever the size); by ids: 5 ms an id;
+#   - core_user_get_users_by_field: 3 ms a username (5,148 names in 8.1 s on
+#     2 cores);
+#   - enrol_manual_enrol_users: 11 ms an enrolment with the course welcome
+#     message, 6 ms without (11,641 enrolments: 65 s and 34 s on 2 cores);
+#   - unenrol 6 ms, role (un)assign 4 ms an item, update 30 ms a course, an
+#     enrolled-users listing 0.1 s, anything else 30 ms a call.
+MODEL_CALL = 0.03
+MODEL_ITEM = {"core_user_get_users_by_field": 0.003,
+              "enrol_manual_unenrol_users": 0.006,
+              "core_role_assign_roles": 0.004,
+              "core_role_unassign_roles": 0.004,
+              "core_course_update_courses": 0.03}
+MODEL_WELCOME = {True: 0.011, False: 0.006}
+MODEL_LIST_PER_COURSE = 0.015
+MODEL_LOOKUP = 0.075
+MODEL_IDS_PER_ID = 0.005
+MODEL_ENROLLED_USERS = 0.1
+
+
+def model_create_seconds(k, n):
+    """k courses created in one call into a category of n (real seconds)."""
+    r = n / 1800.0
+    return 0.1 + 0.031 * k + r * (0.56 + 0.233 * k + 0.0046 * k * k)
+
+
+def _check_model(model):
+    """None, or {"scale": s (1: real seconds), "welcome": bool (True)}."""
+    if model is None:
+        return None
+    if not isinstance(model, dict) or set(model) - {"scale", "welcome"}:
+        raise ValueError('model must be null or {"scale": s, "welcome": bool}')
+    out = {"scale": float(model.get("scale", 1.0)),
+           "welcome": bool(model.get("welcome", True))}
+    if out["scale"] <= 0:
+        raise ValueError("model scale must be positive")
+    return out
+
+
+def model_seconds(model, site, function, p):
+    """The modelled time of a call (site lock held; p: its validated
+    parameters, None when it failed before the function ran)."""
+    if p is None:
+        return MODEL_CALL * model["scale"]
+    if function == "core_course_create_courses":
+        courses = p["courses"]
+        cat = site.categories.get(courses[0]["categoryid"]) if courses else None
+        real = model_create_seconds(len(courses), cat["coursecount"] if cat else 0)
+    elif function == "core_course_get_courses_by_field":
+        field, value = p.get("field"), p.get("value", "")
+        if field == "category":
+            cat = site.categories.get(php_intval(value))
+            real = MODEL_CALL + MODEL_LIST_PER_COURSE * (cat["coursecount"] if cat else 0)
+        elif field == "ids":
+            real = MODEL_CALL + MODEL_IDS_PER_ID * len([v for v in value.split(",") if v])
+        elif field:
+            real = MODEL_LOOKUP
+        else:
+            real = MODEL_CALL + MODEL_LIST_PER_COURSE * len(site.courses)
+    elif function == "enrol_manual_enrol_users":
+        real = MODEL_CALL + MODEL_WELCOME[model["welcome"]] * len(p["enrolments"])
+    elif function == "core_enrol_get_enrolled_users":
+        real = MODEL_ENROLLED_USERS
+    else:
+        spec = FUNCTIONS.get(function)
+        main = spec[2] if spec else None
+        items = len(p.get(main) or ()) if main else 0
+        real = MODEL_CALL + MODEL_ITEM.get(function, 0.0) * items
+    return real * model["scale"]
+
+
 _UNSET = object()
 
 
@@ -2249,7 +2347,7 @@ class MoodleDouble:
     in front of a Site (shared when site= is given)."""
 
     def __init__(self, max_input_vars=5000, host="127.0.0.1", port=0, site=None,
-                 verbose=False, cost=None, workers=None, seed="lab1"):
+                 verbose=False, cost=None, workers=None, seed="lab1", model=None):
         self.site = site if site is not None else Site(seed)
         self.host = host
         self.requested_port = port
@@ -2257,6 +2355,7 @@ class MoodleDouble:
         self.initial_max_input_vars = max_input_vars
         self.max_input_vars = max_input_vars
         self.initial_cost = self.cost = _check_cost(cost)
+        self.initial_model = self.model = _check_model(model)
         self.initial_workers = self.workers = _check_workers(workers)
         self.pool = WorkerPool(self.workers)
         self.display_startup_errors = False
@@ -2367,12 +2466,15 @@ class MoodleDouble:
 
     def configure(self, max_input_vars=None, ws_enabled=None, debug=None,
                   display_startup_errors=None, cost=_UNSET, workers=_UNSET,
-                  deadlock_rule=None):
-        """None leaves a setting alone; cost=None and workers=None switch those off."""
+                  deadlock_rule=None, model=_UNSET):
+        """None leaves a setting alone; cost=None, workers=None and model=None
+        switch those off."""
         if deadlock_rule is not None and deadlock_rule not in ("overlap", "order"):
             raise ValueError("deadlock_rule must be overlap or order")
         if cost is not _UNSET:
             self.cost = _check_cost(cost)
+        if model is not _UNSET:
+            self.model = _check_model(model)
         if workers is not _UNSET:
             self.workers = _check_workers(workers)
             self.pool.set_limit(self.workers)
@@ -2424,6 +2526,7 @@ class MoodleDouble:
         self.max_input_vars = self.initial_max_input_vars
         self.display_startup_errors = False
         self.cost = self.initial_cost
+        self.model = self.initial_model
         self.workers = self.initial_workers
         self.pool.set_limit(self.workers)
 
@@ -2431,6 +2534,7 @@ class MoodleDouble:
         return {"url": self.url, "port": self.port, "token": self.token,
                 "wsclient_token": self.wsclient_token, "limited_token": self.limited_token,
                 "max_input_vars": self.max_input_vars, "cost": self.cost,
+                "model": self.model,
                 "workers": self.workers, "deadlock_rule": self.site.deadlock_rule,
                 "seed": self.site.seed}
 
@@ -2510,6 +2614,7 @@ class MoodleDouble:
                          text.encode("utf-8"))
 
         seq = None
+        creating = False
         try:
             if fault is not None:
                 entry["fault"] = fault.mode
@@ -2517,6 +2622,14 @@ class MoodleDouble:
                 if early is not None:
                     entry["seq"] = self.site.new_seq()
                     return early, entry
+            if self.model is not None and function == "core_course_create_courses":
+                # Moodle serialises course creation: a create waits for the
+                # one under way, without taking a worker meanwhile.
+                if not self._take_create_lock():
+                    entry["status"] = None
+                    entry["seq"] = self.site.new_seq()
+                    return Reply(reset=True), entry
+                creating = True
             ticket, seq = self.pool.enqueue(self.site.new_seq)
             entry["seq"] = seq
             self._track(seq, function=function, state="queued", arrived=arrived, start=None)
@@ -2534,9 +2647,18 @@ class MoodleDouble:
                 self.pool.release()
             return reply, entry
         finally:
+            if creating:
+                self.site.create_lock.release()
             if seq is not None:
                 self._untrack(seq)
             entry["end"] = time.monotonic()
+
+    def _take_create_lock(self):
+        """Wait for the site's course-creation lock; False when stopping."""
+        while not self.site.create_lock.acquire(timeout=0.1):
+            if self.stopping.is_set():
+                return False
+        return True
 
     def _php(self, seq, method, query, headers, params, function, token, fmt, fault, warn,
              err_reply, entry):
@@ -2560,6 +2682,7 @@ class MoodleDouble:
                                ("Content-Language", "en")), page)
         site = self.site
         cost = self.cost
+        model = self.model
         err = None
         try:
             with site.lock:
@@ -2587,10 +2710,15 @@ class MoodleDouble:
                 if main is not None and isinstance(params.get(main), dict):
                     entry["items"] = len(params[main])
                 p = validate(desc, params)
+                if model is not None:
+                    entry["modelled"] = model_seconds(model, site, function, p)
         except WSError as e:
             err = e
         seconds = 0.0
-        if cost is not None:
+        if model is not None:
+            seconds = entry["modelled"] if err is None else model_seconds(model, site,
+                                                                         function, None)
+        elif cost is not None:
             seconds = cost["call"] + (cost["item"] * entry["items"] if err is None else 0.0)
         if err is not None:
             if seconds and self.stopping.wait(seconds):
@@ -2736,7 +2864,7 @@ class MoodleDouble:
             if path == "/__double/config":
                 unknown = set(req) - {"max_input_vars", "ws_enabled", "debug",
                                       "display_startup_errors", "cost", "workers",
-                                      "deadlock_rule"}
+                                      "deadlock_rule", "model"}
                 if unknown:
                     return 400, {"error": "unknown config keys %s" % sorted(unknown)}
                 self.configure(**req)
@@ -2901,7 +3029,16 @@ def main(argv=None):
                     "as many as requests)")
     ap.add_argument("--cost", default=None, metavar="CALL,ITEM",
                     help="seconds per call and per item (default: none)")
+    ap.add_argument("--model", default=None, metavar="SCALE[,nowelcome]",
+                    help="a real Moodle 4.4's costs (MODEL_*), times SCALE")
     args = ap.parse_args(argv)
+    model = None
+    if args.model:
+        scale, _, welcome = args.model.partition(",")
+        try:
+            model = _check_model({"scale": float(scale), "welcome": welcome != "nowelcome"})
+        except ValueError:
+            ap.error("--model wants SCALE[,nowelcome]")
     cost = None
     if args.cost:
         try:
@@ -2918,7 +3055,8 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     d = MoodleDouble(max_input_vars=args.max_input_vars, port=args.port,
-                     verbose=args.verbose, seed=args.seed, cost=cost, workers=args.workers)
+                     verbose=args.verbose, seed=args.seed, cost=cost, workers=args.workers,
+                     model=model)
     users = [u for u in args.users.split(",") if u]
     if users:
         d.add_users(users)

@@ -851,6 +851,88 @@ try:
 finally:
     w.stop()
 
+# --- cost model of a real Moodle 4.4 (model=) ------------------------------------------
+def create_pairs(names, cat):
+    out = []
+    for i, sn in enumerate(names):
+        out += [("courses[%d][fullname]" % i, sn), ("courses[%d][shortname]" % i, sn),
+                ("courses[%d][categoryid]" % i, cat)]
+    return out
+
+
+md = MoodleDouble(model={"scale": 0.01}).start()
+try:
+    t.eq(md.info()["model"], {"scale": 0.01, "welcome": True}, "model from the constructor")
+    cat = md.add_category("Model")
+
+    def modelled(function):
+        return [e["modelled"] for e in md.log() if e["function"] == function][-1]
+
+    wsj(md, "core_course_create_courses", create_pairs(["M%03d" % i for i in range(30)], cat))
+    first = modelled("core_course_create_courses")
+    wsj(md, "core_course_create_courses",
+        create_pairs(["N%03d" % i for i in range(30)], cat))
+    second = modelled("core_course_create_courses")
+    t.ok(abs(first - 0.01 * (0.1 + 0.031 * 30)) < 1e-9,
+         "30 courses into an empty category: 0.1 + 30 x 0.031 s, scaled", first)
+    t.ok(second > first, "the next 30 cost more: the category holds 30 now",
+         (first, second))
+    # At 1,800 courses a course costs least in calls of about 10 to 30 (issue 16).
+    import moodle_double as mdm
+    per = {k: mdm.model_create_seconds(k, 1800) / k for k in (1, 10, 30, 100)}
+    t.ok(per[10] < per[1] and per[30] < per[1] and per[30] < per[100],
+         "per course, calls of 10-30 beat calls of 1 and of 100 in a full category", per)
+    t.ok(60 <= mdm.model_create_seconds(100, 1500) <= 70,
+         "100 courses into 1,500: 60-70 s as measured (64.9-67.7)")
+    wsj(md, "core_course_get_courses_by_field", [("field", "category"), ("value", cat)])
+    listing = modelled("core_course_get_courses_by_field")
+    wsj(md, "core_course_get_courses_by_field", [("field", "shortname"), ("value", "M000")])
+    lookup = modelled("core_course_get_courses_by_field")
+    t.ok(abs(listing - 0.01 * (0.03 + 60 * 0.015)) < 1e-9,
+         "listing a category of 60: 15 ms a course", listing)
+    t.ok(abs(lookup - 0.01 * 0.075) < 1e-9, "a look-up by shortname: 75 ms", lookup)
+    mu = md.add_users(["mod%d" % i for i in range(10)])
+    cid = md.state()["courses"][-1]["id"]
+    items = [{"roleid": 5, "userid": u, "courseid": cid} for u in mu[:5]]
+    wsj(md, "enrol_manual_enrol_users", enrol_pairs(items))
+    on = modelled("enrol_manual_enrol_users")
+    md.configure(model={"scale": 0.01, "welcome": False})
+    items = [{"roleid": 5, "userid": u, "courseid": cid} for u in mu[5:]]
+    wsj(md, "enrol_manual_enrol_users", enrol_pairs(items))
+    off = modelled("enrol_manual_enrol_users")
+    t.ok(abs(on - 0.01 * (0.03 + 5 * 0.011)) < 1e-9 and
+         abs(off - 0.01 * (0.03 + 5 * 0.006)) < 1e-9,
+         "an enrolment: 11 ms with the welcome message, 6 ms without", (on, off))
+    wsj(md, "core_user_get_users_by_field", [("field", "username")] +
+        [("values[%d]" % i, "mod%d" % i) for i in range(10)])
+    t.ok(abs(modelled("core_user_get_users_by_field") - 0.01 * (0.03 + 10 * 0.003)) < 1e-9,
+         "a user look-up: 3 ms a name")
+    # Concurrent creates are served one at a time, without holding a worker.
+    md.configure(model={"scale": 1.0})
+    md.clear_log()
+    answers = []
+    threads = [threading.Thread(target=lambda k=k: answers.append(wsj(
+        md, "core_course_create_courses", create_pairs(["P%d" % k], cat))))
+        for k in range(3)]
+    for th in threads:
+        th.start()
+    t.eq(wsj(md, "core_webservice_get_site_info")["siteid"], 1,
+         "other calls run meanwhile")
+    for th in threads:
+        th.join(30)
+    creates = sorted((e for e in md.log() if e["function"] == "core_course_create_courses"),
+                     key=lambda e: e["start"])
+    t.eq(len([a for a in answers if isinstance(a, list)]), 3, "three creates answered")
+    t.ok(all(creates[k]["start"] >= creates[k - 1]["end"] for k in (1, 2)),
+         "concurrent creates ran one after another",
+         [(e["start"], e["end"]) for e in creates])
+    for bad in ({"model": {"scale": 0}}, {"model": {"bogus": 1}}, {"model": 3}):
+        t.eq(control(md, "/__double/config", bad)[0], 400, "config refused: %s" % bad)
+    md.reset()
+    t.eq(md.info()["model"], {"scale": 0.01, "welcome": True}, "reset: the constructor's model")
+finally:
+    md.stop()
+
 # --- late commit: a request outlives its client (README) --------------------------------
 lc = MoodleDouble().start()
 try:
