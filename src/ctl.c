@@ -507,9 +507,9 @@ ctl_decide(struct ctl *c, int to)
 		}
 		if (found == 1 || (lc.status != LEDGER_COURSE_PENDING &&
 				   lc.status != LEDGER_COURSE_APPROVED)) {
-			fprintf(stderr,
-				"webcoursectl: %s is not awaiting approval\n",
-				held.names[i]);
+			fputs("webcoursectl: ", stderr);
+			text_put(stderr, held.names[i]);
+			fputs(" is not awaiting approval\n", stderr);
 			rv = CTL_FAILED;
 		} else {
 			lc.status = to;
@@ -529,10 +529,11 @@ ctl_decide(struct ctl *c, int to)
 				ledger_rollback(l);
 				goto fail;
 			}
-			printf("%s %s\n",
-			       to == LEDGER_COURSE_APPROVED ? "approved"
-							    : "rejected",
-			       held.names[i]);
+			fputs(to == LEDGER_COURSE_APPROVED ? "approved "
+							   : "rejected ",
+			      stdout);
+			text_put(stdout, held.names[i]);
+			putchar('\n');
 		}
 		ledger_course_clear(&lc);
 	}
