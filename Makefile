@@ -48,7 +48,7 @@ LIBS = $(PKG_LIBS) -lm
 
 MAINS := src/daemon.c src/ctl.c
 LIB_SRCS := $(filter-out $(MAINS),$(wildcard src/*.c))
-LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/%.o)
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/%.o) $(BUILD)/static.o
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -62,6 +62,10 @@ $(BUILD)/.dir:
 
 $(BUILD)/%.o: src/%.c $(wildcard include/*.h) | $(BUILD)/.dir
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+# The console's static files (web/), built into the binary by .incbin.
+$(BUILD)/static.o: src/static.S $(wildcard web/*) | $(BUILD)/.dir
+	$(CC) $(SANFLAGS) -c -o $@ $<
 
 $(BUILD)/libwebcoursed.a: $(LIB_OBJS)
 	$(AR) rcs $@ $^
