@@ -298,7 +298,7 @@ static size_t
 graph_pick(struct graph *g, size_t *buf, int *ret_kind, bool *ret_alone)
 {
 	int limit = graph_limit(g), idle, slots;
-	size_t want, n;
+	size_t want, n, calls;
 
 	if (g->stop || g->alone_inflight || g->inflight >= limit)
 		return 0;
@@ -319,9 +319,14 @@ graph_pick(struct graph *g, size_t *buf, int *ret_kind, bool *ret_alone)
 		if (q->nready < kd->min_items && q->pending > 0 &&
 		    g->inflight > 0)
 			continue; /* more are coming: a fuller call later */
-		want = (q->nready + (size_t)slots - 1) / (size_t)slots;
-		if (want < kd->min_items)
-			want = kd->min_items;
+		/* As many calls as the idle lanes, each with min_items at
+		 * least, the ready items shared evenly between them. */
+		calls = kd->min_items > 0 ? q->nready / kd->min_items : q->nready;
+		if (calls > (size_t)slots)
+			calls = (size_t)slots;
+		if (calls < 1)
+			calls = 1;
+		want = (q->nready + calls - 1) / calls;
 		if (want > kd->max_items)
 			want = kd->max_items;
 		if ((n = graph_take(g, k, want, buf)) > 0) {
