@@ -62,6 +62,9 @@ struct batch {
 	 * lock) instead of going again alone at the end (NULL). */
 	int (*aside)(const size_t *items, size_t count, void *arg);
 	bool alone; /* the items were refused for a conflict: send alone */
+	/* Calls in a row without an answer, counted across the batches that
+	 * share it (NULL: this batch's own). */
+	int *unanswered;
 };
 
 /* 0 when every item was confirmed, reported failed or handed back

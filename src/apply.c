@@ -2127,6 +2127,7 @@ struct apply_graph {
 	struct apply_batch en;
 	size_t cbase, ebase, n;
 	int create_fields;
+	int unanswered; /* calls in a row without an answer, all lanes */
 	struct graph_ops ops;
 	struct moodle_error err; /* the first that stopped a call */
 };
@@ -2201,7 +2202,8 @@ apply_graph_call(void *w, int kind, const size_t *items, size_t n, bool alone,
 			    .items = idx,
 			    .lanes = 1,
 			    .lock = &ag->lock,
-			    .alone = alone };
+			    .alone = alone,
+			    .unanswered = &ag->unanswered };
 	int rv;
 
 	switch (kind) {

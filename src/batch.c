@@ -33,7 +33,7 @@ struct batch_state {
 	size_t nlanes, next_lane;
 	struct batch_range *aside; /* conflicts, sent again alone */
 	size_t naside;
-	int unanswered; /* calls in a row without an answer */
+	int own_unanswered, *unanswered; /* calls in a row without an answer */
 	bool stop;
 	struct moodle_error err; /* why it stopped */
 };
@@ -123,7 +123,7 @@ batch_answered(struct batch_worker *w, bool answered)
 	int n;
 
 	pthread_mutex_lock(st->lock);
-	n = st->unanswered = answered ? 0 : st->unanswered + 1;
+	n = *st->unanswered = answered ? 0 : *st->unanswered + 1;
 	pthread_mutex_unlock(st->lock);
 	return n >= moodle_tries(w->m) ? -1 : 0;
 }
@@ -372,6 +372,8 @@ batch_run(struct moodle *m, const struct batch *b, struct moodle_error *err)
 	st.cap = b->max_items > 0 && b->max_items < cap ? b->max_items : cap;
 	pthread_mutex_init(&st.own, NULL);
 	st.lock = b->lock != NULL ? b->lock : &st.own;
+	st.unanswered =
+	    b->unanswered != NULL ? b->unanswered : &st.own_unanswered;
 	batch_lanes(&st, b->lanes > 0 ? b->lanes : moodle_concurrency(m));
 	w = xcalloc(st.nlanes, sizeof(*w));
 	resend = moodle_set_resend(m, !b->once);
