@@ -13,10 +13,10 @@ SYSTEMDUNITDIR ?= $(shell $(PKG_CONFIG) --variable=systemdsystemunitdir systemd 
 VERSION := 0.1.0
 
 CFLAGS ?= -O2 -g
-PKGS := libcurl jansson libevent libsystemd sqlite3 inih
+PKGS := libcurl jansson libevent libsystemd sqlite3 inih libcrypt
 DEBS := libcurl4-openssl-dev libjansson-dev libevent-dev libsystemd-dev \
-	libsqlite3-dev libinih-dev pkg-config python3 curl clang-format \
-	prometheus
+	libsqlite3-dev libinih-dev libcrypt-dev pkg-config python3 curl \
+	clang-format prometheus
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-san
@@ -115,29 +115,30 @@ lint:
 	else echo "clang-format not installed: style not checked"; fi
 
 install: all
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) \
-	  $(DESTDIR)$(SYSCONFDIR)/webcoursed $(DESTDIR)$(SYSTEMDUNITDIR) \
-	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
-	install -m 755 $(BUILD)/webcoursed $(DESTDIR)$(SBINDIR)/webcoursed
-	install -m 755 $(BUILD)/webcoursectl $(DESTDIR)$(BINDIR)/webcoursectl
-	test -e $(DESTDIR)$(SYSCONFDIR)/webcoursed/webcoursed.conf || { \
+	install -d "$(DESTDIR)$(SBINDIR)" "$(DESTDIR)$(BINDIR)" \
+	  "$(DESTDIR)$(SYSCONFDIR)/webcoursed" "$(DESTDIR)$(SYSTEMDUNITDIR)" \
+	  "$(DESTDIR)$(MANDIR)/man1" "$(DESTDIR)$(MANDIR)/man5" "$(DESTDIR)$(MANDIR)/man8"
+	install -m 755 $(BUILD)/webcoursed "$(DESTDIR)$(SBINDIR)/webcoursed"
+	install -m 755 $(BUILD)/webcoursectl "$(DESTDIR)$(BINDIR)/webcoursectl"
+	test -e "$(DESTDIR)$(SYSCONFDIR)/webcoursed/webcoursed.conf" || { \
 	  sed -e 's|/etc/webcoursed|$(SYSCONFDIR)/webcoursed|g' etc/webcoursed.conf \
-	    > $(DESTDIR)$(SYSCONFDIR)/webcoursed/webcoursed.conf && \
-	  chmod 644 $(DESTDIR)$(SYSCONFDIR)/webcoursed/webcoursed.conf; }
+	    > "$(DESTDIR)$(SYSCONFDIR)/webcoursed/webcoursed.conf" && \
+	  chmod 644 "$(DESTDIR)$(SYSCONFDIR)/webcoursed/webcoursed.conf"; }
 	for u in webcoursed.service webcoursed@.service; do \
 	  sed -e 's|/usr/local/sbin|$(SBINDIR)|g' -e 's|/etc/webcoursed|$(SYSCONFDIR)/webcoursed|g' \
-	    systemd/$$u > $(DESTDIR)$(SYSTEMDUNITDIR)/$$u && chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u; done
-	install -m 644 man/webcoursectl.1 $(DESTDIR)$(MANDIR)/man1/
-	install -m 644 man/webcoursed.conf.5 $(DESTDIR)$(MANDIR)/man5/
-	install -m 644 man/webcoursed.8 $(DESTDIR)$(MANDIR)/man8/
+	    systemd/$$u > "$(DESTDIR)$(SYSTEMDUNITDIR)/$$u" && \
+	  chmod 644 "$(DESTDIR)$(SYSTEMDUNITDIR)/$$u"; done
+	install -m 644 man/webcoursectl.1 "$(DESTDIR)$(MANDIR)/man1/"
+	install -m 644 man/webcoursed.conf.5 "$(DESTDIR)$(MANDIR)/man5/"
+	install -m 644 man/webcoursed.8 "$(DESTDIR)$(MANDIR)/man8/"
 
 uninstall:
-	rm -f $(DESTDIR)$(SBINDIR)/webcoursed $(DESTDIR)$(BINDIR)/webcoursectl \
-	  $(DESTDIR)$(SYSTEMDUNITDIR)/webcoursed.service \
-	  $(DESTDIR)$(SYSTEMDUNITDIR)/webcoursed@.service \
-	  $(DESTDIR)$(MANDIR)/man1/webcoursectl.1 \
-	  $(DESTDIR)$(MANDIR)/man5/webcoursed.conf.5 \
-	  $(DESTDIR)$(MANDIR)/man8/webcoursed.8
+	rm -f "$(DESTDIR)$(SBINDIR)/webcoursed" "$(DESTDIR)$(BINDIR)/webcoursectl" \
+	  "$(DESTDIR)$(SYSTEMDUNITDIR)/webcoursed.service" \
+	  "$(DESTDIR)$(SYSTEMDUNITDIR)/webcoursed@.service" \
+	  "$(DESTDIR)$(MANDIR)/man1/webcoursectl.1" \
+	  "$(DESTDIR)$(MANDIR)/man5/webcoursed.conf.5" \
+	  "$(DESTDIR)$(MANDIR)/man8/webcoursed.8"
 
 fuzz: deps
 	@$(MAKE) --no-print-directory deps DEBS="clang libclang-rt-14-dev"

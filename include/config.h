@@ -67,6 +67,13 @@ struct config {
 
 	char *metrics_listen; /* "ADDRESS:PORT" for /metrics, or NULL: off */
 
+	char *web_listen; /* "ADDRESS:PORT" of the console, or NULL: off */
+	char
+	    *web_tls_cert; /* both set: HTTPS; a non-loopback listen needs it */
+	char *web_tls_key;
+	char *web_users_file;
+	int64_t web_session_idle_ms;
+
 	int log_level; /* syslog priority */
 
 	/* Secrets, loaded from files or systemd credentials; never logged. */
@@ -84,6 +91,10 @@ void config_free(struct config *);
 int config_role_id(const struct config *, const char *name);
 /* Feed role name for a Moodle role id (first match), or NULL. */
 const char *config_role_name(const struct config *, int id);
+
+/* Whether a numeric listen address ("127.0.0.1:80", "[::1]:80") is a
+ * loopback one (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104). */
+bool config_listen_is_loopback(const char *listen);
 
 /* Print every key with its default and help, for --help: a "[section]"
  * line, then per key "  key  default  help" in aligned columns, the help

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #define nitems(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -36,9 +37,15 @@ void format_time(int64_t t, char *buf, size_t len);
 #define UTIL_WIDTH 79
 void print_wrapped(FILE *, size_t col, size_t indent, const char *text);
 
-/* Replace path atomically with content (write temp file, fsync, rename). */
+/* Replace path atomically with content (write a new temp file beside it
+ * with the given mode, fsync, rename). */
 int write_file_atomic(const char *path, const char *data, size_t len,
-		      char **cause);
+		      mode_t mode, char **cause);
+
+/* -1 with *cause set when path's directory can be written by others
+ * (world-writable, sticky or not): a file we create or replace there could
+ * be swapped for a symbolic link to somewhere else. */
+int dir_shared(const char *path, char **cause);
 
 /* A string -> int64 hash map for the hot paths (ids by shortname or
  * username).  Keys are copied. */

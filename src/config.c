@@ -34,6 +34,7 @@ enum config_section {
 	SEC_ROLES,
 	SEC_STATE,
 	SEC_METRICS,
+	SEC_WEB,
 	SEC_LOG,
 	SEC_COUNT
 };
@@ -41,7 +42,7 @@ enum config_section {
 static const char *const config_sections[SEC_COUNT] = {
 	[SEC_SOURCE] = "source",   [SEC_MOODLE] = "moodle", [SEC_SYNC] = "sync",
 	[SEC_ROLES] = "roles",     [SEC_STATE] = "state",   [SEC_LOG] = "log",
-	[SEC_METRICS] = "metrics",
+	[SEC_METRICS] = "metrics", [SEC_WEB] = "web",
 };
 
 enum config_type {
@@ -265,6 +266,22 @@ static const struct config_key config_keys[] = {
 	  OFF(metrics_listen), 0, CF_EMPTY_OK,
 	  "ADDRESS:PORT to serve Prometheus metrics on at /metrics; off when "
 	  "unset" },
+
+	{ SEC_WEB, "listen", CT_LISTEN, NULL, 1, 65535, NULL, OFF(web_listen),
+	  0, CF_EMPTY_OK,
+	  "ADDRESS:PORT of the web console; off when unset.  Other than "
+	  "loopback only with tls_cert and tls_key" },
+	{ SEC_WEB, "tls_cert", CT_PATH, NULL, 0, 0, NULL, OFF(web_tls_cert), 0,
+	  CF_EMPTY_OK, "PEM certificate chain the console serves HTTPS with" },
+	{ SEC_WEB, "tls_key", CT_PATH, NULL, 0, 0, NULL, OFF(web_tls_key), 0,
+	  CF_EMPTY_OK, "PEM private key of tls_cert" },
+	{ SEC_WEB, "users_file", CT_PATH, SYSCONFDIR "/webcoursed/web-users", 0,
+	  0, NULL, OFF(web_users_file), 0, 0,
+	  "NAME:HASH lines of the console's users (webcoursectl web-user); "
+	  "the credential web-users wins" },
+	{ SEC_WEB, "session_idle", CT_DURATION, "1h", 60 * 1000, 30 * DAY_MS,
+	  NULL, OFF(web_session_idle_ms), 0, 0,
+	  "a console session unused this long is logged out" },
 
 	{ SEC_LOG, "level", CT_ENUM, "info", 0, 0, config_log_levels,
 	  OFF(log_level), 0, 0, "least important messages logged" },
@@ -912,22 +929,23 @@ config_read_cb(char *str, int num, void *arg)
 {
 	struct config_parse *cp = arg;
 	char buf[CONFIG_LINE_BUF], *s;
-	size_t len;
-	int c, toolong = 0;
+	size_t len = 0;
+	int c, toolong = 0, nul = 0;
 
-	if (cp->bytes > CONFIG_MAX_BYTES ||
-	    fgets(buf, sizeof(buf), cp->f) == NULL)
+	if (cp->bytes > CONFIG_MAX_BYTES || (c = getc(cp->f)) == EOF)
 		return NULL;
 	cp->line++;
-	len = strlen(buf);
-	cp->bytes += len;
-	if (len > 0 && buf[len - 1] == '\n')
-		buf[--len] = '\0';
-	else if (!feof(cp->f)) {
-		toolong = 1;
-		while ((c = getc(cp->f)) != EOF && c != '\n')
-			cp->bytes++;
+	/* Byte by byte, not fgets(): a NUL would end its line early. */
+	for (; c != EOF && c != '\n'; c = getc(cp->f)) {
+		cp->bytes++;
+		nul |= c == '\0';
+		if (len < sizeof(buf) - 1)
+			buf[len++] = (char)c;
+		else
+			toolong = 1;
 	}
+	cp->bytes += c == '\n';
+	buf[len] = '\0';
 	if (cp->bytes > CONFIG_MAX_BYTES) {
 		config_error(cp, cp->line, "file is larger than %d bytes",
 			     CONFIG_MAX_BYTES);
@@ -940,7 +958,10 @@ config_read_cb(char *str, int num, void *arg)
 		s += 3;
 	/* no leading blanks: libinih would take the line as a continuation */
 	s += strspn(s, " \t");
-	if (toolong || strlen(s) + 2 > (size_t)num) {
+	if (nul) {
+		config_error(cp, cp->line, "line contains a NUL byte");
+		s[0] = '\0';
+	} else if (toolong || strlen(s) + 2 > (size_t)num) {
 		config_error(cp, cp->line, "line is longer than %d characters",
 			     num - 2);
 		s[0] = '\0';
@@ -1148,6 +1169,90 @@ out:
 	free(cred);
 }
 
+/* The files we create or replace as whoever runs us (root, for
+ * webcoursectl sync) must not lie where another user can plant a link. */
+static void
+config_check_state_dirs(struct config_parse *cp)
+{
+	static const char *const keys[] = { "database", "missing_users_csv" };
+	const struct config_key *k;
+	char *cause = NULL;
+	const char *path;
+	int line;
+
+	for (size_t i = 0; i < nitems(keys); i++) {
+		k = config_key_find(SEC_STATE, keys[i]);
+		path = *(char **)((char *)cp->conf + k->off);
+		if (path == NULL || strcmp(path, ":memory:") == 0 ||
+		    dir_shared(path, &cause) == 0)
+			continue;
+		line = cp->key_lines[k - config_keys];
+		config_error(cp, line ? line : cp->section_lines[SEC_STATE],
+			     "state.%s: %s", k->name, cause);
+		free(cause);
+		cause = NULL;
+	}
+}
+
+bool
+config_listen_is_loopback(const char *listen)
+{
+	unsigned char a[sizeof(struct in6_addr)];
+	char addr[INET6_ADDRSTRLEN];
+	const char *end;
+
+	if (listen[0] == '[') {
+		if ((end = strstr(listen, "]:")) == NULL ||
+		    (size_t)(end - listen - 1) >= sizeof(addr))
+			return false;
+		snprintf(addr, sizeof(addr), "%.*s", (int)(end - listen - 1),
+			 listen + 1);
+		if (inet_pton(AF_INET6, addr, a) != 1)
+			return false;
+		if (memcmp(a, &in6addr_loopback, sizeof(in6addr_loopback)) == 0)
+			return true;
+		/* ::ffff:127.x.y.z, an IPv4 loopback address mapped */
+		return memcmp(a, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0 &&
+		       a[12] == 127;
+	}
+	if ((end = strrchr(listen, ':')) == NULL ||
+	    (size_t)(end - listen) >= sizeof(addr))
+		return false;
+	snprintf(addr, sizeof(addr), "%.*s", (int)(end - listen), listen);
+	return inet_pton(AF_INET, addr, a) == 1 && a[0] == 127;
+}
+
+/* [web]: the console speaks plain HTTP only where nobody else listens in;
+ * a certificate comes with its key. */
+static void
+config_check_web(struct config_parse *cp)
+{
+	struct config *c = cp->conf;
+	const struct config_key *lk = config_key_find(SEC_WEB, "listen");
+	const struct config_key *ck = config_key_find(SEC_WEB, "tls_cert");
+	const struct config_key *kk = config_key_find(SEC_WEB, "tls_key");
+
+	if ((c->web_tls_cert == NULL) != (c->web_tls_key == NULL)) {
+		if (c->web_tls_cert != NULL)
+			config_error(cp, cp->key_lines[ck - config_keys],
+				     "web.tls_cert is set but web.tls_key is "
+				     "not: set both, or neither");
+		else
+			config_error(cp, cp->key_lines[kk - config_keys],
+				     "web.tls_key is set but web.tls_cert is "
+				     "not: set both, or neither");
+		return;
+	}
+	if (c->web_listen == NULL || c->web_tls_cert != NULL ||
+	    config_listen_is_loopback(c->web_listen))
+		return;
+	config_error(cp, cp->key_lines[lk - config_keys],
+		     "web.listen = %s is not a loopback address: set "
+		     "web.tls_cert and web.tls_key, or listen on 127.0.0.1 "
+		     "behind a TLS proxy",
+		     c->web_listen);
+}
+
 /* What no single line shows: required keys, relations, secrets. */
 static void
 config_check(struct config_parse *cp)
@@ -1170,8 +1275,10 @@ config_check(struct config_parse *cp)
 			     "sync.default_role \"%s\" is not in [roles]",
 			     c->sync_default_role);
 	}
+	config_check_web(cp);
 	for (i = 0; i < nitems(config_secrets); i++)
 		config_load_secret(cp, &config_secrets[i]);
+	config_check_state_dirs(cp);
 }
 
 /* The directory relative paths are taken from. */

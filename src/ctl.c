@@ -2,10 +2,13 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +26,7 @@
 #include "report.h"
 #include "run.h"
 #include "util.h"
+#include "webuser.h"
 
 #define CTL_PLAN_LINES  20    /* lines per kind in `plan` without --verbose */
 #define CTL_PROGRESS_MS 10000 /* progress lines when not on a terminal */
@@ -65,6 +69,7 @@ static int ctl_check(struct ctl *);
 static int ctl_history(struct ctl *);
 static int ctl_drift(struct ctl *);
 static int ctl_reconcile(struct ctl *);
+static int ctl_web_user(struct ctl *);
 
 static const struct ctl_command ctl_commands[] = {
 	{ "status",
@@ -139,6 +144,14 @@ static const struct ctl_command ctl_commands[] = {
 	  { "--json", "--user=", "--course=", "--since=", "--run=" },
 	  false,
 	  ctl_history },
+	{ "web-user",
+	  "add|remove|list [NAME]",
+	  "the web console's users (web.users_file): add one or change its "
+	  "password (asked without echo, or one line on stdin), remove one, "
+	  "list them",
+	  { NULL },
+	  true,
+	  ctl_web_user },
 };
 
 static void
@@ -669,6 +682,192 @@ ctl_history(struct ctl *c)
 		pclose(out);
 	ledger_free(l);
 	return rv == 0 ? CTL_OK : CTL_FAILED;
+}
+
+/* The terminal's settings while a password is typed without echo, put
+ * back by an interrupt too. */
+static struct termios ctl_tty_saved;
+static volatile sig_atomic_t ctl_tty_hidden;
+
+static void
+ctl_tty_restore_cb(int sig)
+{
+	if (ctl_tty_hidden)
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &ctl_tty_saved);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* One line from stdin into buf (without its newline); -1 at EOF, on an
+ * error, or when it does not fit. */
+static int
+ctl_read_line(char *buf, size_t size)
+{
+	size_t len;
+
+	if (fgets(buf, (int)size, stdin) == NULL)
+		return -1;
+	len = strlen(buf);
+	if (len > 0 && buf[len - 1] == '\n')
+		buf[--len] = '\0';
+	else if (!feof(stdin))
+		return -1; /* longer than the buffer */
+	if (len > 0 && buf[len - 1] == '\r')
+		buf[--len] = '\0';
+	return 0;
+}
+
+/* Prompt on the terminal and read a line without echo. */
+static int
+ctl_read_hidden(const char *prompt, char *buf, size_t size)
+{
+	struct termios t;
+	int rv;
+
+	if (tcgetattr(STDIN_FILENO, &ctl_tty_saved) == -1)
+		return -1;
+	t = ctl_tty_saved;
+	t.c_lflag &= ~(tcflag_t)ECHO;
+	t.c_lflag |= ECHONL;
+	signal(SIGINT, ctl_tty_restore_cb);
+	signal(SIGTERM, ctl_tty_restore_cb);
+	ctl_tty_hidden = 1;
+	tcsetattr(STDIN_FILENO, TCSAFLUSH, &t);
+	/* after the flush: what is typed once the prompt shows is kept */
+	fputs(prompt, stderr);
+	fflush(stderr);
+	rv = ctl_read_line(buf, size);
+	tcsetattr(STDIN_FILENO, TCSAFLUSH, &ctl_tty_saved);
+	ctl_tty_hidden = 0;
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	return rv;
+}
+
+/* The new password of name: typed twice without echo on a terminal, else
+ * the first line of stdin.  Into buf; -1 once said why. */
+static int
+ctl_read_password(const char *name, char *buf, size_t size)
+{
+	char again[WEBUSER_PASSWORD_MAX + 2], *prompt;
+	int rv = -1;
+
+	if (!isatty(STDIN_FILENO)) {
+		if (ctl_read_line(buf, size) == -1) {
+			fprintf(stderr,
+				"webcoursectl: no password on stdin "
+				"(one line, at most %d characters)\n",
+				WEBUSER_PASSWORD_MAX);
+			return -1;
+		}
+		return 0;
+	}
+	xasprintf(&prompt, "New password for %s: ", name);
+	if (ctl_read_hidden(prompt, buf, size) == -1 ||
+	    ctl_read_hidden("Again: ", again, sizeof(again)) == -1)
+		fprintf(stderr, "webcoursectl: no password read\n");
+	else if (strcmp(buf, again) != 0)
+		fprintf(stderr, "webcoursectl: the passwords differ; nothing "
+				"changed\n");
+	else
+		rv = 0;
+	explicit_bzero(again, sizeof(again));
+	free(prompt);
+	return rv;
+}
+
+/* Lock the users file's directory: two web-user commands at once would
+ * each rewrite the file from what they read, and one change would be
+ * lost.  The fd, or -1 once said why. */
+static int
+ctl_lock_dir(const char *path)
+{
+	char *dir = xstrdup(path), *slash = strrchr(dir, '/');
+	int fd;
+
+	if (slash == NULL) {
+		free(dir);
+		dir = xstrdup(".");
+	} else if (slash == dir)
+		slash[1] = '\0';
+	else
+		*slash = '\0';
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd == -1 || flock(fd, LOCK_EX) == -1) {
+		fprintf(stderr, "webcoursectl: %s: %s\n", dir, strerror(errno));
+		if (fd != -1)
+			close(fd);
+		fd = -1;
+	}
+	free(dir);
+	return fd;
+}
+
+/* web-user add|remove|list [NAME] on web.users_file (never on the
+ * credential, which is systemd's copy of that file). */
+static int
+ctl_web_user(struct ctl *c)
+{
+	const char *path = c->conf->web_users_file, *verb, *name;
+	char password[WEBUSER_PASSWORD_MAX + 2], *cause = NULL;
+	struct webusers *u = NULL;
+	bool list, add;
+	int lock, rv = CTL_FAILED;
+
+	verb = c->noperands > 0 ? c->operands[0] : "";
+	name = c->noperands > 1 ? c->operands[1] : NULL;
+	list = strcmp(verb, "list") == 0;
+	add = strcmp(verb, "add") == 0;
+	if (!list && !add && strcmp(verb, "remove") != 0)
+		return ctl_usage_error(c->cmd->name,
+				       "needs add NAME, remove NAME or list");
+	if (c->noperands != (list ? 1 : 2))
+		return ctl_usage_error(verb, list ? "takes no NAME"
+						  : "needs one NAME");
+	if (name != NULL && !webuser_name_ok(name))
+		return ctl_usage_error(name, "is not a user name (letters, "
+					     "digits and . _ @ -)");
+	/* asked before the lock, which is not held while a person types */
+	if (add && ctl_read_password(name, password, sizeof(password)) == -1)
+		return CTL_FAILED;
+	if ((lock = ctl_lock_dir(path)) == -1) {
+		explicit_bzero(password, sizeof(password));
+		return CTL_FAILED;
+	}
+	if (webusers_load(path, &u, &cause) == -1) {
+		fprintf(stderr, "webcoursectl: %s\n", cause);
+		goto out;
+	}
+	if (list) {
+		for (size_t i = 0; i < webusers_count(u); i++)
+			printf("%s\n", webusers_name(u, i));
+		rv = CTL_OK;
+		goto out;
+	}
+	if (!add && webusers_remove(u, name) == -1) {
+		fprintf(stderr, "webcoursectl: no web user %s in %s\n", name,
+			path);
+		goto out;
+	}
+	if (add && webusers_set(u, name, password, &cause) == -1) {
+		fprintf(stderr, "webcoursectl: %s; nothing changed\n", cause);
+		goto out;
+	}
+	if (webusers_save(u, path, &cause) == -1) {
+		fprintf(stderr, "webcoursectl: %s; nothing changed\n", cause);
+		goto out;
+	}
+	printf("%s web user %s in %s\n", add ? "set" : "removed", name, path);
+	/* systemd copies a credential when the service starts */
+	printf("a daemon that reads it as the credential web-users sees the "
+	       "change after: systemctl restart webcoursed\n");
+	rv = CTL_OK;
+out:
+	explicit_bzero(password, sizeof(password));
+	free(cause);
+	webusers_free(u);
+	close(lock);
+	return rv;
 }
 
 int

@@ -43,6 +43,7 @@
 
 #include "config.h"
 #include "exporter.h"
+#include "http.h"
 #include "ledger.h"
 #include "log.h"
 #include "metrics.h"
@@ -382,6 +383,11 @@ daemon_listen(struct daemon *d)
 	const char *was = exporter_address(d->exporter);
 	char *cause = NULL;
 
+	/* The keys are checked; the pages are not in this build yet. */
+	if (d->conf->web_listen != NULL)
+		log_warnx("web: this build has no web console yet; web.listen "
+			  "%s is ignored",
+			  d->conf->web_listen);
 	if (d->conf->metrics_listen == NULL) {
 		if (was != NULL)
 			log_info("metrics: no longer listening on %s", was);
@@ -768,7 +774,7 @@ main(int argc, char **argv)
 			    .log_fd = -1 };
 	int64_t started = now_epoch();
 	bool foreground = false, once = false, test = false, verbose = false;
-	char *errors = NULL, *cause = NULL;
+	char *errors = NULL, *cause = NULL, *url;
 	struct timeval tv;
 	int ch, rv = 0;
 
@@ -853,9 +859,10 @@ main(int argc, char **argv)
 	d.exporter = exporter_new(d.base, d.metrics, daemon_collect_cb, &d);
 	daemon_listen(&d);
 	daemon_arm(&d, DAEMON_FIRST_RUN_MS);
+	url = http_redact_url(d.conf->moodle_url);
 	log_info("webcoursed %s started; syncing %s every %" PRId64 " s",
-		 WEBCOURSED_VERSION, d.conf->moodle_url,
-		 d.conf->sync_interval_ms / 1000);
+		 WEBCOURSED_VERSION, url, d.conf->sync_interval_ms / 1000);
+	free(url);
 	notify_ready();
 
 	event_base_dispatch(d.base);

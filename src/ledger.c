@@ -821,10 +821,13 @@ ledger_lock(struct ledger *l, char **cause)
 	if (l->lockfd != -1)
 		return 0;
 	xasprintf(&lockpath, "%s.lock", l->path);
-	fd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+	/* Never through a symbolic link: we truncate and write the file. */
+	fd = open(lockpath,
+		  O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, 0600);
 	if (fd == -1) {
 		xasprintf(cause, "cannot open %s: %s", lockpath,
-			  strerror(errno));
+			  errno == ELOOP ? "it is a symbolic link, not followed"
+					 : strerror(errno));
 		goto out;
 	}
 	/* flock(2): held per open file description, gone when we die. */

@@ -102,7 +102,7 @@ report_write_missing_csv(const struct config *conf, struct ledger *l,
 		xasprintf(cause, "ledger: %s", ledger_errmsg(l));
 	else
 		rv = write_file_atomic(conf->state_missing_users_csv, buf, len,
-				       cause);
+				       0640, cause);
 	free(buf);
 	return rv;
 }

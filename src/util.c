@@ -212,18 +212,25 @@ print_wrapped(FILE *f, size_t col, size_t indent, const char *text)
 }
 
 int
-write_file_atomic(const char *path, const char *data, size_t len, char **cause)
+write_file_atomic(const char *path, const char *data, size_t len, mode_t mode,
+		  char **cause)
 {
 	char *tmp = NULL;
 	size_t off = 0;
 	ssize_t n;
 	int fd, rv = -1;
 
-	xasprintf(&tmp, "%s.tmp.%ld", path, (long)getpid());
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd == -1) {
+	/* mkostemp opens with O_CREAT|O_EXCL under a name no one can guess:
+	 * a symbolic link planted in the directory is never followed. */
+	xasprintf(&tmp, "%s.tmp.XXXXXX", path);
+	if ((fd = mkostemp(tmp, O_CLOEXEC)) == -1) {
 		xasprintf(cause, "%s: %s", tmp, strerror(errno));
 		goto out;
+	}
+	if (fchmod(fd, mode) == -1) {
+		xasprintf(cause, "%s: %s", tmp, strerror(errno));
+		close(fd);
+		goto out_unlink;
 	}
 	while (off < len) {
 		if ((n = write(fd, data + off, len - off)) == -1) {
@@ -249,6 +256,34 @@ out_unlink:
 	unlink(tmp);
 out:
 	free(tmp);
+	return rv;
+}
+
+int
+dir_shared(const char *path, char **cause)
+{
+	const char *slash = strrchr(path, '/');
+	struct stat st;
+	char *dir;
+	int rv = 0;
+
+	if (slash == NULL)
+		dir = xstrdup(".");
+	else
+		dir =
+		    xstrndup(path, slash == path ? 1 : (size_t)(slash - path));
+	/* A missing directory is someone else's error, at open. */
+	if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode) &&
+	    (st.st_mode & S_IWOTH) != 0) {
+		xasprintf(cause,
+			  "%s is in %s, a directory others can write to "
+			  "(mode %04o): they could plant a symbolic link "
+			  "there; use a directory only webcoursed's user can "
+			  "write to",
+			  path, dir, (unsigned)(st.st_mode & 07777));
+		rv = -1;
+	}
+	free(dir);
 	return rv;
 }
 

@@ -54,7 +54,7 @@ for argv in (["--bogus"], ["status", "--bogus"], ["-c"]):
          "webcoursectl %s: says what was wrong and where to get help" % " ".join(argv), err)
 commands = re.findall(r"^  ([a-z-]+)(?: |$)", out, re.M)
 t.eq(commands, ["status", "plan", "sync", "approve", "reject", "missing-users",
-                "errors", "check", "drift", "reconcile", "history"],
+                "errors", "check", "drift", "reconcile", "history", "web-user"],
      "the command table has DESIGN.md's commands")
 page = man("webcoursectl.1")
 readme = open(os.path.join(TOP, "README.md")).read()

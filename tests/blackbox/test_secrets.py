@@ -32,8 +32,9 @@ t = Tap()
 TOKEN = "wcs" + secrets.token_hex(16)          # the Moodle token (35 characters)
 FEED_SECRET = "wcsfeed" + secrets.token_hex(20)  # the feed's bearer token (47)
 BAD_TOKEN = "wcsbad" + secrets.token_hex(16)     # a wrong token is a secret too
+URL_PASSWORD = "wcspw" + secrets.token_hex(16)   # a password in moodle.url (a proxy's)
 SECRETS = {"the Moodle token": TOKEN, "the feed secret": FEED_SECRET,
-           "the wrong token": BAD_TOKEN}
+           "the wrong token": BAD_TOKEN, "the Moodle URL's password": URL_PASSWORD}
 FRAGMENT = 12
 
 
@@ -236,6 +237,9 @@ try:
     write_secret(env.token_file, TOKEN + "\n")
 
     # --- the daemon and its sync child, caught mid-run ---------------------------
+    # moodle.url carries a user and password (issue 20 item 4: the daemon's
+    # "started; syncing URL" line showed it).
+    env.set("moodle", "url", env.double.url.replace("://", "://mu:%s@" % URL_PASSWORD, 1))
     env.double.set_fault("delay", seconds=3, count=1, function="core_webservice_get_site_info")
     d = env.daemon()
     lines = Lines(d.stdout)

@@ -60,6 +60,11 @@ static const char *const all_keys[] = {
 	"state.missing_users_csv",
 	"state.history_days",
 	"metrics.listen",
+	"web.listen",
+	"web.tls_cert",
+	"web.tls_key",
+	"web.users_file",
+	"web.session_idle",
 	"log.level",
 };
 
@@ -193,6 +198,12 @@ check_minimal(const struct config *c)
 	is_str(c->state_missing_users_csv,
 	       "/var/lib/webcoursed/missing-users.csv", "minimal: csv");
 	ok(c->metrics_listen == NULL, "minimal: no metrics listener");
+	ok(c->web_listen == NULL, "minimal: the console is off");
+	ok(c->web_tls_cert == NULL && c->web_tls_key == NULL,
+	   "minimal: no TLS");
+	is_str(c->web_users_file, SYSCONFDIR "/webcoursed/web-users",
+	       "minimal: users_file");
+	is_int(c->web_session_idle_ms, 3600000, "minimal: session_idle 1h");
 	is_int(c->log_level, LOG_INFO, "minimal: log level info");
 	is_str(c->moodle_token, CRED_TOKEN, "minimal: token of the credential");
 	ok(c->source_auth_header == NULL, "minimal: no auth header");
@@ -247,6 +258,15 @@ check_full(const struct config *c)
 	is_str(c->state_missing_users_csv, "/srv/webcoursed/missing.csv",
 	       "full: csv");
 	is_str(c->metrics_listen, "[::1]:9826", "full: metrics on [::1]:9826");
+	is_str(c->web_listen, "192.0.2.10:8443", "full: console listen");
+	xasprintf(&want, "%s/certs/web.pem", dir);
+	is_str(c->web_tls_cert, want, "full: tls_cert resolved");
+	free(want);
+	is_str(c->web_tls_key, "/etc/ssl/private/web.key", "full: tls_key");
+	xasprintf(&want, "%s/web-users", dir);
+	is_str(c->web_users_file, want, "full: users_file resolved");
+	free(want);
+	is_int(c->web_session_idle_ms, 15 * 60000, "full: session_idle 15m");
 	is_int(c->log_level, LOG_DEBUG, "full: log level debug");
 	free(dir);
 }
@@ -676,6 +696,32 @@ test_too_many_errors(void)
 	free(text);
 }
 
+/* Which console addresses count as loopback (plain HTTP allowed). */
+static void
+test_loopback(void)
+{
+	static const struct {
+		const char *listen;
+		bool loopback;
+	} cases[] = {
+		{ "127.0.0.1:8080", true },
+		{ "127.1.2.3:80", true },
+		{ "[::1]:8080", true },
+		{ "[::ffff:127.0.0.1]:80", true },
+		{ "0.0.0.0:8080", false },
+		{ "[::]:8080", false },
+		{ "10.0.0.1:8080", false },
+		{ "128.0.0.1:80", false },
+		{ "[::ffff:10.0.0.1]:80", false },
+		{ "[::2]:80", false },
+	};
+
+	for (size_t i = 0; i < nitems(cases); i++)
+		is_int(config_listen_is_loopback(cases[i].listen),
+		       cases[i].loopback, "%s is %sloopback", cases[i].listen,
+		       cases[i].loopback ? "" : "not ");
+}
+
 static void
 test_syntaxes(void)
 {
@@ -858,6 +904,7 @@ main(void)
 	test_case_dir("invalid");
 	test_example();
 	test_syntaxes();
+	test_loopback();
 	test_removals();
 	test_secret_files();
 	test_credentials();
