@@ -55,8 +55,8 @@ struct batch {
 		      void *arg);
 	void *arg;
 	/* For a caller that schedules its own calls (graph.c): */
-	const size_t *items; /* NULL: items 0..n; else these n indexes */
-	int lanes;	     /* 0: moodle_concurrency() */
+	const size_t *items;   /* NULL: items 0..n; else these n indexes */
+	int lanes;             /* 0: moodle_concurrency() */
 	pthread_mutex_t *lock; /* the callbacks' lock; NULL: the batch's own */
 	/* A call refused for a conflict is handed to aside() (under the
 	 * lock) instead of going again alone at the end (NULL). */

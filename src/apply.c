@@ -69,9 +69,9 @@ struct apply_batch {
 	enum apply_op op;
 	struct plan_enrol **items;
 	size_t n, done;
-	bool from_missing; /* items come from the missing-users table */
+	bool from_missing;   /* items come from the missing-users table */
 	struct graph *graph; /* in a graph: conflicts are handed back to it */
-	size_t base;	     /* the graph's number of items[0] */
+	size_t base;         /* the graph's number of items[0] */
 };
 
 /* Per-run maps: shortname -> course id, username -> user id (-1: the
@@ -721,8 +721,9 @@ apply_lookup_failed(struct moodle *m, size_t index,
 static int
 apply_lookup(struct apply *a, const char **names, size_t n)
 {
-	struct apply_lookup lk = { a, names, n, 0,
-				   xcalloc(n + 1, sizeof(int64_t)), false };
+	struct apply_lookup lk = {
+		a, names, n, 0, xcalloc(n + 1, sizeof(int64_t)), false
+	};
 	struct batch mb = {
 		.n = n,
 		.fields = MOODLE_LOOKUP_FIELDS,
@@ -945,9 +946,9 @@ struct apply_create {
 	struct plan_course **items;
 	struct moodle_new_course *courses; /* items as Moodle takes them */
 	size_t n, done;
-	int64_t *ids;	  /* per item, filled by the call that created it */
+	int64_t *ids;     /* per item, filled by the call that created it */
 	size_t in_moodle; /* courses Moodle held in their categories */
-	bool quiet;	  /* no progress of its own (in a graph) */
+	bool quiet;       /* no progress of its own (in a graph) */
 };
 
 static int
@@ -1196,11 +1197,12 @@ apply_courses_prepare(struct apply *a, struct plan_course *list, size_t n,
 	int64_t *adopted = xcalloc(n + 1, sizeof(*adopted)), k;
 	int rv = -1;
 
-	*cr = (struct apply_create){ .a = a,
-				     .items = xcalloc(n + 1, sizeof(*cr->items)),
-				     .courses =
-					 xcalloc(n + 1, sizeof(*cr->courses)),
-				     .ids = xcalloc(n + 1, sizeof(int64_t)) };
+	*cr =
+	    (struct apply_create){ .a = a,
+				   .items = xcalloc(n + 1, sizeof(*cr->items)),
+				   .courses =
+				       xcalloc(n + 1, sizeof(*cr->courses)),
+				   .ids = xcalloc(n + 1, sizeof(int64_t)) };
 	if (n == 0) {
 		rv = 0;
 		goto out;
@@ -1669,8 +1671,8 @@ apply_enrol_ops(struct apply *a, struct plan *p, bool withhold_removals)
 	for (size_t i = 0; i < nitems(steps); i++) {
 		if (steps[i].removal && withhold_removals)
 			continue;
-		items = apply_resolve(a, steps[i].list, steps[i].n,
-				      steps[i].op, &n);
+		items = apply_resolve(a, steps[i].list, steps[i].n, steps[i].op,
+				      &n);
 		rv = apply_op_run(a, steps[i].op, items, n, false);
 		free(items);
 		if (rv == -1)
@@ -2300,7 +2302,8 @@ apply_graph_build(struct apply_graph *ag, struct plan *p)
 		const struct plan_enrol *e = &p->enrol[i];
 		size_t item = ag->ebase + i;
 
-		graph_item(ag->g, item, KIND_ENROL, apply_name_key(e->username));
+		graph_item(ag->g, item, KIND_ENROL,
+			   apply_name_key(e->username));
 		if (e->courseid == 0 && strmap_get(courses, e->course, &k) == 0)
 			graph_depend(ag->g, item, (size_t)k);
 		if (e->userid == 0 && strmap_get(names, e->username, &k) == 0)
@@ -2320,22 +2323,24 @@ apply_graph_run(struct apply *a, struct plan *p, const struct feed *feed)
 	struct apply_graph ag = { .a = a };
 	int rv = -1;
 
-	if (apply_courses_prepare(a, p->create, p->ncreate, feed, &ag.cr) ==
-	    -1)
+	if (apply_courses_prepare(a, p->create, p->ncreate, feed, &ag.cr) == -1)
 		goto out;
 	ag.cr.quiet = true;
-	ag.lk = (struct apply_lookup){ a, p->lookup, p->nlookup, 0,
+	ag.lk = (struct apply_lookup){ a,
+				       p->lookup,
+				       p->nlookup,
+				       0,
 				       xcalloc(p->nlookup + 1, sizeof(int64_t)),
 				       true };
-	ag.en = (struct apply_batch){ a,
-				      OP_ENROL,
-				      xcalloc(p->nenrol + 1,
-					      sizeof(*ag.en.items)),
-				      p->nenrol,
-				      0,
-				      false,
-				      NULL,
-				      0 };
+	ag.en =
+	    (struct apply_batch){ a,
+				  OP_ENROL,
+				  xcalloc(p->nenrol + 1, sizeof(*ag.en.items)),
+				  p->nenrol,
+				  0,
+				  false,
+				  NULL,
+				  0 };
 	for (size_t i = 0; i < p->nenrol; i++)
 		ag.en.items[i] = &p->enrol[i];
 	ag.cbase = p->nlookup;

@@ -321,7 +321,8 @@ graph_pick(struct graph *g, size_t *buf, int *ret_kind, bool *ret_alone)
 			continue; /* more are coming: a fuller call later */
 		/* As many calls as the idle lanes, each with min_items at
 		 * least, the ready items shared evenly between them. */
-		calls = kd->min_items > 0 ? q->nready / kd->min_items : q->nready;
+		calls =
+		    kd->min_items > 0 ? q->nready / kd->min_items : q->nready;
 		if (calls > (size_t)slots)
 			calls = (size_t)slots;
 		if (calls < 1)
