@@ -10,13 +10,19 @@ SBINDIR ?= $(PREFIX)/sbin
 MANDIR ?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
 SYSTEMDUNITDIR ?= $(shell $(PKG_CONFIG) --variable=systemdsystemunitdir systemd 2>/dev/null || echo /lib/systemd/system)
-VERSION := 0.1.0
+# The version has one source: the first line of debian/changelog.  Its
+# date is the default SOURCE_DATE_EPOCH of `make dist`.
+VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog)
+DIST_EPOCH = $(or $(SOURCE_DATE_EPOCH),$(shell date -d \
+	"$$(sed -n '/^ -- /{s/^ -- .*>  //p;q}' debian/changelog)" +%s))
+DIST := webcoursed-$(VERSION)
+DEB_ARCH = $(shell dpkg --print-architecture 2>/dev/null)
 
 CFLAGS ?= -O2 -g
 PKGS := libcurl jansson libevent libsystemd sqlite3 inih libcrypt
 DEBS := libcurl4-openssl-dev libjansson-dev libevent-dev libsystemd-dev \
 	libsqlite3-dev libinih-dev libcrypt-dev pkg-config python3 curl \
-	clang-format prometheus
+	clang-format prometheus debhelper dpkg-dev lintian
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-san
@@ -35,7 +41,7 @@ WCFLAGS := -std=gnu11 -Wall -Wextra -Wshadow -Wstrict-prototypes \
 ifeq ($(WERROR),1)
 WCFLAGS += -Werror
 endif
-ALL_CFLAGS = $(WCFLAGS) $(PKG_CFLAGS) $(CFLAGS)
+ALL_CFLAGS = $(WCFLAGS) $(PKG_CFLAGS) $(CPPFLAGS) $(CFLAGS)
 ALL_LDFLAGS = $(SANFLAGS) $(LDFLAGS)
 LIBS = $(PKG_LIBS) -lm
 
@@ -140,6 +146,50 @@ uninstall:
 	  "$(DESTDIR)$(MANDIR)/man5/webcoursed.conf.5" \
 	  "$(DESTDIR)$(MANDIR)/man8/webcoursed.8"
 
+# A reproducible source tarball: the files git tracks (or, in an unpacked
+# tarball, every file but the build's), sorted, with one owner, normalised
+# modes and SOURCE_DATE_EPOCH as every mtime.  Two builds give the same
+# bytes; it builds and passes make check on its own.
+dist:
+	@test -n "$(VERSION)" || { echo "no version in debian/changelog"; exit 1; }
+	@mkdir -p $(BUILD)
+	@epoch="$(DIST_EPOCH)"; test -n "$$epoch" || { echo "no date in debian/changelog"; exit 1; }; \
+	if [ -e .git ] && command -v git >/dev/null; then git ls-files -z; \
+	else find . \( -name build -o -name 'build-*' -o -path ./debian/webcoursed \
+	  -o -path ./debian/.debhelper -o -name '.git' \) -prune -o \
+	  \( -type f -o -type l \) ! -path ./webcoursed ! -path ./webcoursectl \
+	  ! -path ./debian/files ! -name '*.substvars' ! -name '*debhelper*' \
+	  -printf '%P\0'; fi | LC_ALL=C sort -z > $(BUILD)/$(DIST).files && \
+	tar --null --no-recursion --format=gnu --owner=0 --group=0 --numeric-owner \
+	  --mode=u+rw,go=rX,a-s --mtime=@$$epoch --transform='s|^|$(DIST)/|' \
+	  -cf $(BUILD)/$(DIST).tar -T $(BUILD)/$(DIST).files && \
+	gzip -9nf $(BUILD)/$(DIST).tar && rm -f $(BUILD)/$(DIST).files
+	@echo "$(BUILD)/$(DIST).tar.gz"
+
+# The Debian package, built from the dist tarball unpacked under
+# $(BUILD)/deb (so neither the checkout nor its parent directory gets
+# build files): $(BUILD)/deb/webcoursed_$(VERSION)_$(DEB_ARCH).deb.
+# The inner build must not inherit this one's variables.
+DEB_ENV = env -u BUILD -u SANITIZE -u WERROR -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+	-u CFLAGS -u CPPFLAGS -u LDFLAGS
+deb: dist
+	@$(MAKE) --no-print-directory deps DEBS="debhelper dpkg-dev"
+	rm -rf $(BUILD)/deb && mkdir -p $(BUILD)/deb
+	tar -xzf $(BUILD)/$(DIST).tar.gz -C $(BUILD)/deb
+	cd $(BUILD)/deb/$(DIST) && $(DEB_ENV) dpkg-buildpackage -us -uc -b
+	@echo "$(BUILD)/deb/webcoursed_$(VERSION)_$(DEB_ARCH).deb"
+
+# lintian on the binary package, its .changes, and the source package
+# (.dsc) built from a fresh unpacking.  Errors and warnings fail.
+lintian: deb
+	@$(MAKE) --no-print-directory deps DEBS="lintian"
+	rm -rf $(BUILD)/deb/src && mkdir -p $(BUILD)/deb/src
+	tar -xzf $(BUILD)/$(DIST).tar.gz -C $(BUILD)/deb/src
+	cd $(BUILD)/deb/src && $(DEB_ENV) dpkg-source -b $(DIST)
+	lintian --fail-on error,warning --display-info \
+	  $(BUILD)/deb/webcoursed_$(VERSION)_$(DEB_ARCH).changes \
+	  $(BUILD)/deb/src/webcoursed_$(VERSION).dsc
+
 fuzz: deps
 	@$(MAKE) --no-print-directory deps DEBS="clang libclang-rt-14-dev"
 	@sh tests/fuzz/run.sh
@@ -147,4 +197,5 @@ fuzz: deps
 clean:
 	rm -rf build build-san build-fuzz webcoursed webcoursectl
 
-.PHONY: all deps build-tests check valgrind demo bench fuzz lint install uninstall clean
+.PHONY: all deps build-tests check valgrind demo bench fuzz lint install uninstall clean \
+	dist deb lintian

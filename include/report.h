@@ -16,6 +16,13 @@ int report_write_missing_csv(const struct config *, struct ledger *,
 int report_missing_json(const struct config *, struct ledger *, FILE *);
 
 int report_status(const struct config *, struct ledger *, FILE *, bool json);
+/* What report_status prints, as a new JSON object (NULL on a ledger
+ * failure): {runs: [{id, started, ended, outcome, message, counts}],
+ * courses, enrolments, missing_users, removals_withheld,
+ * awaiting_approval: [{shortname, fullname, participants, approved}],
+ * next_run, drift: {total, kinds, oldest_check}}; times are ISO 8601 UTC. */
+struct json_t;
+struct json_t *report_status_get(struct ledger *);
 int report_errors(struct ledger *, FILE *, bool json);
 /* What is out of step between the ledger and Moodle, since when, and
  * what the policy does about it. */

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "approval.h"
 #include "check.h"
 #include "config.h"
 #include "feed.h"
@@ -454,33 +455,14 @@ ctl_sync(struct ctl *c)
 	return rv == 0 ? CTL_OK : CTL_FAILED;
 }
 
-struct ctl_held {
-	char **names;
-	size_t n;
-};
-
+/* Move held courses to approved or rejected. */
 static int
-ctl_held_cb(const struct ledger_course *lc, void *arg)
-{
-	struct ctl_held *h = arg;
-
-	if (lc->status == LEDGER_COURSE_PENDING) {
-		h->names = xreallocarray(h->names, h->n + 1, sizeof(*h->names));
-		h->names[h->n++] = xstrdup(lc->shortname);
-	}
-	return 0;
-}
-
-/* Move held courses to `to` (approved or rejected). */
-static int
-ctl_decide(struct ctl *c, int to)
+ctl_decide(struct ctl *c, bool approve)
 {
 	bool all = ctl_opt(c, "--all") != NULL;
-	struct history hist = { .conf = c->conf, .now = now_epoch() };
-	struct ctl_held held = { NULL, 0 };
-	struct ledger_course lc;
+	struct approval_result res;
 	struct ledger *l;
-	int rv = CTL_OK, found;
+	int rv = CTL_OK;
 
 	if (all == (c->noperands > 0))
 		return ctl_usage_error(c->cmd->name,
@@ -489,66 +471,27 @@ ctl_decide(struct ctl *c, int to)
 					   : "needs SHORTNAME...");
 	if (ctl_open(c, false, &l) == -1)
 		return CTL_FAILED;
-	hist.ledger = l; /* run 0: between runs */
-	if (all && ledger_course_foreach(l, ctl_held_cb, &held) == -1)
-		goto fail;
-	for (int i = 0; i < c->noperands; i++) {
-		held.names =
-		    xreallocarray(held.names, held.n + 1, sizeof(*held.names));
-		held.names[held.n++] = xstrdup(c->operands[i]);
+	if (approval_decide(c->conf, l, (const char *const *)c->operands,
+			    (size_t)c->noperands, all, approve,
+			    approve ? "an operator (webcoursectl approve)"
+				    : "an operator (webcoursectl reject)",
+			    &res) == -1) {
+		fprintf(stderr, "webcoursectl: ledger: %s\n", ledger_errmsg(l));
+		ledger_free(l);
+		return CTL_FAILED;
 	}
-	if (ledger_begin(l) == -1)
-		goto fail;
-	for (size_t i = 0; i < held.n; i++) {
-		memset(&lc, 0, sizeof(lc));
-		if ((found = ledger_course_get(l, held.names[i], &lc)) == -1) {
-			ledger_rollback(l);
-			goto fail;
-		}
-		if (found == 1 || (lc.status != LEDGER_COURSE_PENDING &&
-				   lc.status != LEDGER_COURSE_APPROVED)) {
-			fprintf(stderr,
-				"webcoursectl: %s is not awaiting approval\n",
-				held.names[i]);
-			rv = CTL_FAILED;
-		} else {
-			lc.status = to;
-			if (ledger_course_put(l, &lc) == -1 ||
-			    history_add(&hist,
-					to == LEDGER_COURSE_APPROVED ? "approve"
-								     : "reject",
-					held.names[i], NULL, 0,
-					to == LEDGER_COURSE_APPROVED
-					    ? "approved by an operator "
-					      "(webcoursectl approve); the "
-					      "next run creates it"
-					    : "rejected by an operator "
-					      "(webcoursectl reject); never "
-					      "created") == -1) {
-				ledger_course_clear(&lc);
-				ledger_rollback(l);
-				goto fail;
-			}
-			printf("%s %s\n",
-			       to == LEDGER_COURSE_APPROVED ? "approved"
-							    : "rejected",
-			       held.names[i]);
-		}
-		ledger_course_clear(&lc);
-	}
-	if (ledger_commit(l) == -1)
-		goto fail;
-	if (to == LEDGER_COURSE_APPROVED && held.n > 0 && rv == CTL_OK)
+	for (size_t i = 0; i < res.nrefused; i++)
+		fprintf(stderr, "webcoursectl: %s is not awaiting approval\n",
+			res.refused[i]);
+	for (size_t i = 0; i < res.ndone; i++)
+		printf("%s %s\n", approve ? "approved" : "rejected",
+		       res.done[i]);
+	if (res.nrefused > 0)
+		rv = CTL_FAILED;
+	else if (approve && res.ndone > 0)
 		printf("approved courses are created by the next sync "
 		       "(webcoursectl sync, or SIGUSR1 to webcoursed)\n");
-	goto out;
-fail:
-	fprintf(stderr, "webcoursectl: ledger: %s\n", ledger_errmsg(l));
-	rv = CTL_FAILED;
-out:
-	for (size_t i = 0; i < held.n; i++)
-		free(held.names[i]);
-	free(held.names);
+	approval_result_clear(&res);
 	ledger_free(l);
 	return rv;
 }
@@ -556,13 +499,13 @@ out:
 static int
 ctl_approve(struct ctl *c)
 {
-	return ctl_decide(c, LEDGER_COURSE_APPROVED);
+	return ctl_decide(c, true);
 }
 
 static int
 ctl_reject(struct ctl *c)
 {
-	return ctl_decide(c, LEDGER_COURSE_REJECTED);
+	return ctl_decide(c, false);
 }
 
 static int

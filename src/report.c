@@ -219,9 +219,10 @@ report_drift_summary(struct ledger *l)
 			 tracked > 0 && oldest > 0 ? when : NULL);
 }
 
-/* Gather the status as one JSON object; text output is printed from it. */
-static json_t *
-report_status_json(struct ledger *l)
+/* Gather the status as one JSON object; text output is printed from it,
+ * and the console's overview. */
+json_t *
+report_status_get(struct ledger *l)
 {
 	struct report_courses rc = { 0, 0, json_array() };
 	struct ledger_run *runs = NULL;
@@ -339,7 +340,7 @@ report_status(const struct config *conf, struct ledger *l, FILE *f, bool json)
 	json_t *o;
 
 	(void)conf;
-	if ((o = report_status_json(l)) == NULL)
+	if ((o = report_status_get(l)) == NULL)
 		return -1;
 	if (json) {
 		json_dumpf(o, f, JSON_INDENT(2));

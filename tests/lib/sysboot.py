@@ -12,9 +12,10 @@ reach the shared kernel or devices (udev, sysctl, binfmt, modules, the
 clock, the timers...) are masked.
 
 The checkout may lie anywhere, /tmp, /var/tmp or a path with spaces
-included: the test's directory (under $BUILD) is opened before anything is
-replaced and bound at /run/webcoursed-test once the namespace's /run is
-mounted, and everything inside the namespace names it there.
+included: the build directory ($BUILD, which holds the test's directory)
+is opened before anything is replaced and bound at /run/webcoursed-test
+once the namespace's /run is mounted, and everything inside the namespace
+names it there (Boot.inside).
 """
 import hashlib
 import json
@@ -28,7 +29,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import wait_for  # noqa: E402
+from harness import BUILD, wait_for  # noqa: E402
 
 SYSTEMD = "/lib/systemd/systemd"
 KEEP = {"systemd-journald.service", "systemd-journald.socket", "dbus.socket",
@@ -50,23 +51,25 @@ EARLY_TARGETS = ["sysinit", "basic", "sockets", "timers", "paths", "local-fs",
                  "network-pre", "slices"]
 UNIT_PATHS = ["/etc/systemd/system", "/usr/local/lib/systemd/system",
               "/lib/systemd/system", "/usr/lib/systemd/system"]
-# Where the namespace sees the test's directory.
+# Where the namespace sees $BUILD.
 INSIDE = "/run/webcoursed-test"
 
 # PID 1 of the new namespaces: set up the mounts, then become systemd.
 # /tmp comes first: systemd-tmpfiles empties /tmp at boot, and it must never
-# be the host's.  The test's directory is held open (fd 3) before anything
-# is replaced, since the checkout may lie under /tmp, /var or /run, and
-# bound at $B once /run is the namespace's; from then on only $B names it
-# (a path with spaces or commas would not survive overlayfs options).  Any
-# failure stops before systemd.  mount -n: no utab in the host's /run.
+# be the host's.  $BUILD ($1) is held open (fd 3) before anything is
+# replaced, since the checkout may lie under /tmp, /var or /run, and bound
+# at INSIDE once /run is the namespace's; from then on only that name is used
+# (a path with spaces or commas would not survive overlayfs options).  $B
+# is the test's directory ($2, relative to $BUILD).  Any failure stops
+# before systemd.  mount -n: no utab in the host's /run.
 BOOT_SH = r"""
-B=%s
+I=%s
+B="$I/$2"
 exec 3<"$1" || exit 1
 mount -n -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp || exit 1
 mount -n --make-rprivate / || exit 1
 """ % INSIDE + r"""mount -n -t tmpfs -o mode=755,nosuid,nodev tmpfs /run || exit 1
-mkdir -p "$B" && mount -n --bind /proc/self/fd/3 "$B" || exit 1
+mkdir -p "$I" && mount -n --bind /proc/self/fd/3 "$I" || exit 1
 exec 3<&-
 cd "$B" || exit 1
 mount -n -t tmpfs -o mode=755,nosuid tmpfs /dev || exit 1
@@ -96,11 +99,17 @@ else
     chmod 700 /var/lib/private && chmod 1777 /var/tmp &&
     ln -s ../run /var/run && ln -s ../run/lock /var/lock || exit 1
 fi
-# The caller's overlays: "target upper work", upper and work relative to $B.
+# The caller's overlays: "target upper work", upper and work relative to
+# $B, or upper "-": the writes stay in the namespace's memory.
 while read -r target upper work; do
-  mkdir -p "$B/$upper" "$B/$work" &&
+  if [ "$upper" = - ]; then
+    upper=/run/webcoursed-layers/$work/upper work=/run/webcoursed-layers/$work/work
+  else
+    upper=$B/$upper work=$B/$work
+  fi
+  mkdir -p "$upper" "$work" &&
   mount -n -t overlay overlay \
-    -o "lowerdir=$target,upperdir=$B/$upper,workdir=$B/$work" "$target" || exit 1
+    -o "lowerdir=$target,upperdir=$upper,workdir=$work" "$target" || exit 1
 done < "$B/overlays"
 if [ -d "$B/etc-webcoursed" ]; then
   mount -n --bind "$B/etc-webcoursed" /etc/webcoursed || exit 1
@@ -195,6 +204,68 @@ def unit_masks():
                 names.update(os.listdir(wants))
     return sorted(names - KEEP)
 
+def conf_edit(text, changes):
+    """Set keys the way a person edits the installed file: replace the line
+    (commented out or not) in its section, or add it under the header."""
+    lines = text.splitlines()
+    for (section, key), value in changes.items():
+        sec, header, done = None, None, False
+        for i, line in enumerate(lines):
+            m = re.match(r"\s*\[(\w+)\]", line)
+            if m:
+                sec = m.group(1)
+                header = i if sec == section else header
+            elif sec == section and re.match(r"[#;]?\s*%s\s*=" % re.escape(key), line):
+                lines[i] = "%s = %s" % (key, value)
+                done = True
+                break
+        if not done:
+            if header is None:
+                lines += ["", "[%s]" % section]
+                header = len(lines) - 1
+            lines.insert(header + 1, "%s = %s" % (key, value))
+    return "\n".join(lines) + "\n"
+
+
+def credentials(boot, size, exec_pre):
+    """Does LoadCredential= deliver here?  If not, say so and give the
+    token by a drop-in: root copies it into a runtime directory of the
+    service user, bound over the configured path; nothing secret goes
+    into argv, the environment or the log.  size: the token file's bytes;
+    exec_pre: the installed unit's ExecStartPre= command.  Returns whether
+    LoadCredential= works."""
+    p = boot.run([
+        "systemd-run", "--quiet", "--wait", "--pipe", "-p", "DynamicUser=yes",
+        "-p", "LoadCredential=probe:/etc/webcoursed/moodle-token", "/bin/sh", "-c",
+        'if [ -r "$CREDENTIALS_DIRECTORY/probe" ]; then '
+        'wc -c < "$CREDENTIALS_DIRECTORY/probe"; else echo nothing; fi'])
+    if p.out.strip() == str(size):
+        diag("credentials: LoadCredential= works here: a probe unit read its "
+             "%d-byte credential as its dynamic user" % size)
+        return True
+    diag("credentials: LoadCredential= delivered nothing on this machine (a probe "
+         "unit with LoadCredential= found %r%s); token given by drop-in instead" % (
+             p.out.strip() + p.err.strip(),
+             "; / is private in the namespace" if boot.private_mounts else ""))
+    for unit, rt, src in (("webcoursed.service", "webcoursed-token",
+                           "/etc/webcoursed/moodle-token"),
+                          ("webcoursed@.service", "webcoursed-token/%i",
+                           "/etc/webcoursed/%i.token")):
+        pre = exec_pre.replace("webcoursed.conf", "%i.conf") if "@" in unit else exec_pre
+        boot.write("/run/systemd/system/%s.d/50-token.conf" % unit, (
+            "[Service]\n"
+            "LoadCredential=\n"
+            "RuntimeDirectory=%s\n"
+            "RuntimeDirectoryMode=0700\n"
+            "ExecStartPre=\n"
+            "ExecStartPre=+/bin/sh -c 'umask 077 && cp %s \"$$RUNTIME_DIRECTORY/token\" && "
+            "chown --reference=\"$$RUNTIME_DIRECTORY\" \"$$RUNTIME_DIRECTORY/token\"'\n"
+            "ExecStartPre=%s\n"
+            "BindReadOnlyPaths=-/run/%s/token:%s\n") % (rt, src, pre, rt, src))
+    boot.run(["systemctl", "daemon-reload"])
+    return False
+
+
 def prepare_etc(work, upper, hide):
     """The upper layer of the namespace's /etc, work/upper: the masks and a
     volatile journal; the host's units in /etc/systemd/system whose names
@@ -219,11 +290,17 @@ def prepare_etc(work, upper, hide):
 
 def write_overlays(work, overlays):
     """The overlays the boot mounts: (target, upper) pairs, upper relative
-    to work; returns their notes."""
+    to work, or None for writes that stay in the namespace's memory (and
+    an upper layer that can never lie inside the target, wherever the
+    checkout is); returns their notes."""
     lines, notes = [], []
     for i, (target, upper) in enumerate(overlays):
         if re.search(r"[\s,:]", target):
             raise RuntimeError("overlayfs options cannot name %r" % target)
+        if upper is None:
+            lines.append("%s - ovl%d" % (target, i))
+            notes.append("overlay on %s: writes stay in memory" % target)
+            continue
         os.makedirs(os.path.join(work, upper), exist_ok=True)
         lines.append("%s %s ovl%d" % (target, upper, i))
         notes.append("overlay on %s: writes go to %s" % (target, upper))
@@ -235,6 +312,8 @@ class Boot:
     """systemd as PID 1 of new pid, mount, uts, ipc and cgroup namespaces."""
 
     def __init__(self, work, private_mounts=False, var="tmpfs"):
+        if os.path.dirname(os.path.realpath(work)) != os.path.realpath(BUILD):
+            raise RuntimeError("the test's directory %s is not in $BUILD" % work)
         self.work = work
         self.private_mounts = private_mounts
         self.var = var
@@ -263,7 +342,8 @@ class Boot:
                 ["sh", "-c", 'echo 0 > "$1/cgroup.procs" && shift && exec "$@"', "sh",
                  self.cgroup, "setpriv", "--pdeathsig", "KILL",
                  "unshare", "--kill-child", "--cgroup", "--fork", "--pid", "--mount",
-                 "--uts", "--ipc", "--mount-proc", "sh", script, self.work],
+                 "--uts", "--ipc", "--mount-proc", "sh", script, BUILD,
+                 os.path.basename(self.work)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd="/", env=env)
 
@@ -285,6 +365,13 @@ class Boot:
             return s if s in ("running", "degraded") else None
 
         return wait_for(settled, 60, "the boot to finish", interval=0.1)
+
+    def inside(self, path):
+        """Where the namespace sees path, a host path under $BUILD."""
+        rel = os.path.relpath(os.path.realpath(path), os.path.realpath(BUILD))
+        if rel.startswith(".."):
+            raise ValueError("%s is not under $BUILD" % path)
+        return INSIDE + "/" + rel
 
     def boot_log(self):
         try:

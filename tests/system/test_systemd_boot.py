@@ -39,7 +39,8 @@ from harness import TOP, BUILD, SEED_FEED, MoodleDouble, wait_for  # noqa: E402
 from feedserver import FeedServer  # noqa: E402
 from hostile import crash_report  # noqa: E402
 from tap import Tap  # noqa: E402
-from sysboot import Boot, diag, host_state, prepare_etc, why_not, write, write_overlays  # noqa: E402
+from sysboot import (Boot, conf_edit, credentials, diag, host_state, prepare_etc,  # noqa: E402
+                     why_not, write, write_overlays)
 
 UNIT = "webcoursed.service"
 
@@ -56,29 +57,6 @@ WATCHED = ["/usr/local/sbin/webcoursed", "/usr/local/bin/webcoursectl",
            "/run/systemd/system", "/dev/log", "/var/log/journal"] + [
     p % s for s in SITES for p in ("/var/lib/webcoursed-%s", "/var/lib/private/webcoursed-%s",
                                    "/etc/webcoursed/%s.conf")]
-
-
-def conf_edit(text, changes):
-    """Set keys the way a person edits the installed file: replace the line
-    (commented out or not) in its section, or add it under the header."""
-    lines = text.splitlines()
-    for (section, key), value in changes.items():
-        sec, header, done = None, None, False
-        for i, line in enumerate(lines):
-            m = re.match(r"\s*\[(\w+)\]", line)
-            if m:
-                sec = m.group(1)
-                header = i if sec == section else header
-            elif sec == section and re.match(r"[#;]?\s*%s\s*=" % re.escape(key), line):
-                lines[i] = "%s = %s" % (key, value)
-                done = True
-                break
-        if not done:
-            if header is None:
-                lines += ["", "[%s]" % section]
-                header = len(lines) - 1
-            lines.insert(header + 1, "%s = %s" % (key, value))
-    return "\n".join(lines) + "\n"
 
 
 def prepare(work, stage):
@@ -238,41 +216,7 @@ class SystemTest:
         return True
 
     def credentials(self):
-        """Does LoadCredential= deliver here?  If not, say so and give the
-        token by a drop-in: root copies it into a runtime directory of the
-        service user, bound over the configured path; nothing secret goes
-        into argv, the environment or the log."""
-        size = len(self.moodle.token) + 1
-        p = self.boot.run([
-            "systemd-run", "--quiet", "--wait", "--pipe", "-p", "DynamicUser=yes",
-            "-p", "LoadCredential=probe:/etc/webcoursed/moodle-token", "/bin/sh", "-c",
-            'if [ -r "$CREDENTIALS_DIRECTORY/probe" ]; then '
-            'wc -c < "$CREDENTIALS_DIRECTORY/probe"; else echo nothing; fi'])
-        self.creds = p.out.strip() == str(size)
-        if self.creds:
-            diag("credentials: LoadCredential= works here: a probe unit read its "
-                 "%d-byte credential as its dynamic user" % size)
-            return
-        diag("credentials: LoadCredential= delivered nothing on this machine (a probe "
-             "unit with LoadCredential= found %r%s); token given by drop-in instead" % (
-                 p.out.strip() + p.err.strip(),
-                 "; / is private in the namespace" if self.boot.private_mounts else ""))
-        for unit, rt, src in ((UNIT, "webcoursed-token", "/etc/webcoursed/moodle-token"),
-                              ("webcoursed@.service", "webcoursed-token/%i",
-                               "/etc/webcoursed/%i.token")):
-            pre = self.exec_pre.replace("webcoursed.conf", "%i.conf") if "@" in unit \
-                else self.exec_pre
-            self.boot.write("/run/systemd/system/%s.d/50-token.conf" % unit, (
-                "[Service]\n"
-                "LoadCredential=\n"
-                "RuntimeDirectory=%s\n"
-                "RuntimeDirectoryMode=0700\n"
-                "ExecStartPre=\n"
-                "ExecStartPre=+/bin/sh -c 'umask 077 && cp %s \"$$RUNTIME_DIRECTORY/token\" && "
-                "chown --reference=\"$$RUNTIME_DIRECTORY\" \"$$RUNTIME_DIRECTORY/token\"'\n"
-                "ExecStartPre=%s\n"
-                "BindReadOnlyPaths=-/run/%s/token:%s\n") % (rt, src, pre, rt, src))
-        self.boot.run(["systemctl", "daemon-reload"])
+        self.creds = credentials(self.boot, len(self.moodle.token) + 1, self.exec_pre)
 
     def sanitizer(self):
         """LeakSanitizer stops the world with ptrace(2), which the units'
