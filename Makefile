@@ -48,7 +48,7 @@ LIBS = $(PKG_LIBS) -lm
 
 MAINS := src/daemon.c src/ctl.c
 LIB_SRCS := $(filter-out $(MAINS),$(wildcard src/*.c))
-LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/%.o)
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/%.o) $(BUILD)/static.o
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -62,6 +62,10 @@ $(BUILD)/.dir:
 
 $(BUILD)/%.o: src/%.c $(wildcard include/*.h) | $(BUILD)/.dir
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+# The console's static files (web/), built into the binary by .incbin.
+$(BUILD)/static.o: src/static.S $(wildcard web/*) | $(BUILD)/.dir
+	$(CC) $(SANFLAGS) -c -o $@ $<
 
 $(BUILD)/libwebcoursed.a: $(LIB_OBJS)
 	$(AR) rcs $@ $^
@@ -175,7 +179,7 @@ dist:
 DEB_ENV = env -u BUILD -u SANITIZE -u WERROR -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
 	-u CFLAGS -u CPPFLAGS -u LDFLAGS
 deb: dist
-	@$(MAKE) --no-print-directory deps DEBS="debhelper dpkg-dev"
+	@$(MAKE) --no-print-directory deps
 	rm -rf $(BUILD)/deb && mkdir -p $(BUILD)/deb
 	tar -xzf $(BUILD)/$(DIST).tar.gz -C $(BUILD)/deb
 	cd $(BUILD)/deb/$(DIST) && $(DEB_ENV) dpkg-buildpackage -us -uc -b
@@ -184,7 +188,6 @@ deb: dist
 # lintian on the binary package, its .changes, and the source package
 # (.dsc) built from a fresh unpacking.  Errors and warnings fail.
 lintian: deb
-	@$(MAKE) --no-print-directory deps DEBS="lintian"
 	rm -rf $(BUILD)/deb/src && mkdir -p $(BUILD)/deb/src
 	tar -xzf $(BUILD)/$(DIST).tar.gz -C $(BUILD)/deb/src
 	cd $(BUILD)/deb/src && $(DEB_ENV) dpkg-source -b $(DIST)
