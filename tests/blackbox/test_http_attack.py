@@ -70,9 +70,10 @@ def socket_inodes(pid):
     return inodes
 
 
-def server_inodes(port):
-    """Inodes of the TCP sockets whose local port is port (the listener and
-    the server's side of each connection)."""
+def tcp_inodes(port, remote=False):
+    """Inodes of the TCP sockets whose local (or remote) port is port: for
+    the server's port, the listener and the server's side of each
+    connection."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -80,27 +81,11 @@ def server_inodes(port):
                 next(f)
                 for line in f:
                     fields = line.split()
-                    if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    if int(fields[2 if remote else 1].rsplit(":", 1)[1], 16) == port:
                         inodes.add(fields[9])
         except OSError:
             pass
     inodes.discard("0")
-    return inodes
-
-
-def peer_inodes(port):
-    """Inodes of the TCP sockets connected to remote port port."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    if int(fields[2].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(fields[9])
-        except OSError:
-            pass
     return inodes
 
 
@@ -179,9 +164,9 @@ try:
     child = children(d.pid)[0]
     # Once it talks to Moodle it is well past closing what it inherited.
     moodle_port = int(env.double.url.rsplit(":", 1)[1].split("/")[0])
-    wait_for(lambda: socket_inodes(child) & peer_inodes(moodle_port), 30,
+    wait_for(lambda: socket_inodes(child) & tcp_inodes(moodle_port, remote=True), 30,
              "the sync process to connect to Moodle")
-    leaked = socket_inodes(child) & server_inodes(port)
+    leaked = socket_inodes(child) & tcp_inodes(port)
     t.eq(sorted(leaked), [], "the sync process holds none of the server's sockets")
     wait_for(lambda: syncs_ok(port) > before, 60, "the sync to end")
     t.ok(True, "a sync runs and ends ok during the attack")
