@@ -19,10 +19,12 @@ DIST := webcoursed-$(VERSION)
 DEB_ARCH = $(shell dpkg --print-architecture 2>/dev/null)
 
 CFLAGS ?= -O2 -g
-PKGS := libcurl jansson libevent libsystemd sqlite3 inih libcrypt
+PKGS := libcurl jansson libevent libevent_openssl openssl libsystemd sqlite3 \
+	inih libcrypt
 DEBS := libcurl4-openssl-dev libjansson-dev libevent-dev libsystemd-dev \
-	libsqlite3-dev libinih-dev libcrypt-dev pkg-config python3 curl \
-	clang-format prometheus debhelper dpkg-dev lintian
+	libsqlite3-dev libinih-dev libcrypt-dev libssl-dev pkg-config python3 \
+	curl clang-format prometheus debhelper dpkg-dev lintian chromium \
+	chromium-driver
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-san
