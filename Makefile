@@ -180,7 +180,7 @@ dist:
 DEB_ENV = env -u BUILD -u SANITIZE -u WERROR -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
 	-u CFLAGS -u CPPFLAGS -u LDFLAGS
 deb: dist
-	@$(MAKE) --no-print-directory deps DEBS="debhelper dpkg-dev"
+	@$(MAKE) --no-print-directory deps
 	rm -rf $(BUILD)/deb && mkdir -p $(BUILD)/deb
 	tar -xzf $(BUILD)/$(DIST).tar.gz -C $(BUILD)/deb
 	cd $(BUILD)/deb/$(DIST) && $(DEB_ENV) dpkg-buildpackage -us -uc -b
@@ -189,7 +189,6 @@ deb: dist
 # lintian on the binary package, its .changes, and the source package
 # (.dsc) built from a fresh unpacking.  Errors and warnings fail.
 lintian: deb
-	@$(MAKE) --no-print-directory deps DEBS="lintian"
 	rm -rf $(BUILD)/deb/src && mkdir -p $(BUILD)/deb/src
 	tar -xzf $(BUILD)/$(DIST).tar.gz -C $(BUILD)/deb/src
 	cd $(BUILD)/deb/src && $(DEB_ENV) dpkg-source -b $(DIST)

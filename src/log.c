@@ -151,13 +151,16 @@ log_journal(int prio, const char *const *fields, const char *msg)
 void
 vlog_fields(int prio, const char *const *fields, const char *fmt, va_list ap)
 {
-	char *msg;
+	char *raw, *msg;
 	int saved = errno;
 
 	if (prio > log_conf.level)
 		return;
-	if (vasprintf(&msg, fmt, ap) == -1)
+	if (vasprintf(&raw, fmt, ap) == -1)
 		return;
+	/* One record is one line, and no text in it drives a terminal. */
+	msg = text_clean(raw);
+	free(raw);
 	if (log_conf.journal)
 		log_journal(prio, fields, msg);
 	else
