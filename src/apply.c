@@ -1032,17 +1032,27 @@ apply_create_failed(struct moodle *m, size_t index,
 #define APPLY_LIST_MS_PER_COURSE 15
 #define APPLY_LOOKUP_MS          75
 
-/* Whether to list a category to find which of its nnew new courses Moodle
- * holds already, rather than look each up by shortname: when the ledger
- * knows none of its courses (a first import, a lost ledger: many of them
- * may exist) or when the look-ups would cost Moodle more than listing the
- * nknown courses the ledger tracks there.  A course neither finds still
- * meets shortnametaken on create, and is adopted then. */
-static bool
-apply_category_listed(size_t nnew, size_t nknown)
+/* New courses of a category the ledger tracks that go straight to a
+ * create call: a course a feed adds in steady state is new in Moodle too,
+ * and a create refused as shortnametaken (checked before anything is
+ * written) still adopts it, at the cost of the look-up saved. */
+#define APPLY_CREATE_FIRST 2
+
+enum apply_find_how { FIND_LIST, FIND_LOOKUP, FIND_CREATE };
+
+/* How to find which of a category's nnew new courses Moodle holds
+ * already: list the category when the ledger knows none of its courses
+ * (a first import, a lost ledger: many of them may exist, and nothing may
+ * be written twice) or when look-ups would cost Moodle more than listing
+ * the nknown courses the ledger tracks there; create the few a steady
+ * run adds at once; else look each up by shortname. */
+static enum apply_find_how
+apply_category_how(size_t nnew, size_t nknown)
 {
-	return nknown == 0 ||
-	       nnew * APPLY_LOOKUP_MS >= nknown * APPLY_LIST_MS_PER_COURSE;
+	if (nknown == 0 ||
+	    nnew * APPLY_LOOKUP_MS >= nknown * APPLY_LIST_MS_PER_COURSE)
+		return FIND_LIST;
+	return nnew <= APPLY_CREATE_FIRST ? FIND_CREATE : FIND_LOOKUP;
 }
 
 /* The courses of a category, one call (31a; an unknown category is an
@@ -1101,7 +1111,7 @@ apply_find_failed(struct moodle *m, size_t index,
 }
 
 /* Find the courses of the list that Moodle holds already, by listing
- * their categories or looking their shortnames up (apply_category_listed,
+ * their categories or looking their shortnames up (apply_category_how,
  * with what the feed holds in each category as the ledger's knowledge):
  * *ret_n courses in *ret, shortname -> index in byname. */
 static int
@@ -1144,9 +1154,14 @@ apply_courses_find(struct apply *a, struct plan_course *list, size_t n,
 			continue; /* listed already */
 		if (strmap_get(nfeed, cat, &k) == -1 || k < v)
 			k = v; /* an approved course: not counted in the feed */
-		if (!apply_category_listed((size_t)v, (size_t)(k - v))) {
+		switch (apply_category_how((size_t)v, (size_t)(k - v))) {
+		case FIND_CREATE:
+			continue;
+		case FIND_LOOKUP:
 			f.items[mb.n++] = &list[i];
 			continue;
+		case FIND_LIST:
+			break;
 		}
 		strmap_put(nnew, cat, -1);
 		apply_progress(a, "listing categories", ++nlisted, 0);
