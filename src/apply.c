@@ -106,6 +106,8 @@ apply_stop(struct apply *a, const struct moodle_error *err)
 	free(a->cause);
 	if (err->kind == MOODLE_CANCELLED)
 		a->cause = xstrdup("cancelled");
+	else if (err->kind == MOODLE_DOWN) /* no call is to blame */
+		a->cause = xstrdup(err->message);
 	else
 		xasprintf(&a->cause, "%s: %s",
 			  err->function ? err->function : "moodle",

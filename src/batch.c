@@ -141,15 +141,25 @@ batch_send(struct batch_worker *w, size_t *items, size_t count,
 	if (batch_note(w, BATCH_SENDING, items, count) != 0)
 		return batch_refused_by_caller(w, e);
 	rc = b->call(w->m, items, count, b->arg, e);
-	if (batch_answered(w, rc == 0 || e->kind != MOODLE_UNSURE) == -1) {
-		/* Moodle answers no call: stop as if it were down, leaving
-		 * the caller the unsettled ones. */
-		if (batch_note(w, BATCH_UNSETTLED, items, count) != 0)
+	if (rc != 0 && (moodle_down(w->m, NULL) ||
+			batch_answered(w, e->kind != MOODLE_UNSURE) == -1)) {
+		/* Moodle is down (the breaker is open), or answers no call:
+		 * stop at once, nothing blamed on the items, leaving the
+		 * caller the unsettled ones. */
+		if (e->kind == MOODLE_UNSURE &&
+		    batch_note(w, BATCH_UNSETTLED, items, count) != 0)
 			return batch_refused_by_caller(w, e);
-		e->kind = MOODLE_TRANSIENT;
+		if (e->site)
+			moodle_give_up(w->m, e);
+		if (moodle_down(w->m, NULL))
+			moodle_down_error(w->m, e->function, e);
+		else
+			e->kind = MOODLE_TRANSIENT;
 		batch_stop(w->st, e);
 		return SENT_STOP;
 	}
+	if (rc == 0)
+		batch_answered(w, true);
 	if (rc == 0)
 		goto done;
 	switch (e->kind) {

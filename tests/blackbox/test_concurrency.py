@@ -155,9 +155,11 @@ d = WatchingDouble(max_input_vars=100, cost={"call": 0.002, "item": 0.0002}).sta
 env = Env(feed=FEED, double=d, max_input_vars=100, moodle={"max_concurrent_calls": "4"})
 try:
     d.add_users(USERS)
-    d.set_fault("http503", count=2, function="enrol_manual_enrol_users", after=3)
+    # HTTP 500: trouble.  (A 503 says Moodle is closed, moodle-ws 32e: the
+    # breaker's business, not the pace's.)
+    d.set_fault("http500", count=2, function="enrol_manual_enrol_users", after=3)
     p = env.sync()
-    t.eq(p.returncode, 0, "two 503 answers mid-import: the run completes", p.err[-1500:])
+    t.eq(p.returncode, 0, "two 500 answers mid-import: the run completes", p.err[-1500:])
     t.ok(holds(env, FEED), "and Moodle holds exactly the feed")
     t.ok("calls at once instead of 4" in p.err or "call at once instead of" in p.err,
          "the log says fewer calls go at once", p.err[-2000:])

@@ -95,12 +95,12 @@ CASES = [
      1, "enrol_manual_enrol_users: the token is not valid"),
     ("sitemaintenance mid-run",
      dict(mode="sitemaintenance", count=-1, after=3),
-     1, "the site is in maintenance mode"),
+     1, "Moodle unavailable: it is in maintenance mode"),
     ("sitemaintenance once (retried)",
      dict(mode="sitemaintenance", count=1, function="enrol_manual_enrol_users", after=1), 0, None),
     ("connection resets on enrol",
      dict(mode="reset", count=-1, function="enrol_manual_enrol_users", after=1),
-     1, "enrol_manual_enrol_users: the connection to Moodle broke before its answer"),
+     1, "Moodle unavailable: the connection to it broke before its answer"),
     ("a 502 once (retried)",
      dict(mode="http502", count=1, function="core_course_create_courses"), 0, None),
     ("a mail failure after the enrolment (counted as done)",
@@ -108,10 +108,10 @@ CASES = [
      0, "could not send its e-mail"),
     ("a 30 s stall of site info, timeout 2 s",
      dict(mode="delay", seconds=30, count=-1, function="core_webservice_get_site_info"),
-     1, "Moodle did not answer in time (moodle.timeout)"),
+     1, "Moodle unavailable: it did not answer in time (moodle.timeout)"),
     ("a 30 s stall of every enrol call, timeout 2 s",
      dict(mode="delay", seconds=30, count=-1, function="enrol_manual_enrol_users", after=1),
-     1, "enrol_manual_enrol_users: Moodle did not answer in time"),
+     1, "Moodle unavailable: it did not answer in time (moodle.timeout)"),
 ]
 
 for label, fault, want_rc, why in CASES:
