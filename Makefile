@@ -19,10 +19,11 @@ DIST := webcoursed-$(VERSION)
 DEB_ARCH = $(shell dpkg --print-architecture 2>/dev/null)
 
 CFLAGS ?= -O2 -g
-PKGS := libcurl jansson libevent libsystemd sqlite3 inih libcrypt
+PKGS := libcurl jansson libevent libevent_openssl openssl libsystemd sqlite3 \
+	inih libcrypt
 DEBS := libcurl4-openssl-dev libjansson-dev libevent-dev libsystemd-dev \
-	libsqlite3-dev libinih-dev libcrypt-dev pkg-config python3 curl \
-	clang-format prometheus debhelper dpkg-dev lintian
+	libsqlite3-dev libinih-dev libcrypt-dev libssl-dev pkg-config python3 \
+	curl clang-format prometheus debhelper dpkg-dev lintian
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-san
@@ -47,7 +48,7 @@ LIBS = $(PKG_LIBS) -lm
 
 MAINS := src/daemon.c src/ctl.c
 LIB_SRCS := $(filter-out $(MAINS),$(wildcard src/*.c))
-LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/%.o)
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/%.o) $(BUILD)/static.o
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -61,6 +62,10 @@ $(BUILD)/.dir:
 
 $(BUILD)/%.o: src/%.c $(wildcard include/*.h) | $(BUILD)/.dir
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+# The console's static files (web/), built into the binary by .incbin.
+$(BUILD)/static.o: src/static.S $(wildcard web/*) | $(BUILD)/.dir
+	$(CC) $(SANFLAGS) -c -o $@ $<
 
 $(BUILD)/libwebcoursed.a: $(LIB_OBJS)
 	$(AR) rcs $@ $^
@@ -173,7 +178,7 @@ dist:
 DEB_ENV = env -u BUILD -u SANITIZE -u WERROR -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
 	-u CFLAGS -u CPPFLAGS -u LDFLAGS
 deb: dist
-	@$(MAKE) --no-print-directory deps DEBS="debhelper dpkg-dev"
+	@$(MAKE) --no-print-directory deps
 	rm -rf $(BUILD)/deb && mkdir -p $(BUILD)/deb
 	tar -xzf $(BUILD)/$(DIST).tar.gz -C $(BUILD)/deb
 	cd $(BUILD)/deb/$(DIST) && $(DEB_ENV) dpkg-buildpackage -us -uc -b
@@ -182,7 +187,6 @@ deb: dist
 # lintian on the binary package, its .changes, and the source package
 # (.dsc) built from a fresh unpacking.  Errors and warnings fail.
 lintian: deb
-	@$(MAKE) --no-print-directory deps DEBS="lintian"
 	rm -rf $(BUILD)/deb/src && mkdir -p $(BUILD)/deb/src
 	tar -xzf $(BUILD)/$(DIST).tar.gz -C $(BUILD)/deb/src
 	cd $(BUILD)/deb/src && $(DEB_ENV) dpkg-source -b $(DIST)

@@ -54,6 +54,25 @@ int write_file_atomic(const char *path, const char *data, size_t len,
  * be swapped for a symbolic link to somewhere else. */
 int dir_shared(const char *path, char **cause);
 
+/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
+size_t utf8_len(const unsigned char *p, size_t n);
+
+/* The control character at p (C0, DEL, or C1: U+0080..U+009F, two bytes
+ * in UTF-8, which a terminal may take as ESC [), or -1. */
+int text_control(const unsigned char *p, size_t n);
+
+/* The one rule for text from outside that people will read: shortnames,
+ * names and usernames hold no control character (C0, DEL or C1).  The
+ * first one in s[0..n) and *ret_at its position in characters, or -1. */
+int text_find_control(const char *s, size_t n, size_t *ret_at);
+
+/* The one output cleaner, for everything printed to a terminal or a log:
+ * a copy of s where tab, CR and LF are a blank and every other control
+ * character, and every byte that is not UTF-8, is '?' (malloc'd). */
+char *text_clean(const char *s);
+/* fputs(text_clean(s)); NULL prints nothing. */
+void text_put(FILE *, const char *s);
+
 /* A string -> int64 hash map for the hot paths (ids by shortname or
  * username).  Keys are copied. */
 struct strmap;

@@ -286,8 +286,8 @@ static const struct config_key config_keys[] = {
 	  0, NULL, OFF(web_users_file), 0, 0,
 	  "NAME:HASH lines of the console's users (webcoursectl web-user); "
 	  "the credential web-users wins" },
-	{ SEC_WEB, "session_idle", CT_DURATION, "1h", 60 * 1000, 30 * DAY_MS,
-	  NULL, OFF(web_session_idle_ms), 0, 0,
+	{ SEC_WEB, "session_idle", CT_DURATION, "1h", 1000, 30 * DAY_MS, NULL,
+	  OFF(web_session_idle_ms), 0, 0,
 	  "a console session unused this long is logged out" },
 
 	{ SEC_LOG, "level", CT_ENUM, "info", 0, 0, config_log_levels,

@@ -12,13 +12,15 @@
  * so a run stops at its next safe point: the current request is
  * abandoned, the transaction of the current batch is never committed.
  *
- * The same loop serves the metrics (exporter.c): a scrape answers from
- * numbers kept in memory (stats.c), which the child's lines update as it
- * goes and the ledger refreshes when it ends, so a sync never holds a
- * scrape up.  The child inherits the listening socket and open
- * connections through fork(2) but never touches them; evhttp shuts a
- * connection down before closing it, so a client is not left waiting on
- * the child's copy.
+ * The same loop serves the metrics (exporter.c on httpd.c): a scrape
+ * answers from numbers kept in memory (stats.c), which the child's lines
+ * update as it goes and the ledger refreshes when it ends, so a sync never
+ * holds a scrape up.  The child closes the listening socket and the client
+ * connections it inherits through fork(2) at once
+ * (httpd_close_all_in_child): a client's connection must end when the
+ * daemon ends it, and a child must not spend its descriptors on them.
+ * The servers' connection caps come out of RLIMIT_NOFILE (daemon_fd_plan),
+ * so that clients can never take the descriptors a sync needs to start.
  *
  * The child's journal records reach the journal through us (log_relay_to):
  * journald files a record under the unit only if its sender still lives. */
@@ -44,6 +46,7 @@
 #include "config.h"
 #include "exporter.h"
 #include "http.h"
+#include "httpd.h"
 #include "ledger.h"
 #include "log.h"
 #include "metrics.h"
@@ -61,6 +64,7 @@
 #define DAEMON_PHASE_LOG_MS   10000 /* a long phase is logged this often */
 #define DAEMON_LOG_WAIT_S     2     /* a sync's log record waits, at most */
 #define DAEMON_OUTAGE_LOG_MS  60000 /* Moodle still down: a line this often */
+#define DAEMON_FD_RESERVE     64    /* descriptors kept from the servers */
 
 /* The daemon's one context. */
 struct daemon {
@@ -71,6 +75,7 @@ struct daemon {
 	struct ledger *ledger;
 	struct metrics *metrics;
 	struct stats *stats;
+	struct httpd *metrics_httpd;
 	struct exporter *exporter;
 	struct event *ev_timer, *ev_watchdog, *ev_pipe, *ev_log, *ev_kill;
 	struct event *ev_sig[5];
@@ -230,6 +235,7 @@ daemon_run_start(struct daemon *d)
 		return;
 	}
 	if (pid == 0) {
+		httpd_close_all_in_child();
 		close(fds[0]);
 		close(lfds[0]);
 		child_main(d, fds[1], lfds[1]);
@@ -409,7 +415,7 @@ daemon_pipe_cb(evutil_socket_t fd, short what, void *arg)
 static void
 daemon_listen(struct daemon *d)
 {
-	const char *was = exporter_address(d->exporter);
+	const char *was = httpd_address(d->metrics_httpd);
 	char *cause = NULL;
 
 	/* The keys are checked; the pages are not in this build yet. */
@@ -420,16 +426,16 @@ daemon_listen(struct daemon *d)
 	if (d->conf->metrics_listen == NULL) {
 		if (was != NULL)
 			log_info("metrics: no longer listening on %s", was);
-		exporter_listen(d->exporter, NULL, &cause);
+		httpd_listen(d->metrics_httpd, NULL, &cause);
 		return;
 	}
 	if (was != NULL && strcmp(was, d->conf->metrics_listen) == 0)
 		return;
-	if (exporter_listen(d->exporter, d->conf->metrics_listen, &cause) ==
+	if (httpd_listen(d->metrics_httpd, d->conf->metrics_listen, &cause) ==
 	    -1) {
-		if (exporter_address(d->exporter) != NULL)
+		if (httpd_address(d->metrics_httpd) != NULL)
 			log_warnx("metrics: %s; still serving /metrics on %s",
-				  cause, exporter_address(d->exporter));
+				  cause, httpd_address(d->metrics_httpd));
 		else
 			log_warnx("metrics: %s; /metrics is off until a "
 				  "reload (syncs go on)",
@@ -826,6 +832,30 @@ daemon_last_outage(struct daemon *d)
 	free(cause);
 }
 
+/* The /metrics server.  Its connections come out of the descriptors that
+ * RLIMIT_NOFILE leaves once DAEMON_FD_RESERVE are kept for the daemon
+ * itself (ledger, pipes, journal, the loop): a quarter of them at most, so
+ * that the web console has the rest. */
+static struct httpd *
+daemon_metrics_httpd(struct daemon *d)
+{
+	size_t budget = httpd_fd_budget(DAEMON_FD_RESERVE);
+	struct httpd_options o = { .name = "metrics" };
+
+	(void)d;
+	o.limits.max_connections = budget / 4 < HTTPD_MAX_CONNECTIONS
+				       ? budget / 4
+				       : HTTPD_MAX_CONNECTIONS;
+	if (o.limits.max_connections < 4) {
+		o.limits.max_connections = 4;
+		log_warnx("the file descriptor limit (RLIMIT_NOFILE) leaves "
+			  "almost nothing to serve /metrics with; "
+			  "LimitNOFILE= of the unit should be at least %d",
+			  DAEMON_FD_RESERVE + 64);
+	}
+	return httpd_new(d->base, &o);
+}
+
 static void
 usage(FILE *f)
 {
@@ -954,6 +984,7 @@ main(int argc, char **argv)
 	}
 	log_init("webcoursed", foreground || once,
 		 verbose ? LOG_DEBUG : d.conf->log_level);
+	log_libevent_init();
 	signal(SIGPIPE, SIG_IGN);
 	if (ledger_open(d.conf->state_database, false, &d.ledger, &cause) == -1)
 		fatalx("cannot open the ledger: %s", cause);
@@ -985,7 +1016,9 @@ main(int argc, char **argv)
 	d.stats = stats_new(d.metrics, started);
 	daemon_read_stats(&d);
 	daemon_last_outage(&d);
-	d.exporter = exporter_new(d.base, d.metrics, daemon_collect_cb, &d);
+	d.metrics_httpd = daemon_metrics_httpd(&d);
+	d.exporter =
+	    exporter_new(d.metrics_httpd, d.metrics, daemon_collect_cb, &d);
 	daemon_listen(&d);
 	daemon_arm(&d, DAEMON_FIRST_RUN_MS);
 	url = http_redact_url(d.conf->moodle_url);
@@ -1011,6 +1044,7 @@ main(int argc, char **argv)
 	if (d.ev_log != NULL)
 		event_free(d.ev_log);
 	exporter_free(d.exporter);
+	httpd_free(d.metrics_httpd);
 	stats_free(d.stats);
 	metrics_free(d.metrics);
 	event_base_free(d.base);

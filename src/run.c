@@ -606,7 +606,7 @@ run_sync(const struct config *conf, struct ledger *l,
 	 const struct run_options *opts, struct ledger_run *res)
 {
 	struct run r = { .conf = conf, .ledger = l, .opts = opts, .res = res };
-	char *cause = NULL, *summary;
+	char *cause = NULL, *summary, *msg;
 	int64_t missing = 0;
 	bool down;
 	int rv;
@@ -646,8 +646,20 @@ run_sync(const struct config *conf, struct ledger *l,
 
 	if (ledger_missing_count_users(l, &missing) == 0)
 		res->missing_users = missing;
+	/* The CSV is one of the run's outputs: a run that cannot write it
+	 * has failed (and is retried), whatever Moodle got. */
 	if (report_write_missing_csv(conf, l, &cause) == -1) {
-		log_warnx("cannot write the missing-users CSV: %s", cause);
+		if (rv == 0) {
+			summary = run_summary(res);
+			xasprintf(&msg,
+				  "cannot write the missing-users CSV: %s "
+				  "(Moodle got its changes: %s)",
+				  cause, summary);
+			free(summary);
+			rv = run_fail(&r, "failed", msg);
+		} else
+			log_warnx("cannot write the missing-users CSV: %s",
+				  cause);
 		free(cause);
 	}
 	res->ended = now_epoch();

@@ -288,6 +288,98 @@ dir_shared(const char *path, char **cause)
 	return rv;
 }
 
+/* ---- text for people --------------------------------------------------- */
+
+size_t
+utf8_len(const unsigned char *p, size_t n)
+{
+	size_t len, i;
+	uint32_t cp;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		len = 2, cp = p[0] & 0x1f;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		len = 3, cp = p[0] & 0x0f;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		len = 4, cp = p[0] & 0x07;
+	else
+		return 0;
+	if (len > n)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+int
+text_control(const unsigned char *p, size_t n)
+{
+	if (p[0] < 0x20 || p[0] == 0x7f)
+		return p[0];
+	if (n >= 2 && p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+		return p[1];
+	return -1;
+}
+
+int
+text_find_control(const char *s, size_t n, size_t *ret_at)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i, chars = 0;
+	int c;
+
+	for (i = 0; i < n; i++) {
+		if ((c = text_control(p + i, n - i)) != -1) {
+			*ret_at = chars;
+			return c;
+		}
+		chars += (p[i] & 0xc0) != 0x80;
+	}
+	return -1;
+}
+
+char *
+text_clean(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strlen(s), i = 0, o = 0, l;
+	char *out = xmalloc(n + 1);
+	int c;
+
+	while (i < n) {
+		if ((c = text_control(p + i, n - i)) != -1) {
+			out[o++] =
+			    c == '\t' || c == '\n' || c == '\r' ? ' ' : '?';
+			i += c < 0x80 ? 1 : 2;
+		} else if ((l = utf8_len(p + i, n - i)) == 0) {
+			out[o++] = '?';
+			i++;
+		} else {
+			memcpy(out + o, p + i, l);
+			o += l, i += l;
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
+void
+text_put(FILE *f, const char *s)
+{
+	char *clean = text_clean(s != NULL ? s : "");
+
+	fputs(clean, f);
+	free(clean);
+}
+
 struct strmap_entry {
 	char *key;
 	int64_t value;

@@ -106,7 +106,10 @@ class PackageTest:
         """Two packages: this tree's version (with lintian) and one higher."""
         t = self.t
         arch = sh(["dpkg", "--print-architecture"]).out.strip()
-        p = sh(["make", "-s", "-C", TOP, "dist", "BUILD=" + self.work], env=ENV)
+        # Relative: make cannot take a BUILD with spaces (the checkout's
+        # path may have some), and the test's directory is in $BUILD.
+        p = sh(["make", "-s", "-C", TOP, "dist", "BUILD=" + os.path.relpath(self.work, TOP)],
+               env=ENV)
         tarballs = [f for f in os.listdir(self.work) if f.endswith(".tar.gz")]
         if not t.ok(p.returncode == 0 and len(tarballs) == 1, "make dist", p.out[-2000:]):
             return False
@@ -168,7 +171,8 @@ class PackageTest:
                      stat.S_IFCHR | 0o600, os.makedev(0, 0))
             notes.append("hid the host's /etc/webcoursed")
         notes += write_overlays(self.work, [("/etc", "etc.upper"), ("/usr", None)])
-        os.makedirs(os.path.join(CACHE, "archives", "partial"), exist_ok=True)
+        for d in ("archives/partial", "lists/partial"):
+            os.makedirs(os.path.join(CACHE, d), exist_ok=True)
         for n in notes:
             diag(n)
         self.feed = FeedServer(file=SEED_FEED).start()
@@ -190,22 +194,30 @@ class PackageTest:
         return self.run(["cat", path]).out
 
     def apt(self, *args):
-        """apt-get with the cache under $BUILD; says when the archive is
-        what failed."""
+        """apt-get with the package cache under $BUILD/apt-cache; the lists
+        of an `apt-get update` this test needed go there too, so that a
+        rerun needs no network.  Says when the archive is what failed."""
+        lists = os.path.join(CACHE, "lists")
         cache = ["-o", "Dir::Cache::archives=" + self.boot.inside(os.path.join(CACHE, "archives")),
                  "-o", "APT::Sandbox::User=root"]
+        with_lists = ["-o", "Dir::State::Lists=" + self.boot.inside(lists)]
+        if any(n.endswith("Packages") or n.endswith("Packages.lz4")
+               for n in os.listdir(lists)):
+            cache += with_lists
         p = self.run(APT + cache + list(args), timeout=600)
         text = p.out + p.err
         if p.returncode != 0 and args[0] == "install" and re.search(
                 r"Unable to locate|has no installation candidate|Unmet dependencies|"
-                r"Failed to fetch|Unable to fetch", text):
+                r"Failed to fetch|Unable to fetch|held broken packages", text):
             diag("apt-get %s needs Debian's archive:\n%s" % (" ".join(args), text[-1500:]))
-            u = self.run(APT + ["update"], timeout=600)
+            u = self.run(APT + with_lists + ["update"], timeout=600)
             if u.returncode != 0 or re.search(r"^(W|E): .*(Failed to fetch|Temporary failure)",
                                               u.out + u.err, re.M):
                 self.t.ok(False, "Debian's archive is unreachable: the first run fetches "
                           "webcoursed's runtime libraries from it (later runs use "
                           "%s)" % CACHE, (u.out + u.err)[-1500:])
+            if with_lists[1] not in cache:
+                cache += with_lists
             p = self.run(APT + cache + list(args), timeout=600)
             text = p.out + p.err
         p.text = text
