@@ -216,7 +216,7 @@ class PackageTest:
                 self.t.ok(False, "Debian's archive is unreachable: the first run fetches "
                           "webcoursed's runtime libraries from it (later runs use "
                           "%s)" % CACHE, (u.out + u.err)[-1500:])
-            if with_lists[1] not in cache:
+            elif with_lists[1] not in cache:
                 cache += with_lists
             p = self.run(APT + cache + list(args), timeout=600)
             text = p.out + p.err
