@@ -19,10 +19,12 @@ DIST := webcoursed-$(VERSION)
 DEB_ARCH = $(shell dpkg --print-architecture 2>/dev/null)
 
 CFLAGS ?= -O2 -g
-PKGS := libcurl jansson libevent libsystemd sqlite3 inih libcrypt
+PKGS := libcurl jansson libevent libevent_openssl openssl libsystemd sqlite3 \
+	inih libcrypt
 DEBS := libcurl4-openssl-dev libjansson-dev libevent-dev libsystemd-dev \
-	libsqlite3-dev libinih-dev libcrypt-dev pkg-config python3 curl \
-	clang-format prometheus debhelper dpkg-dev lintian
+	libsqlite3-dev libinih-dev libcrypt-dev libssl-dev pkg-config python3 \
+	curl clang-format prometheus debhelper dpkg-dev lintian chromium \
+	chromium-driver
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-san
@@ -47,7 +49,7 @@ LIBS = $(PKG_LIBS) -lm
 
 MAINS := src/daemon.c src/ctl.c
 LIB_SRCS := $(filter-out $(MAINS),$(wildcard src/*.c))
-LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/%.o)
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/%.o) $(BUILD)/static.o
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
@@ -61,6 +63,10 @@ $(BUILD)/.dir:
 
 $(BUILD)/%.o: src/%.c $(wildcard include/*.h) | $(BUILD)/.dir
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+# The console's static files (web/), built into the binary by .incbin.
+$(BUILD)/static.o: src/static.S $(wildcard web/*) | $(BUILD)/.dir
+	$(CC) $(SANFLAGS) -c -o $@ $<
 
 $(BUILD)/libwebcoursed.a: $(LIB_OBJS)
 	$(AR) rcs $@ $^
@@ -110,6 +116,7 @@ bench: deps
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/initial_sync.py
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/import_speed.py $(if $(QUICK),--quick)
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/reconcile.py $(if $(QUICK),--quick)
+	@BUILD=$(BUILD) $(PYTHON) tests/bench/web_console.py $(if $(QUICK),--quick)
 
 # The banned-function grep and the mechanical style (.clang-format).
 lint:

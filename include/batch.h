@@ -2,6 +2,7 @@
 #ifndef BATCH_H
 #define BATCH_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -53,6 +54,17 @@ struct batch {
 	int (*failed)(struct moodle *, size_t item, const struct moodle_error *,
 		      void *arg);
 	void *arg;
+	/* For a caller that schedules its own calls (graph.c): */
+	const size_t *items;   /* NULL: items 0..n; else these n indexes */
+	int lanes;             /* 0: moodle_concurrency() */
+	pthread_mutex_t *lock; /* the callbacks' lock; NULL: the batch's own */
+	/* A call refused for a conflict is handed to aside() (under the
+	 * lock) instead of going again alone at the end (NULL). */
+	int (*aside)(const size_t *items, size_t count, void *arg);
+	bool alone; /* the items were refused for a conflict: send alone */
+	/* Calls in a row without an answer, counted across the batches that
+	 * share it (NULL: this batch's own). */
+	int *unanswered;
 };
 
 /* 0 when every item was confirmed, reported failed or handed back

@@ -57,6 +57,8 @@ struct config {
 	char *sync_idnumber_prefix;
 	int64_t sync_reconcile_every_ms; /* 0: no drift checks */
 	enum on_drift sync_on_drift;
+	int64_t sync_outage_retry_ms;     /* Moodle down: first retry */
+	int64_t sync_outage_retry_max_ms; /* and the longest wait */
 
 	struct config_role *roles;
 	size_t nroles;

@@ -18,6 +18,9 @@ struct http_request {
 	size_t body_len;
 	const char *content_type;
 	const char *const *headers; /* NULL-terminated "Name: value", or NULL */
+	/* "Name: value" sent to url's origin (scheme, host, port) only: a
+	 * redirect to another origin is refused before the request is made. */
+	const char *origin_header;
 	int64_t connect_timeout_ms;
 	int64_t timeout_ms;
 	size_t max_body; /* abort the transfer once the body exceeds this */
@@ -43,6 +46,7 @@ enum http_result {
 	HTTP_ERR_NO_ANSWER, /* it did, and the connection broke */
 	HTTP_ERR_TOO_BIG,
 	HTTP_ERR_CANCELLED,
+	HTTP_ERR_REDIRECT, /* a redirect that may not be followed */
 	HTTP_ERR_OTHER
 };
 
@@ -54,10 +58,15 @@ void http_set_tick(struct http *, void (*tick)(void *), void *arg);
 
 /* Perform one request on the reused handle.  On anything but HTTP_OK,
  * *cause says what happened (never quoting headers).  ret is filled only
- * on HTTP_OK. */
+ * on HTTP_OK.  Redirects (max_redirects) never go from https to http, and
+ * a header with a line break is refused (HTTP_ERR_OTHER). */
 enum http_result http_perform(struct http *, const struct http_request *,
 			      struct http_response *ret, char **cause);
 void http_response_clear(struct http_response *);
+
+/* v[0..len) is a valid HTTP field value (RFC 9110 5.5): no CR, LF, NUL
+ * or other control but tab. */
+bool http_field_value_ok(const char *v, size_t len);
 
 /* Percent-encode s for a form body (malloc'd). */
 char *http_escape(const char *s);

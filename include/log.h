@@ -3,6 +3,7 @@
 #define LOG_H
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <syslog.h>
 
 /* Set up logging.  to_stderr forces stderr; otherwise the journal is used
@@ -38,5 +39,29 @@ void log_fields(int prio, const char *const *fields, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void vlog_fields(int prio, const char *const *fields, const char *fmt,
 		 va_list ap);
+
+/* A budget of lines for something an outsider can make happen at will
+ * (accept errors, libevent's complaints): at most n lines per period;
+ * the lines held back are counted and told with the next line let
+ * through. */
+struct log_rate {
+	int n;
+	int64_t period_ms;
+	int64_t start_ms;
+	int used;
+	uint64_t held;
+};
+#define LOG_RATE_INIT(lines, ms)                                               \
+	{                                                                      \
+		.n = (lines), .period_ms = (ms)                                \
+	}
+void log_rate_warnx(struct log_rate *, const char *, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* libevent's own messages go through us, warnings at most
+ * LOG_LIBEVENT_LINES a minute (it logs a failed accept() each time it
+ * fails, which under an fd exhaustion is as often as the loop turns). */
+#define LOG_LIBEVENT_LINES 5
+void log_libevent_init(void);
 
 #endif

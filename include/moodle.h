@@ -23,7 +23,11 @@ enum moodle_status {
 	/* No answer to a call that was sent (timeout, lost connection,
 	 * gateway error): Moodle may have applied it, or may still be
 	 * applying it.  Only when moodle_set_resend(m, false). */
-	MOODLE_UNSURE = 6
+	MOODLE_UNSURE = 6,
+	/* Moodle as a whole cannot serve calls (its database is down, it is
+	 * in maintenance, nothing listens): nothing was done, nothing is said
+	 * about the items.  Stop the run; try again later. */
+	MOODLE_DOWN = 7
 };
 
 /* What went wrong, kept for the log and the per-item error table. */
@@ -34,6 +38,10 @@ struct moodle_error {
 	char *message;   /* one line for a person; no secrets */
 	char *debuginfo;
 	long http_status;
+	/* The answer says Moodle as a whole cannot serve, not this call
+	 * (counted by the breaker): DOWN, and UNSURE from timeouts and
+	 * gateways (moodle.c, moodle_codes). */
+	bool site;
 };
 /* Every call clears its error argument first: pass it zeroed ({ 0 }) or
  * holding an earlier error.  On success it stays cleared (kind MOODLE_OK). */
@@ -63,6 +71,20 @@ void moodle_set_observer(struct moodle *, moodle_observer_fn, void *arg);
  * reads and calls that may be repeated).  With false it fails at once as
  * MOODLE_UNSURE.  Returns the setting it replaces. */
 bool moodle_set_resend(struct moodle *, bool);
+/* The breaker, shared by a client and its clones: once after site-wide
+ * answers in a row (default 3; 1 when the last run found Moodle down) it
+ * opens, and every call fails at once with MOODLE_DOWN, unsent, for the
+ * client's life.  A call that gives up on site-wide answers opens it too. */
+void moodle_set_breaker(struct moodle *, int after);
+/* Whether the breaker is open; *ret_cause (may be NULL) then gets its
+ * plain-text reason, "Moodle unavailable: its database connection
+ * failed", to free. */
+bool moodle_down(const struct moodle *, char **ret_cause);
+/* Open the breaker because of err (calls in a row without an answer). */
+void moodle_give_up(struct moodle *, const struct moodle_error *err);
+/* Fill err with the open breaker's MOODLE_DOWN error. */
+void moodle_down_error(const struct moodle *, const char *function,
+		       struct moodle_error *err);
 /* Number of HTTP requests made so far (for progress and reports). */
 uint64_t moodle_requests(const struct moodle *);
 /* Calls at most in flight at once (moodle.max_concurrent_calls). */

@@ -11,6 +11,10 @@ struct config;
 struct ledger;
 struct ledger_run;
 
+/* Ledger meta key: why Moodle was down at the last run that reached it
+ * (the next run's breaker opens at once, the daemon knows at start). */
+#define RUN_META_DOWN "moodle_down"
+
 /* Phase progress ("fetching", "enrolling" 1200/5000, ...). */
 typedef void (*run_progress_fn)(void *arg, const char *phase, size_t done,
 				size_t total);
@@ -30,6 +34,12 @@ struct run_options {
 			       const char *outcome, int64_t usec);
 	void (*observe_fetch)(void *arg, const char *result, size_t bytes,
 			      int64_t usec);
+	/* Whether Moodle could serve, told at the end of a run that knows
+	 * (up: 1, or 0 with the plain-text reason); may be NULL. */
+	void (*moodle_state)(void *arg, int up, const char *cause);
+	/* Moodle was down at the last run and the daemon has said so: a run
+	 * that finds it still down logs that at debug level only. */
+	bool quiet_outage;
 	void *arg; /* for progress, tick and the observers */
 };
 

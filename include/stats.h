@@ -20,6 +20,8 @@ void stats_free(struct stats *);
 void stats_sync_started(struct stats *);
 int stats_sync_ended(struct stats *, const char *outcome, int64_t errors,
 		     int64_t usec);
+/* Whether Moodle serves calls, as the last sync that knew found it. */
+void stats_moodle_up(struct stats *, bool up);
 /* When the next sync is due (seconds since the epoch). */
 void stats_next_sync(struct stats *, int64_t when);
 

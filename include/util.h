@@ -20,6 +20,13 @@ int xasprintf(char **, const char *, ...) __attribute__((format(printf, 2, 3)));
  * trailing newlines are stripped.  -1 with *cause set on failure. */
 int read_secret_file(const char *path, size_t max, char **ret, char **cause);
 
+/* HTML (or text) as one line of plain text for a person: tags dropped
+ * (with what <head>, <style> and <script> hold), entities decoded, runs of
+ * blanks and line breaks made one space, control bytes gone, cut to at
+ * most max bytes without splitting a UTF-8 sequence ("..." marks a cut).
+ * Moodle's messages carry HTML (moodle-ws 32a: "<p>Error: ...</p>"). */
+char *text_plain(const char *s, size_t max);
+
 /* Parse a decimal integer in [min, max]; -1 on any junk or overflow. */
 int parse_int64(const char *s, int64_t min, int64_t max, int64_t *ret);
 
@@ -46,6 +53,25 @@ int write_file_atomic(const char *path, const char *data, size_t len,
  * (world-writable, sticky or not): a file we create or replace there could
  * be swapped for a symbolic link to somewhere else. */
 int dir_shared(const char *path, char **cause);
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
+size_t utf8_len(const unsigned char *p, size_t n);
+
+/* The control character at p (C0, DEL, or C1: U+0080..U+009F, two bytes
+ * in UTF-8, which a terminal may take as ESC [), or -1. */
+int text_control(const unsigned char *p, size_t n);
+
+/* The one rule for text from outside that people will read: shortnames,
+ * names and usernames hold no control character (C0, DEL or C1).  The
+ * first one in s[0..n) and *ret_at its position in characters, or -1. */
+int text_find_control(const char *s, size_t n, size_t *ret_at);
+
+/* The one output cleaner, for everything printed to a terminal or a log:
+ * a copy of s where tab, CR and LF are a blank and every other control
+ * character, and every byte that is not UTF-8, is '?' (malloc'd). */
+char *text_clean(const char *s);
+/* fputs(text_clean(s)); NULL prints nothing. */
+void text_put(FILE *, const char *s);
 
 /* A string -> int64 hash map for the hot paths (ids by shortname or
  * username).  Keys are copied. */

@@ -16,7 +16,8 @@ struct config;
 struct webusers;
 
 /* Where the users come from: the systemd credential web-users when
- * $CREDENTIALS_DIRECTORY holds it, else web.users_file.  Into a new
+ * $CREDENTIALS_DIRECTORY holds it and it is not empty (the shipped units'
+ * default when there is no users file), else web.users_file.  Into a new
  * string. */
 char *webuser_path(const struct config *);
 

@@ -1,5 +1,7 @@
 /* Apply a plan to Moodle in batches; each confirmed batch is committed. */
 #include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +10,7 @@
 #include "batch.h"
 #include "config.h"
 #include "feed.h"
+#include "graph.h"
 #include "ledger.h"
 #include "log.h"
 #include "moodle.h"
@@ -66,7 +69,9 @@ struct apply_batch {
 	enum apply_op op;
 	struct plan_enrol **items;
 	size_t n, done;
-	bool from_missing; /* items come from the missing-users table */
+	bool from_missing;   /* items come from the missing-users table */
+	struct graph *graph; /* in a graph: conflicts are handed back to it */
+	size_t base;         /* the graph's number of items[0] */
 };
 
 /* Per-run maps: shortname -> course id, username -> user id (-1: the
@@ -99,6 +104,8 @@ apply_stop(struct apply *a, const struct moodle_error *err)
 	free(a->cause);
 	if (err->kind == MOODLE_CANCELLED)
 		a->cause = xstrdup("cancelled");
+	else if (err->kind == MOODLE_DOWN) /* no call is to blame */
+		a->cause = xstrdup(err->message);
 	else
 		xasprintf(&a->cause, "%s: %s",
 			  err->function ? err->function : "moodle",
@@ -608,7 +615,7 @@ static int
 apply_op_run(struct apply *a, enum apply_op op, struct plan_enrol **items,
 	     size_t n, bool from_missing)
 {
-	struct apply_batch b = { a, op, items, n, 0, from_missing };
+	struct apply_batch b = { a, op, items, n, 0, from_missing, NULL, 0 };
 	struct batch mb = {
 		.n = n,
 		.fields = apply_ops[op].fields,
@@ -638,6 +645,7 @@ struct apply_lookup {
 	const char **names;
 	size_t n, done;
 	int64_t *ids; /* per name, filled by the call that carried it */
+	bool quiet;   /* no progress of its own (in a graph) */
 };
 
 static int
@@ -689,7 +697,8 @@ apply_lookup_done(struct moodle *m, const size_t *idx, size_t count, void *arg)
 	if (ledger_commit(a->ledger) == -1)
 		goto fail;
 	lk->done += count;
-	apply_progress(a, "looking up users", lk->done, lk->n);
+	if (!lk->quiet)
+		apply_progress(a, "looking up users", lk->done, lk->n);
 	return 0;
 fail:
 	return apply_ledger_failed(a);
@@ -714,8 +723,9 @@ apply_lookup_failed(struct moodle *m, size_t index,
 static int
 apply_lookup(struct apply *a, const char **names, size_t n)
 {
-	struct apply_lookup lk = { a, names, n, 0,
-				   xcalloc(n + 1, sizeof(int64_t)) };
+	struct apply_lookup lk = {
+		a, names, n, 0, xcalloc(n + 1, sizeof(int64_t)), false
+	};
 	struct batch mb = {
 		.n = n,
 		.fields = MOODLE_LOOKUP_FIELDS,
@@ -938,7 +948,9 @@ struct apply_create {
 	struct plan_course **items;
 	struct moodle_new_course *courses; /* items as Moodle takes them */
 	size_t n, done;
-	int64_t *ids; /* per item, filled by the call that created it */
+	int64_t *ids;     /* per item, filled by the call that created it */
+	size_t in_moodle; /* courses Moodle held in their categories */
+	bool quiet;       /* no progress of its own (in a graph) */
 };
 
 static int
@@ -986,7 +998,8 @@ apply_create_done(struct moodle *m, const size_t *idx, size_t count, void *arg)
 		goto fail;
 	a->counts->courses_created += count;
 	cr->done += count;
-	apply_progress(a, "creating courses", cr->done, cr->n);
+	if (!cr->quiet)
+		apply_progress(a, "creating courses", cr->done, cr->n);
 	return 0;
 fail:
 	return apply_ledger_failed(a);
@@ -1171,32 +1184,27 @@ out:
 	return rv;
 }
 
-/* Adopt or create every course of the list: those Moodle holds already
- * are found first (apply_courses_find), so only the others go to a create
- * call (and a create refused as shortnametaken, a course moved elsewhere
- * or made meanwhile, to a look-up). */
+/* Adopt the courses of the list that Moodle holds already (found by
+ * apply_courses_find) and fetch what they hold; the others go into cr,
+ * to be created (a create refused as shortnametaken, a course moved
+ * elsewhere or made meanwhile, still adopts).  cr is the caller's to
+ * free (apply_create_clear). */
 static int
-apply_courses_create(struct apply *a, struct plan_course *list, size_t n,
-		     const struct feed *feed)
+apply_courses_prepare(struct apply *a, struct plan_course *list, size_t n,
+		      const struct feed *feed, struct apply_create *cr)
 {
-	struct apply_create cr = { a,
-				   xcalloc(n + 1, sizeof(*cr.items)),
-				   xcalloc(n + 1, sizeof(*cr.courses)),
-				   0,
-				   0,
-				   xcalloc(n + 1, sizeof(int64_t)) };
-	struct batch mb = {
-		.call = apply_create_call,
-		.done = apply_create_done,
-		.failed = apply_create_failed,
-		.arg = &cr,
-	};
 	struct strmap *byname = strmap_new(n + 16);
 	struct moodle_course *in_moodle = NULL;
 	size_t nin = 0, nadopted = 0;
 	int64_t *adopted = xcalloc(n + 1, sizeof(*adopted)), k;
 	int rv = -1;
 
+	*cr =
+	    (struct apply_create){ .a = a,
+				   .items = xcalloc(n + 1, sizeof(*cr->items)),
+				   .courses =
+				       xcalloc(n + 1, sizeof(*cr->courses)),
+				   .ids = xcalloc(n + 1, sizeof(int64_t)) };
 	if (n == 0) {
 		rv = 0;
 		goto out;
@@ -1217,7 +1225,7 @@ apply_courses_create(struct apply *a, struct plan_course *list, size_t n,
 			adopted[nadopted++] = in_moodle[k].id;
 			continue;
 		}
-		cr.courses[cr.n] =
+		cr->courses[cr->n] =
 		    (struct moodle_new_course){ pc->shortname,
 						pc->fullname,
 						pc->idnumber,
@@ -1227,12 +1235,17 @@ apply_courses_create(struct apply *a, struct plan_course *list, size_t n,
 						pc->visible,
 						pc->startdate,
 						pc->enddate };
-		cr.items[cr.n++] = &list[i];
+		cr->items[cr->n++] = &list[i];
 	}
 	if (ledger_commit(a->ledger) == -1) {
 		apply_ledger_failed(a);
 		goto out;
 	}
+	/* Courses Moodle holds in these categories: those listed, or at
+	 * least the feed's that the ledger tracks. */
+	cr->in_moodle = nin;
+	if (feed != NULL && feed->ncourses > n && feed->ncourses - n > nin)
+		cr->in_moodle = feed->ncourses - n;
 	if (nadopted > 0) {
 		log_info("%zu courses of the feed already exist in Moodle: "
 			 "adopted by shortname",
@@ -1240,19 +1253,22 @@ apply_courses_create(struct apply *a, struct plan_course *list, size_t n,
 		if (apply_holdings(a, a->moodle, adopted, nadopted) == -1)
 			goto out;
 	}
-	mb.n = cr.n;
-	mb.fields = moodle_courses_create_fields(cr.courses, cr.n);
-	mb.min_items = APPLY_SPREAD_ITEMS;
-	rv = apply_batch_run(a, a->moodle, &mb);
+	rv = 0;
 out:
 	moodle_courses_free(in_moodle, nin);
 	strmap_free(byname);
 	free(adopted);
-	free(cr.ids);
-	free(cr.courses);
-	free(cr.items);
 	return rv;
 }
+
+static void
+apply_create_clear(struct apply_create *cr)
+{
+	free(cr->ids);
+	free(cr->courses);
+	free(cr->items);
+}
+
 /* Courses of the feed that wait for `webcoursectl approve`. */
 static int
 apply_courses_hold(struct apply *a, const struct plan_course *list, size_t n)
@@ -1504,65 +1520,69 @@ fail:
 
 /* --- the run's steps -------------------------------------------------- */
 
+/* Fill in e's ids: whether it can be sent now.  With record, an
+ * enrolment of a user not in Moodle goes to the missing-users table. */
+static bool
+apply_resolve_one(struct apply *a, struct plan_enrol *e, enum apply_op op,
+		  bool record)
+{
+	char *key;
+	int64_t id, failed;
+	bool fresh;
+
+	if (e->courseid == 0 &&
+	    strmap_get(a->maps->courses, e->course, &e->courseid) == -1)
+		return false; /* course held or failed: already reported */
+	if (e->userid == 0 && strmap_get(a->maps->users, e->username, &id) == 0)
+		e->userid = id;
+	if (e->userid == 0 && op == OP_ENROL) {
+		if (record &&
+		    (ledger_missing_put(a->ledger, e->username, e->course,
+					e->roleid, a->now, &fresh) == -1 ||
+		     (fresh &&
+		      history_add(&a->hist, "missing", e->course, e->username,
+				  e->roleid,
+				  "no Moodle account with this username "
+				  "yet; enrolled as soon as it exists") == -1)))
+			log_warnx("cannot record missing user %s: %s",
+				  e->username, ledger_errmsg(a->ledger));
+		return false;
+	}
+	if (e->userid <= 0)
+		return false;
+	if (op == OP_ENROL && apply_hold_unsettled(a, e))
+		return false; /* Moodle may still be applying it */
+	if (op == OP_ROLE_ADD) {
+		xasprintf(&key, "%s\037%s", e->course, e->username);
+		failed = strmap_get(a->maps->failed, key, &id) == 0;
+		free(key);
+		if (failed)
+			return false; /* its enrolment failed just now */
+	}
+	if (strmap_count(a->maps->present) > 0 &&
+	    (op == OP_ENROL || op == OP_ROLE_ADD) &&
+	    apply_is_present(a, e->courseid, e->userid, e->roleid)) {
+		if (ledger_enrol_put(a->ledger, e->course, e->username,
+				     e->roleid, LEDGER_ENROL_ACTIVE) == -1)
+			log_warnx("cannot record %s/%s: %s", e->course,
+				  e->username, ledger_errmsg(a->ledger));
+		return false; /* Moodle holds it already */
+	}
+	return true;
+}
+
 /* Fill in ids and keep the items that can be sent.  Enrolments of users
  * not in Moodle go to the missing-users table instead. */
 static struct plan_enrol **
 apply_resolve(struct apply *a, struct plan_enrol *list, size_t n,
 	      enum apply_op op, size_t *ret_n)
 {
-	struct plan_enrol **out = xcalloc(n, sizeof(*out));
-	char *key;
-	int64_t id, failed;
+	struct plan_enrol **out = xcalloc(n + 1, sizeof(*out));
 	size_t k = 0;
-	bool adopting = strmap_count(a->maps->present) > 0, fresh;
 
-	for (size_t i = 0; i < n; i++) {
-		struct plan_enrol *e = &list[i];
-
-		if (e->courseid == 0 &&
-		    strmap_get(a->maps->courses, e->course, &e->courseid) == -1)
-			continue; /* course held or failed: already reported */
-		if (e->userid == 0 &&
-		    strmap_get(a->maps->users, e->username, &id) == 0)
-			e->userid = id;
-		if (e->userid == 0 && op == OP_ENROL) {
-			if (ledger_missing_put(a->ledger, e->username,
-					       e->course, e->roleid, a->now,
-					       &fresh) == -1 ||
-			    (fresh &&
-			     history_add(&a->hist, "missing", e->course,
-					 e->username, e->roleid,
-					 "no Moodle account with this username "
-					 "yet; enrolled as soon as it "
-					 "exists") == -1))
-				log_warnx("cannot record missing user %s: %s",
-					  e->username,
-					  ledger_errmsg(a->ledger));
-			continue;
-		}
-		if (e->userid <= 0)
-			continue;
-		if (op == OP_ENROL && apply_hold_unsettled(a, e))
-			continue; /* Moodle may still be applying it */
-		if (op == OP_ROLE_ADD) {
-			xasprintf(&key, "%s\037%s", e->course, e->username);
-			failed = strmap_get(a->maps->failed, key, &id) == 0;
-			free(key);
-			if (failed)
-				continue; /* its enrolment failed just now */
-		}
-		if (adopting && (op == OP_ENROL || op == OP_ROLE_ADD) &&
-		    apply_is_present(a, e->courseid, e->userid, e->roleid)) {
-			if (ledger_enrol_put(a->ledger, e->course, e->username,
-					     e->roleid,
-					     LEDGER_ENROL_ACTIVE) == -1)
-				log_warnx("cannot record %s/%s: %s", e->course,
-					  e->username,
-					  ledger_errmsg(a->ledger));
-			continue; /* Moodle holds it already */
-		}
-		out[k++] = e;
-	}
+	for (size_t i = 0; i < n; i++)
+		if (apply_resolve_one(a, &list[i], op, true))
+			out[k++] = &list[i];
 	*ret_n = k;
 	return out;
 }
@@ -1630,9 +1650,10 @@ apply_missing_keep(struct apply *a, const struct feed *feed)
 	return rv;
 }
 
+/* The enrolment-shaped operations after the enrolments (sent in the
+ * graph, apply_graph_run), in order. */
 static int
-apply_enrol_ops(struct apply *a, struct plan *p, const struct feed *feed,
-		bool withhold_removals)
+apply_enrol_ops(struct apply *a, struct plan *p, bool withhold_removals)
 {
 	struct {
 		enum apply_op op;
@@ -1640,7 +1661,6 @@ apply_enrol_ops(struct apply *a, struct plan *p, const struct feed *feed,
 		size_t n;
 		bool removal;
 	} steps[] = {
-		{ OP_ENROL, p->enrol, p->nenrol, false },
 		{ OP_ROLE_ADD, p->role_add, p->nrole_add, false },
 		{ OP_ROLE_REMOVE, p->role_remove, p->nrole_remove, false },
 		{ OP_SUSPEND, p->suspend, p->nsuspend, true },
@@ -1653,30 +1673,33 @@ apply_enrol_ops(struct apply *a, struct plan *p, const struct feed *feed,
 	for (size_t i = 0; i < nitems(steps); i++) {
 		if (steps[i].removal && withhold_removals)
 			continue;
-		if (steps[i].op == OP_ENROL) {
-			/* The missing set is rewritten while resolving. */
-			if (ledger_begin(a->ledger) == -1 ||
-			    ledger_missing_unmark_all(a->ledger) == -1 ||
-			    apply_missing_keep(a, feed) == -1)
-				goto fail;
-			items = apply_resolve(a, steps[i].list, steps[i].n,
-					      steps[i].op, &n);
-			if (ledger_missing_sweep(a->ledger) == -1 ||
-			    ledger_commit(a->ledger) == -1) {
-				free(items);
-				goto fail;
-			}
-		} else
-			items = apply_resolve(a, steps[i].list, steps[i].n,
-					      steps[i].op, &n);
+		items = apply_resolve(a, steps[i].list, steps[i].n, steps[i].op,
+				      &n);
 		rv = apply_op_run(a, steps[i].op, items, n, false);
 		free(items);
 		if (rv == -1)
 			return -1;
 	}
 	return 0;
-fail:
-	return apply_ledger_failed(a);
+}
+
+/* Rewrite the missing set: the enrolments of the list whose users Moodle
+ * lacks, and the rows of records the feed skipped. */
+static int
+apply_missing_record(struct apply *a, struct plan_enrol *list, size_t n,
+		     const struct feed *feed)
+{
+	if (ledger_begin(a->ledger) == -1 ||
+	    ledger_missing_unmark_all(a->ledger) == -1 ||
+	    apply_missing_keep(a, feed) == -1)
+		return apply_ledger_failed(a);
+	for (size_t i = 0; i < n; i++)
+		if (list[i].userid == 0)
+			(void)apply_resolve_one(a, &list[i], OP_ENROL, true);
+	if (ledger_missing_sweep(a->ledger) == -1 ||
+	    ledger_commit(a->ledger) == -1)
+		return apply_ledger_failed(a);
+	return 0;
 }
 
 /* --- enrolments Moodle may still be applying ------------------------- */
@@ -2066,6 +2089,296 @@ apply_drift_moot(struct apply *a, const struct plan *p)
 	return ledger_commit(a->ledger) == 0 ? 0 : apply_ledger_failed(a);
 }
 
+/* --- the import as a graph of calls ---------------------------------- */
+
+/* The kinds of call in the graph, in the order it prefers them: course
+ * creates are the critical path (Moodle serialises them), look-ups
+ * unblock the most enrolments, enrolments fill the lanes left. */
+enum apply_kind { KIND_CREATE, KIND_LOOKUP, KIND_ENROL, KIND_COUNT };
+
+/* Courses per create call, from what a real Moodle 4.4 spends (issue 16,
+ * the double's model): k courses into a category of n cost about
+ * 0.1 + 0.031 k + n/1800 (0.56 + 0.233 k + 0.0046 k^2) s, so the cost per
+ * course is least at k = sqrt((0.1 + 0.56 r) / (0.0046 r)), r = n/1800:
+ * about 23 at 100 courses, 16 at 300, 13 at 1,000, 12 beyond.  Calls stay
+ * between 10 (the call's own cost) and 50 (so that a first create ends
+ * soon and its enrolments go). */
+#define APPLY_CREATE_MIN 10
+#define APPLY_CREATE_MAX 50
+
+static size_t
+apply_create_size(size_t in_category)
+{
+	double r = (double)in_category / 1800.0, k;
+
+	if (r <= 0)
+		return APPLY_CREATE_MAX;
+	k = sqrt((0.1 + 0.56 * r) / (0.0046 * r));
+	if (k < APPLY_CREATE_MIN)
+		return APPLY_CREATE_MIN;
+	return k > APPLY_CREATE_MAX ? APPLY_CREATE_MAX : (size_t)k;
+}
+
+/* One run's graph: look-ups, creates and enrolments, numbered in that
+ * order (the look-ups from 0, the creates from cbase, the enrolments
+ * from ebase). */
+struct apply_graph {
+	struct apply *a;
+	struct graph *g;
+	pthread_mutex_t lock; /* the graph's and every callback's */
+	struct apply_lookup lk;
+	struct apply_create cr;
+	struct apply_batch en;
+	size_t cbase, ebase, n;
+	int create_fields;
+	int unanswered; /* calls in a row without an answer, all lanes */
+	struct graph_ops ops;
+	struct moodle_error err; /* the first that stopped a call */
+};
+
+static int64_t
+apply_name_key(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+
+	for (; *s != '\0'; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return (int64_t)(h >> 1);
+}
+
+static int
+apply_graph_ready(size_t item, void *arg)
+{
+	struct apply_graph *ag = arg;
+
+	if (item < ag->ebase)
+		return 1;
+	return apply_resolve_one(ag->a, ag->en.items[item - ag->ebase],
+				 OP_ENROL, false)
+		   ? 1
+		   : 0;
+}
+
+/* A call refused for a conflict: back to the graph, to go alone. */
+static int
+apply_graph_aside(const size_t *idx, size_t count, void *arg)
+{
+	struct apply_batch *b = arg;
+	size_t *items = xcalloc(count, sizeof(*items));
+
+	for (size_t i = 0; i < count; i++)
+		items[i] = b->base + idx[i];
+	log_info("a database conflict (dmlwriteexception) refused a call of "
+		 "%zu enrolments: sending it again, alone, after the others",
+		 count);
+	graph_again(b->graph, items, count);
+	free(items);
+	return 0;
+}
+
+static void *
+apply_graph_worker_new(int i, void *arg)
+{
+	struct apply_graph *ag = arg;
+
+	return i == 0 ? ag->a->moodle : moodle_clone(ag->a->moodle);
+}
+
+static void
+apply_graph_worker_free(void *w, int i, void *arg)
+{
+	(void)arg;
+	if (i > 0)
+		moodle_free(w);
+}
+
+/* One call of the graph, through batch_run on this worker's client, so
+ * that a refused call is halved, a call without an answer noted, and a
+ * site-wide fault stops it, as everywhere. */
+static int
+apply_graph_call(void *w, int kind, const size_t *items, size_t n, bool alone,
+		 void *arg)
+{
+	struct apply_graph *ag = arg;
+	struct moodle_error err = { 0 };
+	size_t *idx = xcalloc(n, sizeof(*idx)), base;
+	struct batch mb = { .n = n,
+			    .items = idx,
+			    .lanes = 1,
+			    .lock = &ag->lock,
+			    .alone = alone,
+			    .unanswered = &ag->unanswered };
+	int rv;
+
+	switch (kind) {
+	case KIND_CREATE:
+		base = ag->cbase;
+		mb.fields = ag->create_fields;
+		mb.call = apply_create_call;
+		mb.done = apply_create_done;
+		mb.failed = apply_create_failed;
+		mb.arg = &ag->cr;
+		break;
+	case KIND_LOOKUP:
+		base = 0;
+		mb.fields = MOODLE_LOOKUP_FIELDS;
+		mb.extra = MOODLE_LOOKUP_EXTRA;
+		mb.call = apply_lookup_call;
+		mb.done = apply_lookup_done;
+		mb.failed = apply_lookup_failed;
+		mb.arg = &ag->lk;
+		break;
+	default:
+		base = ag->ebase;
+		mb.fields = apply_ops[OP_ENROL].fields;
+		mb.key = apply_batch_key;
+		mb.once = true; /* never resend an enrolment blindly */
+		mb.call = apply_batch_call;
+		mb.note = apply_batch_note;
+		mb.done = apply_batch_done;
+		mb.failed = apply_batch_failed;
+		mb.aside = apply_graph_aside;
+		mb.arg = &ag->en;
+		break;
+	}
+	for (size_t i = 0; i < n; i++)
+		idx[i] = items[i] - base;
+	rv = batch_run(w, &mb, &err);
+	pthread_mutex_lock(&ag->lock);
+	if (rv == -1 && ag->err.kind == MOODLE_OK) {
+		ag->err = err;
+		memset(&err, 0, sizeof(err));
+	}
+	if (kind == KIND_CREATE)
+		graph_set_max_items(
+		    ag->g, KIND_CREATE,
+		    apply_create_size(ag->cr.in_moodle + ag->cr.done));
+	pthread_mutex_unlock(&ag->lock);
+	moodle_error_clear(&err);
+	free(idx);
+	return rv;
+}
+
+/* Build the graph: an enrolment waits for its course's create and its
+ * user's look-up, and no user is in two calls in flight. */
+static void
+apply_graph_build(struct apply_graph *ag, struct plan *p)
+{
+	struct moodle *m = ag->a->moodle;
+	struct graph_kind kinds[KIND_COUNT] = {
+		[KIND_CREATE] = { apply_create_size(ag->cr.in_moodle), 0, 1 },
+		[KIND_LOOKUP] = { moodle_capacity(m, MOODLE_LOOKUP_FIELDS,
+						  MOODLE_LOOKUP_EXTRA),
+				  APPLY_SPREAD_LOOKUPS, 0 },
+		[KIND_ENROL] = { moodle_capacity(m, apply_ops[OP_ENROL].fields,
+						 0),
+				 APPLY_SPREAD_ITEMS, 0 },
+	};
+	struct strmap *names = strmap_new(p->nlookup + 16),
+		      *courses = strmap_new(ag->cr.n + 16);
+	static const struct graph_ops ops = {
+		.ready = apply_graph_ready,
+		.run = apply_graph_call,
+		.worker_new = apply_graph_worker_new,
+		.worker_free = apply_graph_worker_free,
+	};
+	size_t cap = moodle_capacity(m, ag->create_fields, 0);
+	int64_t k;
+
+	if (cap > 0 && kinds[KIND_CREATE].max_items > cap)
+		kinds[KIND_CREATE].max_items = cap;
+	ag->ops = ops;
+	ag->ops.arg = ag;
+	ag->g = graph_new(kinds, KIND_COUNT, ag->n, &ag->ops, &ag->lock);
+	ag->en.graph = ag->g;
+	for (size_t i = 0; i < p->nlookup; i++) {
+		graph_item(ag->g, i, KIND_LOOKUP, GRAPH_NOKEY);
+		strmap_put(names, p->lookup[i], (int64_t)i);
+	}
+	for (size_t i = 0; i < ag->cr.n; i++) {
+		graph_item(ag->g, ag->cbase + i, KIND_CREATE, GRAPH_NOKEY);
+		strmap_put(courses, ag->cr.items[i]->shortname,
+			   (int64_t)(ag->cbase + i));
+	}
+	for (size_t i = 0; i < p->nenrol; i++) {
+		const struct plan_enrol *e = &p->enrol[i];
+		size_t item = ag->ebase + i;
+
+		graph_item(ag->g, item, KIND_ENROL,
+			   apply_name_key(e->username));
+		if (e->courseid == 0 && strmap_get(courses, e->course, &k) == 0)
+			graph_depend(ag->g, item, (size_t)k);
+		if (e->userid == 0 && strmap_get(names, e->username, &k) == 0)
+			graph_depend(ag->g, item, (size_t)k);
+	}
+	strmap_free(names);
+	strmap_free(courses);
+}
+
+/* Look users up, create the new courses and enrol, as one graph: creates
+ * go one at a time from the start, look-ups beside them, and a course's
+ * enrolments as soon as it exists and its users are known.  The missing
+ * set is rewritten at the end. */
+static int
+apply_graph_run(struct apply *a, struct plan *p, const struct feed *feed)
+{
+	struct apply_graph ag = { .a = a };
+	int rv = -1;
+
+	if (apply_courses_prepare(a, p->create, p->ncreate, feed, &ag.cr) == -1)
+		goto out;
+	ag.cr.quiet = true;
+	ag.lk = (struct apply_lookup){ a,
+				       p->lookup,
+				       p->nlookup,
+				       0,
+				       xcalloc(p->nlookup + 1, sizeof(int64_t)),
+				       true };
+	ag.en =
+	    (struct apply_batch){ a,
+				  OP_ENROL,
+				  xcalloc(p->nenrol + 1, sizeof(*ag.en.items)),
+				  p->nenrol,
+				  0,
+				  false,
+				  NULL,
+				  0 };
+	for (size_t i = 0; i < p->nenrol; i++)
+		ag.en.items[i] = &p->enrol[i];
+	ag.cbase = p->nlookup;
+	ag.ebase = ag.en.base = ag.cbase + ag.cr.n;
+	ag.n = ag.ebase + p->nenrol;
+	ag.create_fields = moodle_courses_create_fields(ag.cr.courses, ag.cr.n);
+	pthread_mutex_init(&ag.lock, NULL);
+	apply_graph_build(&ag, p);
+	if (ag.n > 0) {
+		log_info("%zu user look-ups, %zu course creates and %zu "
+			 "enrolments as one graph, %d calls at once",
+			 p->nlookup, ag.cr.n, p->nenrol,
+			 moodle_concurrency(a->moodle));
+		apply_progress(a, apply_ops[OP_ENROL].phase, 0, p->nenrol);
+	}
+	if (ag.n > 0 && graph_run(ag.g, moodle_concurrency(a->moodle)) == -1) {
+		if (a->cause == NULL) {
+			if (ag.err.kind == MOODLE_OK)
+				a->cause = xstrdup("the calls' graph stopped");
+			else
+				apply_stop(a, &ag.err);
+		}
+		goto done;
+	}
+	rv = apply_missing_record(a, p->enrol, p->nenrol, feed);
+done:
+	graph_free(ag.g);
+	pthread_mutex_destroy(&ag.lock);
+out:
+	moodle_error_clear(&ag.err);
+	free(ag.lk.ids);
+	free(ag.en.items);
+	apply_create_clear(&ag.cr);
+	return rv;
+}
+
 int
 apply_plan(struct apply *a, struct plan *p, const struct feed *feed,
 	   bool withhold_removals)
@@ -2078,13 +2391,12 @@ apply_plan(struct apply *a, struct plan *p, const struct feed *feed,
 		return -1;
 	if (p->nhold > 0 && apply_courses_hold(a, p->hold, p->nhold) == -1)
 		return -1;
-	if (apply_lookup(a, p->lookup, p->nlookup) == -1 ||
-	    apply_courses_create(a, p->create, p->ncreate, feed) == -1 ||
+	if (apply_graph_run(a, p, feed) == -1 ||
 	    apply_courses_update(a, p->rename, p->nrename, UPDATE_RENAME) ==
 		-1 ||
 	    apply_courses_update(a, p->unhide, p->nunhide, UPDATE_UNHIDE) ==
 		-1 ||
-	    apply_enrol_ops(a, p, feed, withhold_removals) == -1)
+	    apply_enrol_ops(a, p, withhold_removals) == -1)
 		return -1;
 	if (!withhold_removals &&
 	    apply_courses_update(a, p->hide, p->nhide, UPDATE_HIDE) == -1)

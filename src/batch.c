@@ -26,14 +26,14 @@ struct batch_range {
 /* One batch_run: what its threads share, under lock. */
 struct batch_state {
 	const struct batch *b;
-	pthread_mutex_t lock;
+	pthread_mutex_t own, *lock;
 	size_t cap;
 	size_t *order; /* every index, lane after lane */
 	struct batch_range *lanes;
 	size_t nlanes, next_lane;
 	struct batch_range *aside; /* conflicts, sent again alone */
 	size_t naside;
-	int unanswered; /* calls in a row without an answer */
+	int own_unanswered, *unanswered; /* calls in a row without an answer */
 	bool stop;
 	struct moodle_error err; /* why it stopped */
 };
@@ -52,13 +52,13 @@ enum batch_sent { SENT_OK, SENT_REFUSED, SENT_ASIDE, SENT_STOP };
 static void
 batch_stop(struct batch_state *st, struct moodle_error *e)
 {
-	pthread_mutex_lock(&st->lock);
+	pthread_mutex_lock(st->lock);
 	if (!st->stop) {
 		st->stop = true;
 		st->err = *e;
 		memset(e, 0, sizeof(*e));
 	}
-	pthread_mutex_unlock(&st->lock);
+	pthread_mutex_unlock(st->lock);
 	moodle_error_clear(e);
 }
 
@@ -67,9 +67,9 @@ batch_stopped(struct batch_state *st)
 {
 	bool stop;
 
-	pthread_mutex_lock(&st->lock);
+	pthread_mutex_lock(st->lock);
 	stop = st->stop;
-	pthread_mutex_unlock(&st->lock);
+	pthread_mutex_unlock(st->lock);
 	return stop;
 }
 
@@ -92,21 +92,26 @@ batch_note(struct batch_worker *w, enum batch_event ev, const size_t *items,
 
 	if (b->note == NULL)
 		return 0;
-	pthread_mutex_lock(&w->st->lock);
+	pthread_mutex_lock(w->st->lock);
 	rc = b->note(ev, items, count, b->arg);
-	pthread_mutex_unlock(&w->st->lock);
+	pthread_mutex_unlock(w->st->lock);
 	return rc;
 }
 
-/* Keep items[0..n) for the alone round. */
+/* Keep items[0..n) for the alone round, or hand them to the caller's. */
 static void
 batch_set_aside(struct batch_state *st, size_t *items, size_t n)
 {
-	pthread_mutex_lock(&st->lock);
-	st->aside =
-	    xreallocarray(st->aside, st->naside + 1, sizeof(*st->aside));
-	st->aside[st->naside++] = (struct batch_range){ items, n };
-	pthread_mutex_unlock(&st->lock);
+	pthread_mutex_lock(st->lock);
+	if (st->b->aside != NULL) {
+		if (st->b->aside(items, n, st->b->arg) != 0 && !st->stop)
+			st->stop = true; /* err stays empty: the caller's */
+	} else {
+		st->aside = xreallocarray(st->aside, st->naside + 1,
+					  sizeof(*st->aside));
+		st->aside[st->naside++] = (struct batch_range){ items, n };
+	}
+	pthread_mutex_unlock(st->lock);
 }
 
 /* Count calls in a row that got no answer: -1 once there were as many as
@@ -117,9 +122,9 @@ batch_answered(struct batch_worker *w, bool answered)
 	struct batch_state *st = w->st;
 	int n;
 
-	pthread_mutex_lock(&st->lock);
-	n = st->unanswered = answered ? 0 : st->unanswered + 1;
-	pthread_mutex_unlock(&st->lock);
+	pthread_mutex_lock(st->lock);
+	n = *st->unanswered = answered ? 0 : *st->unanswered + 1;
+	pthread_mutex_unlock(st->lock);
 	return n >= moodle_tries(w->m) ? -1 : 0;
 }
 
@@ -136,15 +141,25 @@ batch_send(struct batch_worker *w, size_t *items, size_t count,
 	if (batch_note(w, BATCH_SENDING, items, count) != 0)
 		return batch_refused_by_caller(w, e);
 	rc = b->call(w->m, items, count, b->arg, e);
-	if (batch_answered(w, rc == 0 || e->kind != MOODLE_UNSURE) == -1) {
-		/* Moodle answers no call: stop as if it were down, leaving
-		 * the caller the unsettled ones. */
-		if (batch_note(w, BATCH_UNSETTLED, items, count) != 0)
+	if (rc != 0 && (moodle_down(w->m, NULL) ||
+			batch_answered(w, e->kind != MOODLE_UNSURE) == -1)) {
+		/* Moodle is down (the breaker is open), or answers no call:
+		 * stop at once, nothing blamed on the items, leaving the
+		 * caller the unsettled ones. */
+		if (e->kind == MOODLE_UNSURE &&
+		    batch_note(w, BATCH_UNSETTLED, items, count) != 0)
 			return batch_refused_by_caller(w, e);
-		e->kind = MOODLE_TRANSIENT;
+		if (e->site)
+			moodle_give_up(w->m, e);
+		if (moodle_down(w->m, NULL))
+			moodle_down_error(w->m, e->function, e);
+		else
+			e->kind = MOODLE_TRANSIENT;
 		batch_stop(w->st, e);
 		return SENT_STOP;
 	}
+	if (rc == 0)
+		batch_answered(w, true);
 	if (rc == 0)
 		goto done;
 	switch (e->kind) {
@@ -176,9 +191,9 @@ batch_send(struct batch_worker *w, size_t *items, size_t count,
 		return SENT_STOP;
 	}
 done:
-	pthread_mutex_lock(&w->st->lock);
+	pthread_mutex_lock(w->st->lock);
 	rc = b->done != NULL ? b->done(w->m, items, count, b->arg) : 0;
-	pthread_mutex_unlock(&w->st->lock);
+	pthread_mutex_unlock(w->st->lock);
 	if (rc != 0)
 		return batch_refused_by_caller(w, e);
 	moodle_error_clear(e);
@@ -270,12 +285,12 @@ batch_lane(struct batch_worker *w, size_t *items, size_t n)
 			pos = hi;
 			continue;
 		}
-		pthread_mutex_lock(&st->lock);
+		pthread_mutex_lock(st->lock);
 		rc = b->failed != NULL &&
 			     b->failed(w->m, items[lo], &e, b->arg) != 0
 			 ? SENT_STOP
 			 : SENT_OK;
-		pthread_mutex_unlock(&st->lock);
+		pthread_mutex_unlock(st->lock);
 		if (rc == SENT_STOP) {
 			batch_refused_by_caller(w, &e);
 			goto out;
@@ -295,13 +310,13 @@ batch_worker_main(void *arg)
 	struct batch_range lane;
 
 	for (;;) {
-		pthread_mutex_lock(&st->lock);
+		pthread_mutex_lock(st->lock);
 		if (st->stop || st->next_lane == st->nlanes) {
-			pthread_mutex_unlock(&st->lock);
+			pthread_mutex_unlock(st->lock);
 			return NULL;
 		}
 		lane = st->lanes[st->next_lane++];
-		pthread_mutex_unlock(&st->lock);
+		pthread_mutex_unlock(st->lock);
 		batch_lane(w, lane.items, lane.n);
 	}
 }
@@ -325,8 +340,10 @@ batch_lanes(struct batch_state *st, int concurrency)
 	fill = xcalloc(st->nlanes, sizeof(*fill));
 	for (int pass = 0; pass < 2; pass++) {
 		for (size_t i = 0; i < b->n; i++) {
+			size_t item = b->items != NULL ? b->items[i] : i;
+
 			if (b->key != NULL) {
-				int64_t k = b->key(i, b->arg);
+				int64_t k = b->key(item, b->arg);
 
 				lane = (size_t)(k < 0 ? -k : k) % st->nlanes;
 			} else
@@ -334,7 +351,7 @@ batch_lanes(struct batch_state *st, int concurrency)
 			if (pass == 0)
 				st->lanes[lane].n++;
 			else
-				st->lanes[lane].items[fill[lane]++] = i;
+				st->lanes[lane].items[fill[lane]++] = item;
 		}
 		for (size_t l = 0, off = 0; pass == 0 && l < st->nlanes; l++) {
 			st->lanes[l].items = st->order + off;
@@ -363,14 +380,18 @@ batch_run(struct moodle *m, const struct batch *b, struct moodle_error *err)
 		return -1;
 	}
 	st.cap = b->max_items > 0 && b->max_items < cap ? b->max_items : cap;
-	pthread_mutex_init(&st.lock, NULL);
-	batch_lanes(&st, moodle_concurrency(m));
+	pthread_mutex_init(&st.own, NULL);
+	st.lock = b->lock != NULL ? b->lock : &st.own;
+	st.unanswered =
+	    b->unanswered != NULL ? b->unanswered : &st.own_unanswered;
+	batch_lanes(&st, b->lanes > 0 ? b->lanes : moodle_concurrency(m));
 	w = xcalloc(st.nlanes, sizeof(*w));
 	resend = moodle_set_resend(m, !b->once);
 	for (size_t i = 0; i < st.nlanes; i++) {
 		w[i].st = &st;
 		w[i].m = i == 0 ? m : moodle_clone(m);
 	}
+	w[0].alone = b->alone;
 	for (; started < st.nlanes; started++)
 		if (pthread_create(&w[started].thread, NULL, batch_worker_main,
 				   &w[started]) != 0) {
@@ -392,6 +413,9 @@ batch_run(struct moodle *m, const struct batch *b, struct moodle_error *err)
 		batch_lane(&w[0], st.aside[i].items, st.aside[i].n);
 	if (st.stop) {
 		*err = st.err;
+		if (err->kind == MOODLE_OK) /* the caller's aside() said stop */
+			moodle_error_set(m, err, MOODLE_FATAL, "batch",
+					 "callback", "stopped by the caller");
 		rv = -1;
 	}
 	moodle_set_resend(m, resend);
@@ -401,6 +425,6 @@ batch_run(struct moodle *m, const struct batch *b, struct moodle_error *err)
 	free(st.aside);
 	free(st.lanes);
 	free(st.order);
-	pthread_mutex_destroy(&st.lock);
+	pthread_mutex_destroy(&st.own);
 	return rv;
 }

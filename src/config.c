@@ -250,6 +250,13 @@ static const struct config_key config_keys[] = {
 	  OFF(sync_on_drift), 0, 0,
 	  "report drift, or repair it: put back the enrolments and roles we "
 	  "made" },
+	{ SEC_SYNC, "outage_retry", CT_DURATION, "15s", 1000, DAY_MS, NULL,
+	  OFF(sync_outage_retry_ms), 0, 0,
+	  "after a run found Moodle down, try again this soon, doubled each "
+	  "time it is still down" },
+	{ SEC_SYNC, "outage_retry_max", CT_DURATION, "5m", 1000, DAY_MS, NULL,
+	  OFF(sync_outage_retry_max_ms), 0, 0,
+	  "longest wait between two tries while Moodle is down" },
 
 	{ SEC_STATE, "database", CT_PATH, "/var/lib/webcoursed/ledger.db", 0, 0,
 	  NULL, OFF(state_database), 0, 0,
@@ -279,8 +286,8 @@ static const struct config_key config_keys[] = {
 	  0, NULL, OFF(web_users_file), 0, 0,
 	  "NAME:HASH lines of the console's users (webcoursectl web-user); "
 	  "the credential web-users wins" },
-	{ SEC_WEB, "session_idle", CT_DURATION, "1h", 60 * 1000, 30 * DAY_MS,
-	  NULL, OFF(web_session_idle_ms), 0, 0,
+	{ SEC_WEB, "session_idle", CT_DURATION, "1h", 1000, 30 * DAY_MS, NULL,
+	  OFF(web_session_idle_ms), 0, 0,
 	  "a console session unused this long is logged out" },
 
 	{ SEC_LOG, "level", CT_ENUM, "info", 0, 0, config_log_levels,
@@ -1274,6 +1281,12 @@ config_check(struct config_parse *cp)
 		config_error(cp, cp->key_lines[k - config_keys],
 			     "sync.default_role \"%s\" is not in [roles]",
 			     c->sync_default_role);
+	}
+	if (c->sync_outage_retry_ms > c->sync_outage_retry_max_ms) {
+		k = config_key_find(SEC_SYNC, "outage_retry");
+		config_error(cp, cp->key_lines[k - config_keys],
+			     "sync.outage_retry is longer than "
+			     "sync.outage_retry_max");
 	}
 	config_check_web(cp);
 	for (i = 0; i < nitems(config_secrets); i++)

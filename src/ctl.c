@@ -480,12 +480,16 @@ ctl_decide(struct ctl *c, bool approve)
 		ledger_free(l);
 		return CTL_FAILED;
 	}
-	for (size_t i = 0; i < res.nrefused; i++)
-		fprintf(stderr, "webcoursectl: %s is not awaiting approval\n",
-			res.refused[i]);
-	for (size_t i = 0; i < res.ndone; i++)
-		printf("%s %s\n", approve ? "approved" : "rejected",
-		       res.done[i]);
+	for (size_t i = 0; i < res.nrefused; i++) {
+		fputs("webcoursectl: ", stderr);
+		text_put(stderr, res.refused[i]);
+		fputs(" is not awaiting approval\n", stderr);
+	}
+	for (size_t i = 0; i < res.ndone; i++) {
+		fputs(approve ? "approved " : "rejected ", stdout);
+		text_put(stdout, res.done[i]);
+		putchar('\n');
+	}
 	if (res.nrefused > 0)
 		rv = CTL_FAILED;
 	else if (approve && res.ndone > 0)

@@ -12,13 +12,15 @@
  * so a run stops at its next safe point: the current request is
  * abandoned, the transaction of the current batch is never committed.
  *
- * The same loop serves the metrics (exporter.c): a scrape answers from
- * numbers kept in memory (stats.c), which the child's lines update as it
- * goes and the ledger refreshes when it ends, so a sync never holds a
- * scrape up.  The child inherits the listening socket and open
- * connections through fork(2) but never touches them; evhttp shuts a
- * connection down before closing it, so a client is not left waiting on
- * the child's copy.
+ * The same loop serves the metrics (exporter.c on httpd.c): a scrape
+ * answers from numbers kept in memory (stats.c), which the child's lines
+ * update as it goes and the ledger refreshes when it ends, so a sync never
+ * holds a scrape up.  The child closes the listening socket and the client
+ * connections it inherits through fork(2) at once
+ * (httpd_close_all_in_child): a client's connection must end when the
+ * daemon ends it, and a child must not spend its descriptors on them.
+ * The servers' connection caps come out of RLIMIT_NOFILE (daemon_fd_plan),
+ * so that clients can never take the descriptors a sync needs to start.
  *
  * The child's journal records reach the journal through us (log_relay_to):
  * journald files a record under the unit only if its sender still lives. */
@@ -42,8 +44,11 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "console.h"
 #include "exporter.h"
 #include "http.h"
+#include "httpd.h"
+#include "history.h"
 #include "ledger.h"
 #include "log.h"
 #include "metrics.h"
@@ -60,6 +65,8 @@
 #define DAEMON_LINE_FIELDS    4     /* fields of a line from the sync */
 #define DAEMON_PHASE_LOG_MS   10000 /* a long phase is logged this often */
 #define DAEMON_LOG_WAIT_S     2     /* a sync's log record waits, at most */
+#define DAEMON_OUTAGE_LOG_MS  60000 /* Moodle still down: a line this often */
+#define DAEMON_FD_RESERVE     64    /* descriptors kept from the servers */
 
 /* The daemon's one context. */
 struct daemon {
@@ -70,7 +77,9 @@ struct daemon {
 	struct ledger *ledger;
 	struct metrics *metrics;
 	struct stats *stats;
+	struct httpd *metrics_httpd;
 	struct exporter *exporter;
+	struct console *console;
 	struct event *ev_timer, *ev_watchdog, *ev_pipe, *ev_log, *ev_kill;
 	struct event *ev_sig[5];
 	pid_t child;
@@ -82,9 +91,19 @@ struct daemon {
 	int64_t child_start_us, child_errors, stats_ms;
 	int failures;
 	bool stopping, run_again;
+	/* the console's "sync with the withheld removals": for the next
+	 * run, then for the run in progress */
+	bool allow_removals_next, allow_removals_run;
 	struct progress progress; /* of the sync in progress */
 	char phase[192];          /* progress_format of it */
 	char child_outcome[16];   /* from the child's R line; "" until then */
+	int child_up;             /* its U line: Moodle up 1, down 0, -1 */
+	char child_down[160];     /* and why it is down */
+	/* Moodle down: since when (epoch, 0: it is not), why, the tries
+	 * since, and when the last line about it was logged. */
+	int64_t down_since, down_logged_ms;
+	int outage_tries;
+	char down_cause[160];
 };
 
 static volatile sig_atomic_t child_cancel;
@@ -143,6 +162,12 @@ child_observe_fetch(void *arg, const char *result, size_t bytes, int64_t usec)
 	child_write(arg, "F\t%s\t%zu\t%" PRId64 "\n", result, bytes, usec);
 }
 
+static void
+child_moodle_state(void *arg, int up, const char *cause)
+{
+	child_write(arg, "U\t%d\t%.160s\n", up, cause != NULL ? cause : "");
+}
+
 /* The child's whole life: its own ledger connection, one run, exit. */
 static __attribute__((noreturn)) void
 child_main(struct daemon *d, int fd, int log_fd)
@@ -153,6 +178,9 @@ child_main(struct daemon *d, int fd, int log_fd)
 				    .tick = child_tick,
 				    .observe_moodle = child_observe_moodle,
 				    .observe_fetch = child_observe_fetch,
+				    .allow_removals = d->allow_removals_run,
+				    .moodle_state = child_moodle_state,
+				    .quiet_outage = d->down_since != 0,
 				    .arg = &fd };
 	struct sigaction sa = { .sa_handler = child_term_cb };
 	struct ledger_run res;
@@ -204,6 +232,8 @@ daemon_run_start(struct daemon *d)
 		return;
 	}
 	child_cancel = 0;
+	d->allow_removals_run = d->allow_removals_next;
+	d->allow_removals_next = false;
 	if ((pid = fork()) == -1) {
 		log_warn("fork");
 		close(fds[0]);
@@ -214,6 +244,7 @@ daemon_run_start(struct daemon *d)
 		return;
 	}
 	if (pid == 0) {
+		httpd_close_all_in_child();
 		close(fds[0]);
 		close(lfds[0]);
 		child_main(d, fds[1], lfds[1]);
@@ -232,6 +263,7 @@ daemon_run_start(struct daemon *d)
 	d->child_start_us = now_monotonic_us();
 	d->child_outcome[0] = '\0';
 	d->child_errors = 0;
+	d->child_up = -1;
 	stats_sync_started(d->stats);
 	memset(&d->progress, 0, sizeof(d->progress));
 	snprintf(d->phase, sizeof(d->phase), "starting");
@@ -239,7 +271,10 @@ daemon_run_start(struct daemon *d)
 	d->ev_pipe = event_new(d->base, d->pipe_fd, EV_READ | EV_PERSIST,
 			       daemon_pipe_cb, d);
 	event_add(d->ev_pipe, NULL);
-	log_info("sync started (pid %ld)", (long)pid);
+	if (d->down_since != 0) /* tries while down: not worth a line */
+		log_debug("sync started (pid %ld)", (long)pid);
+	else
+		log_info("sync started (pid %ld)", (long)pid);
 	daemon_status(d);
 }
 
@@ -295,6 +330,14 @@ daemon_line_result(struct daemon *d, char **f)
 		d->child_errors = 0;
 }
 
+/* "U\tup\tcause": whether the run found Moodle able to serve. */
+static void
+daemon_line_up(struct daemon *d, char **f)
+{
+	d->child_up = strcmp(f[0], "1") == 0 ? 1 : 0;
+	snprintf(d->child_down, sizeof(d->child_down), "%s", f[1]);
+}
+
 /* The lines a sync process writes on its pipe: a kind, then its fields,
  * each after a tab.  Short, so that each reaches the pipe whole. */
 static const struct daemon_line {
@@ -307,6 +350,7 @@ static const struct daemon_line {
 	{ 'M', 3, daemon_line_moodle },   /* function, outcome, usec */
 	{ 'F', 3, daemon_line_fetch },    /* result, bytes, usec */
 	{ 'R', 2, daemon_line_result },   /* outcome, item errors */
+	{ 'U', 2, daemon_line_up },       /* Moodle up 1 or 0, why down */
 };
 
 /* One line from the child.  Any line is a heartbeat; one of an unknown
@@ -374,33 +418,91 @@ daemon_pipe_cb(evutil_socket_t fd, short what, void *arg)
 		event_del(d->ev_pipe); /* the end, or a broken pipe */
 }
 
+/* The console's "sync now" (an approval starts one too): a history row
+ * with who asked, then a run now, or right after the one in progress. */
+static void
+daemon_console_sync_cb(void *arg, bool allow_removals, const char *who)
+{
+	struct daemon *d = arg;
+	struct history hist = { .ledger = d->ledger,
+				.conf = d->conf,
+				.now = now_epoch() };
+
+	if (history_add(&hist, "sync", NULL, NULL, 0, "sync%s requested by %s",
+			allow_removals ? " with the withheld removals" : "",
+			who) == -1)
+		log_warnx("web: cannot write the history: %s",
+			  ledger_errmsg(d->ledger));
+	log_info("web: sync now%s, requested by %s",
+		 allow_removals ? " with the withheld removals" : "", who);
+	d->allow_removals_next = d->allow_removals_next || allow_removals;
+	if (d->child > 0) {
+		d->run_again = true;
+		return;
+	}
+	evtimer_del(d->ev_timer);
+	daemon_run_start(d);
+}
+
+static bool
+daemon_console_syncing_cb(void *arg, char *buf, size_t len)
+{
+	struct daemon *d = arg;
+
+	if (d->child <= 0)
+		return false;
+	snprintf(buf, len, "%s", d->phase);
+	return true;
+}
+
+/* Serve the console where [web] says; a failure costs the console, never
+ * the syncs. */
+static void
+daemon_listen_web(struct daemon *d)
+{
+	char *was = console_address(d->console) != NULL
+			? xstrdup(console_address(d->console))
+			: NULL;
+	char *cause = NULL;
+
+	if (console_configure(d->console, d->conf, d->ledger, &cause) == -1) {
+		log_warnx("web: %s; the console is off until a reload (syncs "
+			  "go on)",
+			  cause);
+		free(cause);
+	} else if (d->conf->web_listen == NULL && was != NULL)
+		log_info("web: no longer serving the console on %s", was);
+	else if (d->conf->web_listen != NULL &&
+		 (was == NULL || strcmp(was, d->conf->web_listen) != 0))
+		log_info("web: serving the console on %s%s",
+			 d->conf->web_listen,
+			 d->conf->web_tls_cert != NULL ? " (HTTPS)" : "");
+	free(was);
+}
+
 /* Serve the metrics where the configuration says (also after a reload: a
  * new address is bound, and one that failed before is tried again).  A
  * failure costs the metrics, never the syncs. */
 static void
 daemon_listen(struct daemon *d)
 {
-	const char *was = exporter_address(d->exporter);
+	const char *was = httpd_address(d->metrics_httpd);
 	char *cause = NULL;
 
-	/* The keys are checked; the pages are not in this build yet. */
-	if (d->conf->web_listen != NULL)
-		log_warnx("web: this build has no web console yet; web.listen "
-			  "%s is ignored",
-			  d->conf->web_listen);
+	daemon_listen_web(d);
 	if (d->conf->metrics_listen == NULL) {
 		if (was != NULL)
 			log_info("metrics: no longer listening on %s", was);
-		exporter_listen(d->exporter, NULL, &cause);
+		httpd_listen(d->metrics_httpd, NULL, &cause);
 		return;
 	}
 	if (was != NULL && strcmp(was, d->conf->metrics_listen) == 0)
 		return;
-	if (exporter_listen(d->exporter, d->conf->metrics_listen, &cause) ==
+	if (httpd_listen(d->metrics_httpd, d->conf->metrics_listen, &cause) ==
 	    -1) {
-		if (exporter_address(d->exporter) != NULL)
+		if (httpd_address(d->metrics_httpd) != NULL)
 			log_warnx("metrics: %s; still serving /metrics on %s",
-				  cause, exporter_address(d->exporter));
+				  cause, httpd_address(d->metrics_httpd));
 		else
 			log_warnx("metrics: %s; /metrics is off until a "
 				  "reload (syncs go on)",
@@ -472,12 +574,25 @@ daemon_reload(struct daemon *d)
 }
 
 /* Delay before the next run: the interval with +-10 % jitter, or after
- * failures a back-off doubling from min(60 s, interval / 8). */
+ * failures a back-off doubling from min(60 s, interval / 8), or while
+ * Moodle is down one doubling from sync.outage_retry, at most
+ * sync.outage_retry_max. */
 static int64_t
 daemon_next_delay(struct daemon *d)
 {
 	int64_t interval = d->conf->sync_interval_ms, delay;
 
+	if (d->down_since != 0) {
+		/* Moodle is down: sync.outage_retry, doubled per try. */
+		delay = d->conf->sync_outage_retry_ms;
+		for (int i = 1; i < d->outage_tries &&
+				delay < d->conf->sync_outage_retry_max_ms;
+		     i++)
+			delay *= 2;
+		return delay < d->conf->sync_outage_retry_max_ms
+			   ? delay
+			   : d->conf->sync_outage_retry_max_ms;
+	}
 	if (d->failures == 0)
 		return interval * 9 / 10 + random() % (interval / 5 + 1);
 	delay = interval / 8 < DAEMON_BACKOFF_MAX_MS ? interval / 8
@@ -503,6 +618,18 @@ daemon_arm(struct daemon *d, int64_t delay_ms)
 	daemon_status(d);
 }
 
+/* Local HH:MM of t. */
+static void
+daemon_hhmm(int64_t t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	buf[0] = '\0';
+	if (localtime_r(&tt, &tm) != NULL)
+		strftime(buf, len, "%H:%M", &tm);
+}
+
 /* STATUS= for systemctl status: one line. */
 static void
 daemon_status(struct daemon *d)
@@ -515,6 +642,13 @@ daemon_status(struct daemon *d)
 
 	if (d->child > 0) {
 		notify_status("syncing: %s", d->phase);
+		return;
+	}
+	if (d->down_since != 0) {
+		daemon_hhmm(d->down_since, last, sizeof(last));
+		daemon_hhmm(d->next_run, next, sizeof(next));
+		notify_status("%s (since %s); next try %s", d->down_cause, last,
+			      next);
 		return;
 	}
 	if (ledger_meta_get(d->ledger, "removals_withheld", &withheld) == 0 &&
@@ -548,6 +682,54 @@ daemon_read_stats(struct daemon *d)
 			  ledger_errmsg(d->ledger));
 }
 
+/* After a sync that said whether Moodle could serve: start or end an
+ * outage (one line when it is back), and the metric. */
+static void
+daemon_note_moodle(struct daemon *d)
+{
+	int64_t now = now_epoch();
+
+	if (d->child_up == 1 && d->down_since != 0) {
+		log_info("Moodle is available again, after %" PRId64
+			 " s unavailable (%d tries)",
+			 now - d->down_since, d->outage_tries);
+		d->down_since = 0;
+		d->outage_tries = 0;
+	} else if (d->child_up == 0) {
+		if (d->down_since == 0) {
+			d->down_since = now;
+			d->down_logged_ms = INT64_MIN / 2;
+		}
+		d->outage_tries++;
+		snprintf(d->down_cause, sizeof(d->down_cause), "%s",
+			 d->child_down);
+	}
+	if (d->child_up != -1)
+		stats_moodle_up(d->stats, d->child_up == 1);
+}
+
+/* While Moodle is down: a line at most every DAEMON_OUTAGE_LOG_MS. */
+static void
+daemon_outage_log(struct daemon *d)
+{
+	int64_t now = now_monotonic_ms(), wait = d->next_run - now_epoch();
+
+	if (now - d->down_logged_ms < DAEMON_OUTAGE_LOG_MS) {
+		log_debug("%s; will retry in %" PRId64 " s", d->down_cause,
+			  wait);
+		return;
+	}
+	if (d->outage_tries <= 1)
+		log_warnx("%s; the sync stopped, will retry in %" PRId64 " s",
+			  d->down_cause, wait);
+	else
+		log_warnx("%s, still (for %" PRId64 " s, %d tries); will "
+			  "retry in %" PRId64 " s",
+			  d->down_cause, now_epoch() - d->down_since,
+			  d->outage_tries, wait);
+	d->down_logged_ms = now;
+}
+
 static void
 daemon_child_reaped(struct daemon *d, int wstatus)
 {
@@ -572,6 +754,7 @@ daemon_child_reaped(struct daemon *d, int wstatus)
 	    d->stats, d->child_outcome[0] != '\0' ? d->child_outcome : "failed",
 	    d->child_errors, now_monotonic_us() - d->child_start_us);
 	daemon_read_stats(d);
+	daemon_note_moodle(d);
 	if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0)
 		d->failures = 0;
 	else {
@@ -594,7 +777,9 @@ daemon_child_reaped(struct daemon *d, int wstatus)
 		return;
 	}
 	daemon_arm(d, daemon_next_delay(d));
-	if (d->failures > 0)
+	if (d->down_since != 0)
+		daemon_outage_log(d);
+	else if (d->failures > 0)
 		log_warnx("sync failed, will retry in %" PRId64 " s",
 			  d->next_run - now_epoch());
 }
@@ -696,6 +881,46 @@ daemon_watchdog_cb(evutil_socket_t fd, short what, void *arg)
 	log_warnx("sync (pid %ld) has made no progress for %" PRId64
 		  " s; not feeding the watchdog",
 		  (long)d->child, quiet / 1000);
+}
+
+/* At start: Moodle was down at the last run (run.c keeps why). */
+static void
+daemon_last_outage(struct daemon *d)
+{
+	char *cause = NULL;
+
+	if (ledger_meta_get(d->ledger, RUN_META_DOWN, &cause) == 0 &&
+	    cause != NULL) {
+		d->down_since = now_epoch();
+		d->down_logged_ms = INT64_MIN / 2;
+		snprintf(d->down_cause, sizeof(d->down_cause), "%s", cause);
+		stats_moodle_up(d->stats, false);
+	}
+	free(cause);
+}
+
+/* The /metrics server.  Its connections come out of the descriptors that
+ * RLIMIT_NOFILE leaves once DAEMON_FD_RESERVE are kept for the daemon
+ * itself (ledger, pipes, journal, the loop): a quarter of them at most, so
+ * that the web console has the rest. */
+static struct httpd *
+daemon_metrics_httpd(struct daemon *d)
+{
+	size_t budget = httpd_fd_budget(DAEMON_FD_RESERVE);
+	struct httpd_options o = { .name = "metrics" };
+
+	(void)d;
+	o.limits.max_connections = budget / 4 < HTTPD_MAX_CONNECTIONS
+				       ? budget / 4
+				       : HTTPD_MAX_CONNECTIONS;
+	if (o.limits.max_connections < 4) {
+		o.limits.max_connections = 4;
+		log_warnx("the file descriptor limit (RLIMIT_NOFILE) leaves "
+			  "almost nothing to serve /metrics with; "
+			  "LimitNOFILE= of the unit should be at least %d",
+			  DAEMON_FD_RESERVE + 64);
+	}
+	return httpd_new(d->base, &o);
 }
 
 static void
@@ -826,6 +1051,7 @@ main(int argc, char **argv)
 	}
 	log_init("webcoursed", foreground || once,
 		 verbose ? LOG_DEBUG : d.conf->log_level);
+	log_libevent_init();
 	signal(SIGPIPE, SIG_IGN);
 	if (ledger_open(d.conf->state_database, false, &d.ledger, &cause) == -1)
 		fatalx("cannot open the ledger: %s", cause);
@@ -856,7 +1082,15 @@ main(int argc, char **argv)
 	d.metrics = metrics_new();
 	d.stats = stats_new(d.metrics, started);
 	daemon_read_stats(&d);
-	d.exporter = exporter_new(d.base, d.metrics, daemon_collect_cb, &d);
+	daemon_last_outage(&d);
+	d.metrics_httpd = daemon_metrics_httpd(&d);
+	d.exporter =
+	    exporter_new(d.metrics_httpd, d.metrics, daemon_collect_cb, &d);
+	d.console = console_new(
+	    d.base,
+	    &(struct console_hooks){ .sync_now = daemon_console_sync_cb,
+				     .syncing = daemon_console_syncing_cb,
+				     .arg = &d });
 	daemon_listen(&d);
 	daemon_arm(&d, DAEMON_FIRST_RUN_MS);
 	url = http_redact_url(d.conf->moodle_url);
@@ -881,7 +1115,9 @@ main(int argc, char **argv)
 		event_free(d.ev_pipe);
 	if (d.ev_log != NULL)
 		event_free(d.ev_log);
+	console_free(d.console);
 	exporter_free(d.exporter);
+	httpd_free(d.metrics_httpd);
 	stats_free(d.stats);
 	metrics_free(d.metrics);
 	event_base_free(d.base);

@@ -203,51 +203,23 @@ feed_digest(const void *data, size_t len, char out[65])
 
 /* ---- text helpers ------------------------------------------------------- */
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
-static size_t
-feed_utf8_len(const unsigned char *p, size_t n)
-{
-	size_t len, i;
-	uint32_t cp;
-
-	if (p[0] < 0x80)
-		return 1;
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		len = 2, cp = p[0] & 0x1f;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef)
-		len = 3, cp = p[0] & 0x0f;
-	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-		len = 4, cp = p[0] & 0x07;
-	else
-		return 0;
-	if (len > n)
-		return 0;
-	for (i = 1; i < len; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (p[i] & 0x3f);
-	}
-	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-		return 0;
-	return len;
-}
-
-/* One printable line from at most max bytes of untrusted text: controls
- * become spaces (runs collapsed), bytes that are not UTF-8 become '?'. */
+/* One printable line from at most max bytes of untrusted text, for a
+ * quote in a message: like text_clean(), but every control character is
+ * a blank (runs collapsed), and the cut is marked "...". */
 static char *
 feed_sanitise(const char *s, size_t n, size_t max)
 {
 	const unsigned char *p = (const unsigned char *)s;
 	char *out = xmalloc(max + 4);
 	size_t i = 0, o = 0, l;
+	int c;
 
 	while (i < n && o < max) {
-		if (p[i] < 0x20 || p[i] == 0x7f) {
+		if ((c = text_control(p + i, n - i)) != -1) {
 			if (o > 0 && out[o - 1] != ' ')
 				out[o++] = ' ';
-			i++;
-		} else if ((l = feed_utf8_len(p + i, n - i)) == 0) {
+			i += c < 0x80 ? 1 : 2;
+		} else if ((l = utf8_len(p + i, n - i)) == 0) {
 			out[o++] = '?';
 			i++;
 		} else if (o + l > max) {
@@ -405,14 +377,16 @@ feed_fetch(const struct config *cfg, struct http *http,
 	is_file = strncasecmp(cfg->source_url, "file:", 5) == 0;
 
 	headers[nh++] = "Accept: application/json";
-	if (cfg->source_auth_header != NULL)
-		headers[nh++] = cfg->source_auth_header;
-	if (!is_file && last != NULL && last->etag != NULL) {
+	/* A validator stored before http.c dropped bad ones is not sent. */
+	if (!is_file && last != NULL && last->etag != NULL &&
+	    http_field_value_ok(last->etag, strlen(last->etag))) {
 		xasprintf(&inm, "If-None-Match: %s", last->etag);
 		headers[nh++] = inm;
 		conditional = true;
 	}
-	if (!is_file && last != NULL && last->last_modified != NULL) {
+	if (!is_file && last != NULL && last->last_modified != NULL &&
+	    http_field_value_ok(last->last_modified,
+				strlen(last->last_modified))) {
 		xasprintf(&ims, "If-Modified-Since: %s", last->last_modified);
 		headers[nh++] = ims;
 		conditional = true;
@@ -421,6 +395,7 @@ feed_fetch(const struct config *cfg, struct http *http,
 
 	req.url = cfg->source_url;
 	req.headers = headers;
+	req.origin_header = cfg->source_auth_header;
 	req.timeout_ms = cfg->source_timeout_ms;
 	req.connect_timeout_ms = FEED_CONNECT_TIMEOUT_MS;
 	if (cfg->source_timeout_ms > 0 &&
@@ -761,14 +736,17 @@ feed_ws(const struct feed_decoder *d, const char *p)
 static const struct feed_string_field {
 	const char *key;
 	bool required;
+	bool shown; /* printed to people: no control characters */
 	size_t max_chars;
 	size_t offset;
 } feed_string_fields[] = {
-	{ "shortname", true, 255, offsetof(struct feed_course, shortname) },
-	{ "name", true, 254, offsetof(struct feed_course, fullname) },
-	{ "idnumber", false, FEED_MAX_IDNUMBER,
+	{ "shortname", true, true, 255,
+	  offsetof(struct feed_course, shortname) },
+	{ "name", true, true, 254, offsetof(struct feed_course, fullname) },
+	{ "idnumber", false, true, FEED_MAX_IDNUMBER,
 	  offsetof(struct feed_course, idnumber) },
-	{ "summary", false, 65535, offsetof(struct feed_course, summary) },
+	{ "summary", false, false, 65535,
+	  offsetof(struct feed_course, summary) },
 };
 
 /* Integer fields: categoryid and the dates. */
@@ -799,7 +777,8 @@ feed_course_strings(struct feed_decoder *d, json_t *o, struct feed_course *c,
 	const struct feed_string_field *fd;
 	const char *s;
 	json_t *v;
-	size_t i, len, chars;
+	size_t i, len, chars, at;
+	int ctl;
 
 	for (i = 0; i < nitems(feed_string_fields); i++) {
 		fd = &feed_string_fields[i];
@@ -831,6 +810,14 @@ feed_course_strings(struct feed_decoder *d, json_t *o, struct feed_course *c,
 				continue;
 			feed_issue(d, "course", feed_course_item(d, path),
 				   "missing-field", "\"%s\" is empty", fd->key);
+			return -1;
+		}
+		if (fd->shown && (ctl = text_find_control(s, len, &at)) != -1) {
+			feed_issue(d, "course", feed_course_item(d, path),
+				   "control-character",
+				   "\"%s\" holds a control character (U+%04X "
+				   "at character %zu): names hold none",
+				   fd->key, (unsigned)ctl, at + 1);
 			return -1;
 		}
 		if ((chars = feed_utf8_chars(s, len)) > fd->max_chars) {

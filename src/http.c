@@ -1,4 +1,5 @@
 /* HTTP transfers through one reused libcurl easy handle, with caps. */
+#include <ctype.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -37,6 +38,8 @@ struct http_xfer {
 	size_t cap; /* allocated bytes of resp.body */
 	size_t max_body;
 	bool too_big;
+	char *origin;   /* of the request's URL, when a header is bound to it */
+	char *off_site; /* a redirect target of another origin, refused */
 };
 
 /* Captured response headers and where they go. */
@@ -149,6 +152,17 @@ http_write_cb(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
+bool
+http_field_value_ok(const char *v, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)v;
+
+	for (size_t i = 0; i < len; i++)
+		if ((p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f)
+			return false;
+	return true;
+}
+
 /* Keep the headers we care about from the last response (redirects and
  * 100-continue start a new one). */
 static size_t
@@ -179,7 +193,9 @@ http_header_cb(char *line, size_t size, size_t nmemb, void *arg)
 			   end[-1] == ' ' || end[-1] == '\t'))
 		end--;
 	vlen = (size_t)(end - v);
-	if (vlen > HTTP_MAX_HEADER_VALUE)
+	/* A value we keep may be sent back (If-None-Match): it must be a
+	 * valid field value, or it is dropped. */
+	if (vlen > HTTP_MAX_HEADER_VALUE || !http_field_value_ok(v, vlen))
 		return n;
 	for (i = 0; i < nitems(http_headers); i++) {
 		if (strlen(http_headers[i].name) != namelen ||
@@ -213,6 +229,58 @@ http_xferinfo_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow,
 	return 0;
 }
 
+/* "scheme://host:port" of url, lower case, the port made explicit
+ * (RFC 6454 origin); NULL when url does not parse. */
+static char *
+http_origin(const char *url)
+{
+	char *scheme = NULL, *host = NULL, *port = NULL, *ret = NULL;
+	CURLU *u;
+
+	if ((u = curl_url()) == NULL)
+		fatalx("curl_url failed");
+	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) ==
+		CURLUE_OK) {
+		xasprintf(&ret, "%s://%s:%s", scheme, host, port);
+		for (char *p = ret; *p != '\0'; p++)
+			*p = (char)tolower((unsigned char)*p);
+	}
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+	return ret;
+}
+
+/* Before each request, a redirect's too: a header bound to the origin
+ * goes nowhere else.  Refusing (rather than following without it) keeps
+ * us from reading a feed off a host the configuration does not name. */
+static int
+http_prereq_cb(void *arg, char *conn_primary_ip, char *conn_local_ip,
+	       int conn_primary_port, int conn_local_port)
+{
+	struct http_xfer *x = arg;
+	char *url = NULL, *origin;
+	bool same;
+
+	(void)conn_primary_ip, (void)conn_local_ip;
+	(void)conn_primary_port, (void)conn_local_port;
+	if (x->origin == NULL)
+		return CURL_PREREQFUNC_OK;
+	curl_easy_getinfo(x->http->curl, CURLINFO_EFFECTIVE_URL, &url);
+	origin = url != NULL ? http_origin(url) : NULL;
+	same = origin != NULL && strcmp(origin, x->origin) == 0;
+	free(origin);
+	if (same)
+		return CURL_PREREQFUNC_OK;
+	free(x->off_site);
+	x->off_site = http_redact_url(url != NULL ? url : "(unknown)");
+	return CURL_PREREQFUNC_ABORT;
+}
+
 static enum http_result
 http_classify(CURLcode code, const struct http_xfer *x)
 {
@@ -220,6 +288,8 @@ http_classify(CURLcode code, const struct http_xfer *x)
 
 	if (code == CURLE_WRITE_ERROR && x->too_big)
 		return HTTP_ERR_TOO_BIG;
+	if (code == CURLE_ABORTED_BY_CALLBACK && x->off_site != NULL)
+		return HTTP_ERR_REDIRECT;
 	for (i = 0; i < nitems(http_errors); i++) {
 		if (http_errors[i].code == code)
 			return http_errors[i].result;
@@ -264,6 +334,7 @@ http_setup(struct http *h, const struct http_request *req, struct http_xfer *x)
 	const char *const *hp;
 	char *ct;
 	bool file = strncasecmp(req->url, "file:", 5) == 0;
+	bool https = strncasecmp(req->url, "https:", 6) == 0;
 
 	curl_easy_reset(c);
 	h->errbuf[0] = '\0';
@@ -288,7 +359,17 @@ http_setup(struct http *h, const struct http_request *req, struct http_xfer *x)
 		curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
 		curl_easy_setopt(c, CURLOPT_MAXREDIRS,
 				 (long)req->max_redirects);
-		curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+		/* Never from https down to http (nor to file:). */
+		curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR,
+				 https ? "https" : "http,https");
+	}
+	if (req->origin_header != NULL) {
+		/* A URL that does not parse matches no origin. */
+		if ((x->origin = http_origin(req->url)) == NULL)
+			x->origin = xstrdup("(none)");
+		curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, http_prereq_cb);
+		curl_easy_setopt(c, CURLOPT_PREREQDATA, x);
+		hdrs = http_header_add(hdrs, req->origin_header);
 	}
 	if (req->accept_gzip)
 		curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
@@ -320,6 +401,21 @@ http_setup(struct http *h, const struct http_request *req, struct http_xfer *x)
 	return hdrs;
 }
 
+/* Header lines hold no CR, LF or other control (RFC 9110 5.5): a value
+ * with a line break would add a header of its own. */
+static bool
+http_headers_valid(const struct http_request *req)
+{
+	const char *const *hp;
+
+	for (hp = req->headers; hp != NULL && *hp != NULL; hp++)
+		if (!http_field_value_ok(*hp, strlen(*hp)))
+			return false;
+	return req->origin_header == NULL ||
+	       http_field_value_ok(req->origin_header,
+				   strlen(req->origin_header));
+}
+
 enum http_result
 http_perform(struct http *h, const struct http_request *req,
 	     struct http_response *ret, char **cause)
@@ -329,6 +425,8 @@ http_perform(struct http *h, const struct http_request *req,
 	enum http_result rv;
 	CURLcode code;
 	char *url;
+	/* only a redirect can lead an https URL to another protocol */
+	bool https = strncasecmp(req->url, "https:", 6) == 0;
 
 	memset(&x, 0, sizeof(x));
 	x.http = h;
@@ -338,6 +436,15 @@ http_perform(struct http *h, const struct http_request *req,
 		xasprintf(cause, "%s: cancelled", url);
 		free(url);
 		return HTTP_ERR_CANCELLED;
+	}
+	if (!http_headers_valid(req)) {
+		url = http_redact_url(req->url);
+		xasprintf(cause,
+			  "%s: a request header holds a line break or "
+			  "a control character: not sent",
+			  url);
+		free(url);
+		return HTTP_ERR_OTHER;
 	}
 	h->last_tick_ms = now_monotonic_ms();
 	hdrs = http_setup(h, req, &x);
@@ -356,8 +463,8 @@ http_perform(struct http *h, const struct http_request *req,
 			  req->body != NULL ? "POST" : "GET", url,
 			  x.resp.status, x.resp.len);
 		*ret = x.resp;
-		free(url);
-		return HTTP_OK;
+		rv = HTTP_OK;
+		goto out;
 	}
 	rv = http_classify(code, &x);
 	if (rv == HTTP_ERR_CONNECT || rv == HTTP_ERR_TIMEOUT)
@@ -368,14 +475,28 @@ http_perform(struct http *h, const struct http_request *req,
 	if (rv == HTTP_ERR_TOO_BIG)
 		xasprintf(cause, "%s: answer larger than %zu bytes", url,
 			  x.max_body);
-	else if (rv == HTTP_ERR_CANCELLED)
+	else if (rv == HTTP_ERR_REDIRECT)
+		xasprintf(cause,
+			  "%s: redirected to %s, another origin: not followed "
+			  "(the auth header goes to %s only)",
+			  url, x.off_site, x.origin);
+	else if (code == CURLE_UNSUPPORTED_PROTOCOL && https) {
+		xasprintf(cause,
+			  "%s: redirected from https to another protocol: "
+			  "not followed",
+			  url);
+		rv = HTTP_ERR_REDIRECT;
+	} else if (rv == HTTP_ERR_CANCELLED)
 		xasprintf(cause, "%s: cancelled", url);
 	else
 		xasprintf(cause, "%s: %s", url,
 			  h->errbuf[0] != '\0' ? h->errbuf
 					       : curl_easy_strerror(code));
-	free(url);
 	http_response_clear(&x.resp);
+out:
+	free(url);
+	free(x.origin);
+	free(x.off_site);
 	return rv;
 }
 

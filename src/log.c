@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #define SD_JOURNAL_SUPPRESS_LOCATION
 #include <systemd/sd-journal.h>
 
@@ -24,7 +26,9 @@ static struct {
 	int journal;
 	int level;
 	int relay; /* a sync process: journal records go to the parent */
-} log_conf = { "webcoursed", 0, LOG_INFO, -1 };
+	struct log_rate libevent;
+} log_conf = { "webcoursed", 0, LOG_INFO, -1,
+	       LOG_RATE_INIT(LOG_LIBEVENT_LINES, 60000) };
 
 static const char *const log_prio_names[] = {
 	[LOG_EMERG] = "emerg",     [LOG_ALERT] = "alert",
@@ -147,13 +151,16 @@ log_journal(int prio, const char *const *fields, const char *msg)
 void
 vlog_fields(int prio, const char *const *fields, const char *fmt, va_list ap)
 {
-	char *msg;
+	char *raw, *msg;
 	int saved = errno;
 
 	if (prio > log_conf.level)
 		return;
-	if (vasprintf(&msg, fmt, ap) == -1)
+	if (vasprintf(&raw, fmt, ap) == -1)
 		return;
+	/* One record is one line, and no text in it drives a terminal. */
+	msg = text_clean(raw);
+	free(raw);
 	if (log_conf.journal)
 		log_journal(prio, fields, msg);
 	else
@@ -245,4 +252,93 @@ fatalx(const char *fmt, ...)
 	vlog_fields(LOG_CRIT, NULL, fmt, ap);
 	va_end(ap);
 	exit(1);
+}
+
+/* Whether a line may go out now under r; *ret_held: the lines held back
+ * since the last one that went out. */
+static int
+log_rate_allow(struct log_rate *r, uint64_t *ret_held)
+{
+	int64_t now = now_monotonic_ms();
+
+	if (r->start_ms == 0 || now - r->start_ms >= r->period_ms) {
+		r->start_ms = now;
+		r->used = 0;
+	}
+	if (r->used >= r->n) {
+		r->held++;
+		return 0;
+	}
+	r->used++;
+	*ret_held = r->held;
+	r->held = 0;
+	return 1;
+}
+
+static void
+log_rate_vlog(struct log_rate *r, int prio, const char *fmt, va_list ap)
+{
+	uint64_t held;
+	char *msg;
+
+	if (prio > log_conf.level || !log_rate_allow(r, &held))
+		return;
+	if (vasprintf(&msg, fmt, ap) == -1)
+		return;
+	if (held > 0)
+		log_fields(prio, NULL,
+			   "%s (and %llu more like it held back; at most %d "
+			   "lines in %lld s)",
+			   msg, (unsigned long long)held, r->n,
+			   (long long)(r->period_ms / 1000));
+	else
+		log_fields(prio, NULL, "%s", msg);
+	free(msg);
+}
+
+void
+log_rate_warnx(struct log_rate *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_rate_vlog(r, LOG_WARNING, fmt, ap);
+	va_end(ap);
+}
+
+static void
+log_rate_log(struct log_rate *r, int prio, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_rate_vlog(r, prio, fmt, ap);
+	va_end(ap);
+}
+
+/* libevent's log callback: its severities are ours; debug lines are not
+ * counted against the budget (they are off unless -v). */
+static void
+log_libevent_cb(int severity, const char *msg)
+{
+	static const int prios[] = {
+		[EVENT_LOG_DEBUG] = LOG_DEBUG,
+		[EVENT_LOG_MSG] = LOG_INFO,
+		[EVENT_LOG_WARN] = LOG_WARNING,
+		[EVENT_LOG_ERR] = LOG_ERR,
+	};
+	int prio = severity >= 0 && severity < (int)nitems(prios)
+		       ? prios[severity]
+		       : LOG_WARNING;
+
+	if (prio == LOG_DEBUG)
+		log_debug("libevent: %s", msg);
+	else
+		log_rate_log(&log_conf.libevent, prio, "libevent: %s", msg);
+}
+
+void
+log_libevent_init(void)
+{
+	event_set_log_callback(log_libevent_cb);
 }

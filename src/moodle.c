@@ -36,17 +36,28 @@
 #define MOODLE_PACE_SLOW              4 /* times the median: a slow answer */
 #define MOODLE_PACE_SLOW_RUN          2 /* slow answers in a row: back off */
 #define MOODLE_PACE_GOOD_RUN          8 /* good answers in a row: one more */
+#define MOODLE_PACE_LOG_MS            60000 /* a change logged this often */
+#define MOODLE_BREAKER_AFTER          3     /* site-wide answers in a row */
 
 /*
- * Error classes.  Moodle answers errors with HTTP 200 and an exception
- * object, so the body decides.  TRANSIENT (retried here with a doubling
- * back-off, then given up): no connection, timeout, HTTP 5xx/429,
- * sitemaintenance.  FATAL (the run stops): the token and service codes in
- * moodle_codes, invalidrecord naming table external_functions (17a), HTTP
- * 403 (00), any redirect (22), XML (16c, 20e), a request over the variable
- * limit.  invalidrecord naming another table is an ITEM: unenrol (11e) and
- * enrolled users (13c) answer it for a course that is gone.  ITEM: every
- * other errorcode, and answers that are not the JSON expected.
+ * Error classes: one table, moodle_codes, says what each answer means.
+ * Moodle answers errors with HTTP 200 and an exception object, so the body
+ * decides; an answer that is no exception gets an errorcode of ours
+ * ("connect", "timeout", "noanswer", "httpNNN") and the same table.
+ * DOWN: Moodle as a whole cannot serve (its database is down, 32a-32d;
+ * maintenance, 32e/32f and 32i/32j; nothing listens): nothing was done and
+ * nothing is said about the items.  Such answers, and those that say the
+ * same but leave the call unsure (timeouts, a gateway's 502/504: 32g/32h),
+ * are site-wide: they count towards the breaker (moodle_pace), which stops
+ * every call once it opens.  TRANSIENT (retried here with a doubling
+ * back-off, then given up): other 5xx and 429, answers that are not the
+ * JSON expected, the cache race of 32k.  CONFLICT: dmlwriteexception.
+ * FATAL (the run stops): the token and service codes, invalidrecord naming
+ * table external_functions (17a), HTTP 403 (00), any redirect (22), XML
+ * (16c, 20e), a request over the variable limit.  invalidrecord naming
+ * another table is an ITEM: unenrol (11e) and enrolled users (13c) answer
+ * it for a course that is gone.  ITEM: every other errorcode, and only
+ * then is a call split to find the bad item.
  */
 /*
  * Pacing, shared by a client and its clones: at most `limit` calls in
@@ -72,6 +83,14 @@ struct moodle_pace {
 	} fns[MOODLE_PACE_FUNCTIONS];
 	size_t nfns;
 	int users; /* the client and its clones */
+	/* The breaker: site-wide answers in a row, how many open it, and
+	 * once open, why ("Moodle unavailable: ..."). */
+	int site_run, breaker_after;
+	char *down, *down_code;
+	/* Changes of the limit, lower [0] and raise [1]: logged once a
+	 * minute each, the others counted for the next line and the end. */
+	int64_t logged_ms[2];
+	int unlogged[2], changes[2];
 };
 
 struct moodle {
@@ -96,6 +115,8 @@ struct moodle {
 	void *observe_arg;
 };
 
+static void moodle_pace_summary(const struct moodle_pace *);
+
 /* A form body under construction; it counts its variables. */
 struct moodle_form {
 	const char *function;
@@ -104,59 +125,89 @@ struct moodle_form {
 	int nvars, limit;
 };
 
-/* What an errorcode means for us, and what the admin should do. */
+/* What an answer means for us (see "Error classes" above): Moodle's
+ * errorcode, or ours for what is no exception.  site: it says Moodle as a
+ * whole cannot serve (the breaker counts it); the hint then ends "Moodle
+ * unavailable: ".  committed: Moodle applied the call before it failed. */
 static const struct moodle_code {
 	const char *errorcode;
 	enum moodle_status kind;
-	bool committed;
+	bool site, committed;
 	const char *hint;
 } moodle_codes[] = {
-	{ "invalidtoken", MOODLE_FATAL, false,
+	/* No answer, or no answer from Moodle itself. */
+	{ "connect", MOODLE_DOWN, true, false, "cannot connect to it" },
+	/* Sent: Moodle may go on with it after we gave up. */
+	{ "timeout", MOODLE_UNSURE, true, false,
+	  "it did not answer in time (moodle.timeout)" },
+	{ "noanswer", MOODLE_UNSURE, true, false,
+	  "the connection to it broke before its answer" },
+	/* nginx cannot reach PHP-FPM (32g/32h), or gave up on a PHP that
+	 * may still be at work on the call. */
+	{ "http502", MOODLE_UNSURE, true, false,
+	  "its web server cannot reach PHP (HTTP 502)" },
+	{ "http504", MOODLE_UNSURE, true, false,
+	  "its web server gave up waiting for PHP (HTTP 504)" },
+	/* Maintenance set from the CLI: an HTML page, Retry-After (32e). */
+	{ "http503", MOODLE_DOWN, true, false,
+	  "it is in maintenance mode or overloaded (HTTP 503)" },
+	{ "http500", MOODLE_TRANSIENT, false, false, NULL },
+	{ "http429", MOODLE_TRANSIENT, false, false, NULL },
+	/* PostgreSQL stopped: every call, HTTP 200, within ms (32a-32d). */
+	{ "dbconnectionfailed", MOODLE_DOWN, true, false,
+	  "its database connection failed" },
+	/* Maintenance set from the admin pages (32i/32j). */
+	{ "sitemaintenance", MOODLE_DOWN, true, false,
+	  "it is in maintenance mode" },
+	/* One of the first calls after a cache purge; its siblings went
+	 * through (32k): send it again. */
+	{ "ex_configcannotsave", MOODLE_TRANSIENT, false, false,
+	  "Moodle could not save its cache configuration (a race among the "
+	  "first calls after its caches were purged)" },
+	{ "invalidtoken", MOODLE_FATAL, false, false,
 	  "the token is not valid: check moodle.token_file" },
-	{ "invalidtimedtoken", MOODLE_FATAL, false,
+	{ "invalidtimedtoken", MOODLE_FATAL, false, false,
 	  "the token has expired: create a new one under Site administration "
 	  "> Server > Web services > Manage tokens and update "
 	  "moodle.token_file" },
-	{ "invalidiptoken", MOODLE_FATAL, false,
+	{ "invalidiptoken", MOODLE_FATAL, false, false,
 	  "the token may not be used from this host's address: fix its IP "
 	  "restriction under Site administration > Server > Web services > "
 	  "Manage tokens" },
-	{ "accessexception", MOODLE_FATAL, false, NULL }, /* names function */
-	{ "servicenotavailable", MOODLE_FATAL, false,
+	{ "accessexception", MOODLE_FATAL, false, false, NULL }, /* names fn */
+	{ "servicenotavailable", MOODLE_FATAL, false, false,
 	  "the token's external service is disabled: enable it under Site "
 	  "administration > Server > Web services > External services" },
-	{ "usernotallowed", MOODLE_FATAL, false,
+	{ "usernotallowed", MOODLE_FATAL, false, false,
 	  "the token's user is not an authorised user of its service: add "
 	  "it under Site administration > Server > Web services > External "
 	  "services > Authorised users" },
-	{ "enablewsdescription", MOODLE_FATAL, false,
+	{ "enablewsdescription", MOODLE_FATAL, false, false,
 	  "web services are disabled: enable them under Site administration "
 	  "> Advanced features" },
-	{ "sitepolicynotagreed", MOODLE_FATAL, false,
+	{ "sitepolicynotagreed", MOODLE_FATAL, false, false,
 	  "the token's user has not agreed to the site policy: log in once "
 	  "as that user and accept it" },
-	{ "forcepasswordchangenotice", MOODLE_FATAL, false,
+	{ "forcepasswordchangenotice", MOODLE_FATAL, false, false,
 	  "the token's user must change its password before using web "
 	  "services: log in once as that user" },
-	{ "usernotfullysetup", MOODLE_FATAL, false,
+	{ "usernotfullysetup", MOODLE_FATAL, false, false,
 	  "the token's user profile is incomplete: log in once as that user" },
-	{ "wsaccessusersuspended", MOODLE_FATAL, false,
+	{ "wsaccessusersuspended", MOODLE_FATAL, false, false,
 	  "the token's user is suspended" },
-	{ "wsaccessuserdeleted", MOODLE_FATAL, false,
+	{ "wsaccessuserdeleted", MOODLE_FATAL, false, false,
 	  "the token's user is deleted" },
-	{ "wsaccessuserunconfirmed", MOODLE_FATAL, false,
+	{ "wsaccessuserunconfirmed", MOODLE_FATAL, false, false,
 	  "the token's user is not confirmed" },
-	{ "wsaccessusernologin", MOODLE_FATAL, false,
+	{ "wsaccessusernologin", MOODLE_FATAL, false, false,
 	  "the token's user has authentication \"nologin\"" },
-	{ "sitemaintenance", MOODLE_TRANSIENT, false,
-	  "the site is in maintenance mode" },
 	/* The call's transaction was rolled back: a deadlock with another
 	 * call (30d/30e, 30f), or another write conflict. */
-	{ "dmlwriteexception", MOODLE_CONFLICT, false,
+	{ "dmlwriteexception", MOODLE_CONFLICT, false, false,
 	  "Moodle's database refused the write and undid the whole call "
 	  "(a deadlock with another call, or another conflict)" },
 	/* MAILFAIL recordings: the enrolment was committed, then this. */
-	{ "Message was not sent.", MOODLE_ITEM, true,
+	{ "Message was not sent.", MOODLE_ITEM, false, true,
 	  "Moodle applied the call but could not send its e-mail: check its "
 	  "outgoing mail settings" },
 };
@@ -278,6 +329,40 @@ moodle_error_set(const struct moodle *m, struct moodle_error *err,
 	moodle_fail(m, err, kind, function, errorcode, NULL, 0, "%s", message);
 }
 
+/* Fill err for an answer whose errorcode is code, as moodle_codes says
+ * (kind dflt when it has no row).  what: our words for it, else the
+ * table's hint; text: what Moodle (plain text) or curl said.  A DOWN
+ * answer says only "Moodle unavailable: " and the hint (and curl's words,
+ * detail): Moodle's page or message goes to the debug log. */
+static void
+moodle_fail_code(const struct moodle *m, struct moodle_error *err,
+		 const char *function, const char *code,
+		 enum moodle_status dflt, const char *what, const char *text,
+		 const char *debug, long status)
+{
+	const struct moodle_code *c = moodle_code_find(code);
+	enum moodle_status kind = c != NULL ? c->kind : dflt;
+
+	if (kind == MOODLE_DOWN && c != NULL && c->hint != NULL)
+		moodle_fail(m, err, kind, function, code, debug, status,
+			    "Moodle unavailable: %s%s%s%s", c->hint,
+			    what != NULL && text != NULL ? " (" : "",
+			    what != NULL && text != NULL ? text : "",
+			    what != NULL && text != NULL ? ")" : "");
+	else if (what != NULL)
+		moodle_fail(m, err, kind, function, code, debug, status,
+			    "%s%s%s", what, text != NULL ? ": " : "",
+			    text != NULL ? text : "");
+	else if (c != NULL && c->hint != NULL)
+		moodle_fail(m, err, kind, function, code, debug, status,
+			    "%s (Moodle: %s)", c->hint,
+			    text != NULL ? text : "no message");
+	else
+		moodle_fail(m, err, kind, function, code, debug, status, "%s",
+			    text != NULL ? text : "(no message)");
+	err->site = c != NULL && c->site;
+}
+
 /* The first bytes of an answer (NUL-terminated, as http_perform and
  * json_dumps leave it) as printable ASCII, for messages.  It is cleaned
  * whole, not cut first: a token across the cut would leave its start. */
@@ -295,6 +380,8 @@ moodle_pace_new(int max)
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
 	p->max = p->limit = max > 0 ? max : 1;
+	p->breaker_after = MOODLE_BREAKER_AFTER;
+	p->logged_ms[0] = p->logged_ms[1] = INT64_MIN / 2;
 	return p;
 }
 
@@ -371,6 +458,9 @@ moodle_free(struct moodle *m)
 	last = --m->pace->users == 0;
 	pthread_mutex_unlock(&m->pace->lock);
 	if (last) {
+		moodle_pace_summary(m->pace);
+		free(m->pace->down);
+		free(m->pace->down_code);
 		pthread_mutex_destroy(&m->pace->lock);
 		pthread_cond_destroy(&m->pace->cond);
 		free(m->pace);
@@ -570,7 +660,7 @@ moodle_wait(struct moodle *m, int64_t ms)
 	return m->cancel != NULL && *m->cancel ? -1 : 0;
 }
 
-/* A transfer that produced no answer. */
+/* A transfer that produced no answer: its errorcode and our words. */
 static void
 moodle_fail_transfer(const struct moodle *m, const char *function,
 		     enum http_result r, const char *cause,
@@ -578,12 +668,11 @@ moodle_fail_transfer(const struct moodle *m, const char *function,
 {
 	static const struct {
 		enum http_result result;
-		enum moodle_status kind;
+		enum moodle_status kind; /* when moodle_codes has no row */
 		const char *errorcode, *what;
 	} map[] = {
-		{ HTTP_ERR_CONNECT, MOODLE_TRANSIENT, "connect",
+		{ HTTP_ERR_CONNECT, MOODLE_DOWN, "connect",
 		  "cannot reach Moodle" },
-		/* Sent: Moodle may go on with it after we gave up. */
 		{ HTTP_ERR_TIMEOUT, MOODLE_UNSURE, "timeout",
 		  "Moodle did not answer in time (moodle.timeout)" },
 		{ HTTP_ERR_NO_ANSWER, MOODLE_UNSURE, "noanswer",
@@ -600,8 +689,8 @@ moodle_fail_transfer(const struct moodle *m, const char *function,
 
 	for (i = 0; i < nitems(map) - 1 && map[i].result != r; i++)
 		;
-	moodle_fail(m, err, map[i].kind, function, map[i].errorcode, NULL, 0,
-		    "%s: %s", map[i].what, cause);
+	moodle_fail_code(m, err, function, map[i].errorcode, map[i].kind,
+			 map[i].what, cause, NULL, 0);
 }
 
 /* An answer whose HTTP status is not a plain 2xx. */
@@ -609,7 +698,7 @@ static void
 moodle_fail_status(const struct moodle *m, const char *function,
 		   const struct http_response *resp, struct moodle_error *err)
 {
-	char code[16], *loc, *root;
+	char code[16], what[64], *loc, *root, *page;
 	size_t len, elen = strlen(MOODLE_ENDPOINT);
 
 	snprintf(code, sizeof(code), "http%ld", resp->status);
@@ -637,18 +726,17 @@ moodle_fail_status(const struct moodle *m, const char *function,
 			    "administration > Advanced features and the REST "
 			    "protocol under Site administration > Server > Web "
 			    "services > Manage protocols");
-	else if (resp->status == 502 || resp->status == 504)
-		/* The gateway gave up on PHP, which may still be at work. */
-		moodle_fail(m, err, MOODLE_UNSURE, function, code, NULL,
-			    resp->status,
-			    "Moodle's web server answered HTTP %ld (its PHP "
-			    "may still be working on the call)",
-			    resp->status);
-	else if (resp->status >= 500 || resp->status == 429)
-		moodle_fail(m, err, MOODLE_TRANSIENT, function, code, NULL,
-			    resp->status, "Moodle answered HTTP %ld",
-			    resp->status);
-	else
+	else if (resp->status >= 500 || resp->status == 429) {
+		/* An error page (32e, 32g): its text for the debug log. */
+		page = text_plain(resp->body, MOODLE_QUOTE);
+		snprintf(what, sizeof(what), "Moodle answered HTTP %ld",
+			 resp->status);
+		moodle_fail_code(m, err, function, code, MOODLE_TRANSIENT, NULL,
+				 what, NULL, resp->status);
+		log_debug("moodle: %s: HTTP %ld: %s", function, resp->status,
+			  page);
+		free(page);
+	} else
 		moodle_fail(
 		    m, err, MOODLE_FATAL, function, code, NULL, resp->status,
 		    "Moodle answered HTTP %ld for %s%s: check moodle.url",
@@ -666,38 +754,35 @@ moodle_fail_exception(const struct moodle *m, const char *function, json_t *obj,
 	const char *debug =
 	    json_string_value(json_object_get(obj, "debuginfo"));
 	const char *exc = json_string_value(json_object_get(obj, "exception"));
-	const struct moodle_code *c;
+	char *plain, *pdebug;
 
-	if (text == NULL || *text == '\0')
-		text = "(no message)";
+	/* Moodle's texts carry HTML (32a): plain text for a person. */
+	plain =
+	    text_plain(text != NULL && *text != '\0' ? text : "(no message)",
+		       MOODLE_MAX_TEXT);
+	pdebug = debug != NULL ? text_plain(debug, MOODLE_MAX_TEXT) : NULL;
 	if (code == NULL)
 		code = exc != NULL ? exc : "exception";
-	if (strcmp(code, "accessexception") == 0) {
-		moodle_fail(m, err, MOODLE_FATAL, function, code, debug, 200,
+	if (strcmp(code, "accessexception") == 0)
+		moodle_fail(m, err, MOODLE_FATAL, function, code, pdebug, 200,
 			    "function %s is not in the web service's function "
 			    "list: add it under Site administration > Server > "
 			    "Web services > External services (Moodle: %s)",
-			    function, text);
-		return;
-	}
+			    function, plain);
 	/* invalidrecord names its table: external_functions means the
 	 * function itself is missing (17a); course or user means an item
 	 * refers to a vanished record (unenrol 11e, enrolled users 13c). */
-	if (strcmp(code, "invalidrecord") == 0 &&
-	    strstr(text, "external_functions") != NULL) {
-		moodle_fail(m, err, MOODLE_FATAL, function, code, debug, 200,
+	else if (strcmp(code, "invalidrecord") == 0 &&
+		 strstr(plain, "external_functions") != NULL)
+		moodle_fail(m, err, MOODLE_FATAL, function, code, pdebug, 200,
 			    "function %s does not exist on this Moodle: it "
 			    "needs a newer Moodle (Moodle: %s)",
-			    function, text);
-		return;
-	}
-	if ((c = moodle_code_find(code)) != NULL && c->hint != NULL) {
-		moodle_fail(m, err, c->kind, function, code, debug, 200,
-			    "%s (Moodle: %s)", c->hint, text);
-		return;
-	}
-	moodle_fail(m, err, MOODLE_ITEM, function, code, debug, 200, "%s",
-		    text);
+			    function, plain);
+	else
+		moodle_fail_code(m, err, function, code, MOODLE_ITEM, NULL,
+				 plain, pdebug, 200);
+	free(plain);
+	free(pdebug);
 }
 
 /* Turn one HTTP answer into JSON of the expected type or an error. */
@@ -745,6 +830,11 @@ moodle_answer(const struct moodle *m, const char *function,
 		return -1;
 	}
 	if (json_is_object(j) && json_object_get(j, "exception") != NULL) {
+		/* The raw answer, for the debug log only. */
+		q = moodle_clean(m, resp->body, MOODLE_MAX_TEXT, true);
+		log_debug("moodle: %s: HTTP %ld: %s", function, resp->status,
+			  q);
+		free(q);
 		moodle_fail_exception(m, function, j, err);
 		json_decref(j);
 		return -1;
@@ -814,38 +904,150 @@ moodle_pace_size(const struct moodle_pace_fn *fn)
 	return v[fn->n / 2];
 }
 
+/* Log a change of the limit (dir 0 lower, 1 raise), with the pace lock
+ * held: once a minute per direction at most, so that a Moodle that flaps
+ * between slow and normal does not fill the journal (issue 19); the
+ * changes left out are counted in the next line and in the summary. */
+static void
+moodle_pace_log(struct moodle_pace *p, int dir, const char *what)
+{
+	int64_t now = now_monotonic_ms();
+	char more[64] = "";
+
+	p->changes[dir]++;
+	if (now - p->logged_ms[dir] < MOODLE_PACE_LOG_MS) {
+		p->unlogged[dir]++;
+		log_debug("%s", what);
+		return;
+	}
+	if (p->unlogged[dir] > 0)
+		snprintf(more, sizeof(more),
+			 " (%d more time%s in the last "
+			 "minute, not logged)",
+			 p->unlogged[dir], p->unlogged[dir] == 1 ? "" : "s");
+	p->logged_ms[dir] = now;
+	p->unlogged[dir] = 0;
+	if (dir == 0)
+		log_warnx("%s%s", what, more);
+	else
+		log_info("%s%s", what, more);
+}
+
+/* At the end of a client: how often the limit changed, when some of the
+ * changes were not logged. */
+static void
+moodle_pace_summary(const struct moodle_pace *p)
+{
+	if (p->changes[0] + p->changes[1] <= 2)
+		return;
+	log_info("Moodle's pace changed %d times: %d calls at once fewer "
+		 "%d times, one more %d times; %d at once at the end (of %d)",
+		 p->changes[0] + p->changes[1], p->changes[0], p->changes[0],
+		 p->changes[1], p->limit, p->max);
+}
+
 /* Fewer calls at once; with the pace lock held. */
 static void
 moodle_pace_lower(struct moodle_pace *p, const char *why)
 {
 	int old = p->limit;
+	char what[192];
 
 	p->slow = p->good = 0;
 	if (p->limit == 1)
 		return;
 	p->limit /= 2;
 	p->generation++;
-	log_warnx("Moodle %s: %d call%s at once instead of %d until it "
-		  "answers normally",
-		  why, p->limit, p->limit == 1 ? "" : "s", old);
+	snprintf(what, sizeof(what),
+		 "Moodle %s: %d call%s at once instead of %d until it "
+		 "answers normally",
+		 why, p->limit, p->limit == 1 ? "" : "s", old);
+	moodle_pace_log(p, 0, what);
 }
 
-/* Wait for a free place among the calls in flight: the generation the
- * call is sent in. */
-static uint64_t
-moodle_pace_enter(struct moodle *m)
+/* Wait for a free place among the calls in flight: 0 with the generation
+ * the call is sent in, or -1 when the breaker is open (nothing is sent). */
+static int
+moodle_pace_enter(struct moodle *m, uint64_t *ret_gen)
 {
 	struct moodle_pace *p = m->pace;
-	uint64_t gen;
+	int rv = -1;
 
 	pthread_mutex_lock(&p->lock);
-	while (p->inflight >= p->limit)
+	while (p->down == NULL && p->inflight >= p->limit)
 		pthread_cond_wait(&p->cond, &p->lock);
-	p->inflight++;
-	p->requests++;
-	gen = p->generation;
+	if (p->down == NULL) {
+		p->inflight++;
+		p->requests++;
+		*ret_gen = p->generation;
+		rv = 0;
+	}
 	pthread_mutex_unlock(&p->lock);
-	return gen;
+	return rv;
+}
+
+/* Open the breaker with err's reason; with the pace lock held.  The
+ * calls waiting for a place are woken to fail. */
+static void
+moodle_pace_open(struct moodle_pace *p, const struct moodle_error *err)
+{
+	const struct moodle_code *c = moodle_code_find(err->errorcode);
+
+	if (p->down != NULL)
+		return;
+	if (c != NULL && c->site && c->hint != NULL)
+		xasprintf(&p->down, "Moodle unavailable: %s", c->hint);
+	else
+		xasprintf(&p->down, "Moodle unavailable: %s", err->message);
+	p->down_code = xstrdup(err->errorcode);
+	pthread_cond_broadcast(&p->cond);
+}
+
+void
+moodle_set_breaker(struct moodle *m, int after)
+{
+	pthread_mutex_lock(&m->pace->lock);
+	m->pace->breaker_after = after > 0 ? after : 1;
+	pthread_mutex_unlock(&m->pace->lock);
+}
+
+bool
+moodle_down(const struct moodle *m, char **ret_cause)
+{
+	bool down;
+
+	pthread_mutex_lock(&m->pace->lock);
+	down = m->pace->down != NULL;
+	if (down && ret_cause != NULL)
+		*ret_cause = xstrdup(m->pace->down);
+	pthread_mutex_unlock(&m->pace->lock);
+	return down;
+}
+
+void
+moodle_down_error(const struct moodle *m, const char *function,
+		  struct moodle_error *err)
+{
+	char *cause, *code;
+	char *fn = xstrdup(function); /* it may point into *err */
+
+	pthread_mutex_lock(&m->pace->lock);
+	cause = xstrdup(m->pace->down ? m->pace->down : "Moodle unavailable");
+	code = xstrdup(m->pace->down_code ? m->pace->down_code : "moodledown");
+	pthread_mutex_unlock(&m->pace->lock);
+	moodle_fail(m, err, MOODLE_DOWN, fn, code, NULL, 0, "%s", cause);
+	err->site = true;
+	free(cause);
+	free(code);
+	free(fn);
+}
+
+void
+moodle_give_up(struct moodle *m, const struct moodle_error *err)
+{
+	pthread_mutex_lock(&m->pace->lock);
+	moodle_pace_open(m->pace, err);
+	pthread_mutex_unlock(&m->pace->lock);
 }
 
 /* One answer (or none), to a call sent in generation gen: judge Moodle's
@@ -854,9 +1056,10 @@ moodle_pace_enter(struct moodle *m)
  * call that waited for a PHP worker behind a large one is not slow. */
 static void
 moodle_pace_leave(struct moodle *m, const struct moodle_form *f, uint64_t gen,
-		  enum moodle_status kind, int64_t usec)
+		  const struct moodle_error *err, int64_t usec)
 {
 	struct moodle_pace *p = m->pace;
+	enum moodle_status kind;
 	struct moodle_pace_fn *fn;
 	double t, median = 0;
 	int size = 0;
@@ -864,7 +1067,19 @@ moodle_pace_leave(struct moodle *m, const struct moodle_form *f, uint64_t gen,
 
 	pthread_mutex_lock(&p->lock);
 	p->inflight--;
-	if (gen != p->generation || kind == MOODLE_CANCELLED ||
+	if (err != NULL && err->kind == MOODLE_CANCELLED)
+		goto out;
+	/* The breaker counts site-wide answers in a row, from every call. */
+	if (err == NULL || !err->site)
+		p->site_run = 0;
+	else if (++p->site_run >= p->breaker_after)
+		moodle_pace_open(p, err);
+	/* A site-wide refusal says nothing of Moodle's pace (it came at
+	 * once), and the breaker deals with it. */
+	if (err != NULL && err->kind == MOODLE_DOWN)
+		goto out;
+	kind = err != NULL ? err->kind : MOODLE_OK;
+	if (gen != p->generation ||
 	    (fn = moodle_pace_fn(p, f->function)) == NULL)
 		goto out;
 	if (kind == MOODLE_TRANSIENT || kind == MOODLE_UNSURE) {
@@ -888,8 +1103,10 @@ moodle_pace_leave(struct moodle *m, const struct moodle_form *f, uint64_t gen,
 		p->slow = p->good = 0;
 		p->limit++;
 		p->generation++;
-		log_info("Moodle answers normally again: %d calls at once",
+		snprintf(why, sizeof(why),
+			 "Moodle answers normally again: %d calls at once",
 			 p->limit);
+		moodle_pace_log(p, 1, why);
 	} else
 		p->slow = 0;
 	fn->us_per_var[fn->pos] = t;
@@ -939,7 +1156,10 @@ moodle_attempt(struct moodle *m, struct moodle_form *f,
 	uint64_t gen;
 	int rv;
 
-	gen = moodle_pace_enter(m);
+	if (moodle_pace_enter(m, &gen) == -1) {
+		moodle_down_error(m, f->function, err);
+		return -1;
+	}
 	start = now_monotonic_us();
 	memset(&resp, 0, sizeof(resp));
 	r = http_perform(m->http, req, &resp, &cause);
@@ -952,7 +1172,7 @@ moodle_attempt(struct moodle *m, struct moodle_form *f,
 		rv = -1;
 	}
 	usec = now_monotonic_us() - start;
-	moodle_pace_leave(m, f, gen, rv == 0 ? MOODLE_OK : err->kind, usec);
+	moodle_pace_leave(m, f, gen, rv == 0 ? NULL : err, usec);
 	if (m->observe != NULL)
 		m->observe(m->observe_arg, f->function, moodle_outcome(rv, err),
 			   usec);
@@ -999,12 +1219,25 @@ moodle_call(struct moodle *m, struct moodle_form *f, json_type expect,
 		log_debug("moodle: %s: %d variables, %zu bytes, try %d",
 			  f->function, f->nvars, f->len, try);
 		rv = moodle_attempt(m, f, &req, expect, ret, err);
+		if (rv == -1 && err->site && moodle_down(m, NULL)) {
+			/* The breaker is open: no try again.  An unsure
+			 * write stays unsure for the caller to settle. */
+			if (err->kind != MOODLE_UNSURE || m->resend)
+				moodle_down_error(m, f->function, err);
+			return rv;
+		}
 		again = rv == -1 && (err->kind == MOODLE_TRANSIENT ||
+				     err->kind == MOODLE_DOWN ||
 				     (err->kind == MOODLE_UNSURE && m->resend));
 		if (!again)
 			return rv;
 		if (try >= m->tries) {
-			err->kind = MOODLE_TRANSIENT;
+			/* Given up on site-wide answers: Moodle is down. */
+			if (err->site) {
+				moodle_give_up(m, err);
+				moodle_down_error(m, f->function, err);
+			} else
+				err->kind = MOODLE_TRANSIENT;
 			return rv;
 		}
 		log_debug("moodle: %s: %s, try %d of %d in %" PRId64 " ms",
@@ -1077,6 +1310,21 @@ json_id(json_t *obj, const char *key, int64_t *ret)
 	if (!json_is_integer(v))
 		return -1;
 	*ret = json_integer_value(v);
+	return 0;
+}
+
+/* A record's id: Moodle's ids are BIGINT(10) from 1 (its sequences start
+ * there); 0, a negative or a larger number is not one of its records. */
+#define MOODLE_MAX_ID INT64_C(9999999999)
+
+static int
+json_record_id(json_t *obj, const char *key, int64_t *ret)
+{
+	int64_t id;
+
+	if (json_id(obj, key, &id) == -1 || id < 1 || id > MOODLE_MAX_ID)
+		return -1;
+	*ret = id;
 	return 0;
 }
 
@@ -1222,7 +1470,7 @@ moodle_courses_decode(const struct moodle *m, json_t *j,
 	{
 		struct moodle_course *mc = &out[n];
 
-		if (json_id(c, "id", &mc->id) == -1)
+		if (json_record_id(c, "id", &mc->id) == -1)
 			continue;
 		mc->shortname = json_strdup_name(c, "shortname");
 		mc->fullname = json_strdup_name(c, "fullname");
@@ -1332,7 +1580,7 @@ moodle_created_decode(const struct moodle *m, json_t *j, size_t n,
 	ids = xcalloc(n, sizeof(*ids));
 	json_array_foreach(j, i, item)
 	{
-		if (json_id(item, "id", &ids[i]) == -1 || ids[i] <= 0) {
+		if (json_record_id(item, "id", &ids[i]) == -1) {
 			moodle_bad_shape(m, fn, j, "lacks a course id", err);
 			goto out;
 		}
@@ -1486,10 +1734,13 @@ moodle_users_decode(const struct moodle *m, json_t *j, struct moodle_user **ret,
 	json_array_foreach(j, i, item)
 	{
 		name = json_string_value(json_object_get(item, "username"));
-		if (name == NULL || json_id(item, "id", &u[nu].id) == -1) {
-			moodle_bad_shape(m, "core_user_get_users_by_field", j,
-					 "lists a user without id or username",
-					 err);
+		if (name == NULL ||
+		    json_record_id(item, "id", &u[nu].id) == -1) {
+			moodle_bad_shape(
+			    m, "core_user_get_users_by_field", j,
+			    "lists a user without a username or an "
+			    "id from 1 to 9999999999",
+			    err);
 			moodle_users_free(u, nu);
 			return -1;
 		}
@@ -1686,11 +1937,13 @@ moodle_enrolled_page(const struct moodle *m, json_t *j,
 		memset(u, 0, sizeof(*u));
 		name = json_string_value(json_object_get(item, "username"));
 		roles = json_object_get(item, "roles");
-		if (name == NULL || json_id(item, "id", &u->id) == -1 ||
+		if (name == NULL || json_record_id(item, "id", &u->id) == -1 ||
 		    (roles != NULL && !json_is_array(roles))) {
-			moodle_bad_shape(m, fn, item,
-					 "lists a user without id or username",
-					 err);
+			moodle_bad_shape(
+			    m, fn, item,
+			    "lists a user without a username or an "
+			    "id from 1 to 9999999999",
+			    err);
 			return -1;
 		}
 		u->username = xstrdup(name);

@@ -939,14 +939,6 @@ plan_is_empty(const struct plan *p)
 	return true;
 }
 
-/* Feed text on a terminal: control characters would move the cursor. */
-static void
-plan_put(FILE *f, const char *s)
-{
-	for (; s != NULL && *s != '\0'; s++)
-		fputc((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s, f);
-}
-
 /* One line for a course item. */
 static void
 plan_print_course(FILE *f, enum plan_list l, const struct plan_course *c)
@@ -955,22 +947,22 @@ plan_print_course(FILE *f, enum plan_list l, const struct plan_course *c)
 	case PL_CREATE:
 	case PL_HOLD:
 		fputs(l == PL_CREATE ? "+ create " : "? hold ", f);
-		plan_put(f, c->shortname);
+		text_put(f, c->shortname);
 		fputs(" \"", f);
-		plan_put(f, c->fullname);
+		text_put(f, c->fullname);
 		fprintf(f, "\" (category %" PRId64 ", idnumber ",
 			c->categoryid);
-		plan_put(f, c->idnumber);
+		text_put(f, c->idnumber);
 		fprintf(f, ", %s, %d participants)\n",
 			c->visible ? "visible" : "hidden", c->participants);
 		break;
 	case PL_RENAME:
 		fputs("~ rename ", f);
-		plan_put(f, c->shortname);
+		text_put(f, c->shortname);
 		fputs(" \"", f);
-		plan_put(f, c->old_fullname);
+		text_put(f, c->old_fullname);
 		fputs("\" -> \"", f);
-		plan_put(f, c->fullname);
+		text_put(f, c->fullname);
 		fputs("\"\n", f);
 		break;
 	default:
@@ -978,7 +970,7 @@ plan_print_course(FILE *f, enum plan_list l, const struct plan_course *c)
 			l == PL_UNHIDE     ? "+ unhide"
 			: l == PL_VANISHED ? ". vanished"
 					   : "- hide");
-		plan_put(f, c->shortname);
+		text_put(f, c->shortname);
 		if (l == PL_UNHIDE)
 			fputc('\n', f);
 		else
@@ -988,28 +980,36 @@ plan_print_course(FILE *f, enum plan_list l, const struct plan_course *c)
 	}
 }
 
-/* One line for an enrolment item. */
+/* One line for an enrolment item; names go through text_put like the
+ * course lines' do. */
 static void
 plan_print_enrol(FILE *f, enum plan_list l, const struct plan_enrol *e)
 {
 	switch (l) {
 	case PL_ENROL:
-		fprintf(f, "+ %s %s in %s as role %d",
-			e->reactivate ? "reactivate" : "enrol", e->username,
-			e->course, e->roleid);
+		fprintf(f, "+ %s ", e->reactivate ? "reactivate" : "enrol");
+		text_put(f, e->username);
+		fputs(" in ", f);
+		text_put(f, e->course);
+		fprintf(f, " as role %d", e->roleid);
 		break;
 	case PL_ROLE_ADD:
-		fprintf(f, "+ add role %d to %s in %s", e->roleid, e->username,
-			e->course);
+		fprintf(f, "+ add role %d to ", e->roleid);
+		text_put(f, e->username);
+		fputs(" in ", f);
+		text_put(f, e->course);
 		break;
 	case PL_ROLE_REMOVE:
-		fprintf(f, "- remove role %d from %s in %s", e->roleid,
-			e->username, e->course);
+		fprintf(f, "- remove role %d from ", e->roleid);
+		text_put(f, e->username);
+		fputs(" in ", f);
+		text_put(f, e->course);
 		break;
 	default:
-		fprintf(f, "- %s %s %s %s",
-			l == PL_SUSPEND ? "suspend" : "unenrol", e->username,
-			l == PL_SUSPEND ? "in" : "from", e->course);
+		fprintf(f, "- %s ", l == PL_SUSPEND ? "suspend" : "unenrol");
+		text_put(f, e->username);
+		fputs(l == PL_SUSPEND ? " in " : " from ", f);
+		text_put(f, e->course);
 		break;
 	}
 	fputc('\n', f);
@@ -1048,8 +1048,11 @@ plan_print(const struct plan *p, FILE *f, size_t limit)
 			fprintf(f, "  ... and %zu more %s\n", n - i,
 				plan_lists[l].label);
 	}
-	for (i = 0; i < p->nlookup && (limit == 0 || i < limit); i++)
-		fprintf(f, "? look up %s\n", p->lookup[i]);
+	for (i = 0; i < p->nlookup && (limit == 0 || i < limit); i++) {
+		fputs("? look up ", f);
+		text_put(f, p->lookup[i]);
+		fputc('\n', f);
+	}
 	if (i < p->nlookup)
 		fprintf(f, "  ... and %zu more users to look up\n",
 			p->nlookup - i);

@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "ledger.h"
+#include "log.h"
 #include "reconcile.h"
 #include "report.h"
 #include "util.h"
@@ -33,6 +34,28 @@ report_csv_cell(FILE *f, const char *s)
 	}
 	if (quote)
 		fputc('"', f);
+}
+
+/* The texts of one printed line, cleaned for a terminal (text_clean) and
+ * freed together once the line is out. */
+struct report_line {
+	char *s[8];
+	size_t n;
+};
+
+static const char *
+report_clean(struct report_line *rl, const char *s)
+{
+	if (rl->n == nitems(rl->s))
+		fatalx("report_clean: more than %zu texts", nitems(rl->s));
+	return rl->s[rl->n++] = text_clean(s != NULL ? s : "");
+}
+
+static void
+report_line_done(struct report_line *rl)
+{
+	while (rl->n > 0)
+		free(rl->s[--rl->n]);
 }
 
 static void
@@ -270,6 +293,7 @@ static void
 report_status_text(json_t *o, FILE *f)
 {
 	json_t *runs = json_object_get(o, "runs"), *pending, *r, *c;
+	struct report_line rl = { .n = 0 };
 	const char *s;
 	size_t i;
 
@@ -283,7 +307,9 @@ report_status_text(json_t *o, FILE *f)
 			json_integer_value(json_object_get(r, "id")),
 			json_string_value(json_object_get(r, "started")),
 			json_string_value(json_object_get(r, "outcome")),
-			json_string_value(json_object_get(r, "message")) ?: "");
+			report_clean(&rl, json_string_value(
+					      json_object_get(r, "message"))));
+		report_line_done(&rl);
 	}
 	if ((s = json_string_value(json_object_get(o, "next_run"))) != NULL)
 		fprintf(f, "next run:          %s\n", s);
@@ -315,7 +341,8 @@ report_status_text(json_t *o, FILE *f)
 	fputc('\n', f);
 	if ((s = json_string_value(json_object_get(o, "removals_withheld"))) !=
 	    NULL)
-		fprintf(f, "WARNING:           %s\n", s);
+		fprintf(f, "WARNING:           %s\n", report_clean(&rl, s));
+	report_line_done(&rl);
 	pending = json_object_get(o, "awaiting_approval");
 	if (json_array_size(pending) > 0)
 		fprintf(f,
@@ -326,11 +353,14 @@ report_status_text(json_t *o, FILE *f)
 	{
 		fprintf(
 		    f, "  %-20s %s (%" JSON_INTEGER_FORMAT " participants)%s\n",
-		    json_string_value(json_object_get(c, "shortname")),
-		    json_string_value(json_object_get(c, "fullname")) ?: "",
+		    report_clean(&rl, json_string_value(
+					  json_object_get(c, "shortname"))),
+		    report_clean(
+			&rl, json_string_value(json_object_get(c, "fullname"))),
 		    json_integer_value(json_object_get(c, "participants")),
 		    json_is_true(json_object_get(c, "approved")) ? ", approved"
 								 : "");
+		report_line_done(&rl);
 	}
 }
 
@@ -361,6 +391,7 @@ static int
 report_errors_cb(const struct ledger_error *e, void *arg)
 {
 	struct report_errors *re = arg;
+	struct report_line rl = { .n = 0 };
 
 	if (re->n++ == 0 && re->array == NULL)
 		fprintf(re->f, "item errors recorded by run #%" PRId64 ":\n",
@@ -372,8 +403,11 @@ report_errors_cb(const struct ledger_error *e, void *arg)
 			      (json_int_t)e->run_id, "kind", e->kind, "item",
 			      e->item, "code", e->code, "message", e->message));
 	else
-		fprintf(re->f, "%-12s %-30s %-20s %s\n", e->kind, e->item,
-			e->code, e->message);
+		fprintf(re->f, "%-12s %-30s %-20s %s\n",
+			report_clean(&rl, e->kind), report_clean(&rl, e->item),
+			report_clean(&rl, e->code),
+			report_clean(&rl, e->message));
+	report_line_done(&rl);
 	return 0;
 }
 
@@ -402,9 +436,12 @@ report_errors(struct ledger *l, FILE *f, bool json)
 					(json_int_t)runs[0].id, "kind", "run",
 					"item", item, "code", runs[0].outcome,
 					"message", runs[0].message ?: ""));
-	} else if (failed)
-		fprintf(f, "the last run, #%" PRId64 ", %s: %s\n", runs[0].id,
-			runs[0].outcome, runs[0].message ?: "");
+	} else if (failed) {
+		fprintf(f, "the last run, #%" PRId64 ", %s: ", runs[0].id,
+			runs[0].outcome);
+		text_put(f, runs[0].message);
+		fputc('\n', f);
+	}
 	rv = ledger_error_foreach(l, 0, report_errors_cb, &re);
 	if (rv == 0 && json) {
 		json_dumpf(re.array, f, JSON_INDENT(2));
@@ -429,6 +466,7 @@ static int
 report_history_cb(const struct ledger_history *h, void *arg)
 {
 	struct report_history *rh = arg;
+	struct report_line rl = { .n = 0 };
 	char when[32];
 
 	rh->n++;
@@ -447,9 +485,12 @@ report_history_cb(const struct ledger_history *h, void *arg)
 	when[10] = ' ';
 	when[16] = '\0'; /* "YYYY-MM-DD HH:MM", UTC */
 	fprintf(rh->f, "%s  run %-5" PRId64 " %-11s %-16s %-14s %-9s %s\n",
-		when, h->run_id, h->action, h->course ? h->course : "-",
-		h->username ? h->username : "-", h->role ? h->role : "-",
-		h->reason);
+		when, h->run_id, report_clean(&rl, h->action),
+		report_clean(&rl, h->course ? h->course : "-"),
+		report_clean(&rl, h->username ? h->username : "-"),
+		report_clean(&rl, h->role ? h->role : "-"),
+		report_clean(&rl, h->reason));
+	report_line_done(&rl);
 	return 0;
 }
 
@@ -492,6 +533,7 @@ report_drift_cb(const struct ledger_drift *d, void *arg)
 	const char *role =
 	    d->roleid > 0 ? config_role_name(rd->conf, d->roleid) : NULL;
 	const char *policy = reconcile_policy_words(rd->conf, d->kind);
+	struct report_line rl = { .n = 0 };
 	char since[32];
 
 	rd->n++;
@@ -509,8 +551,11 @@ report_drift_cb(const struct ledger_drift *d, void *arg)
 	}
 	since[10] = '\0';
 	fprintf(rd->f, "%s  %-16s %-14s %-11s ledger: %s; Moodle: %s; %s\n",
-		since, d->course, *d->username ? d->username : "-", d->kind,
-		d->ledger_said, d->moodle_has, policy);
+		since, report_clean(&rl, d->course),
+		report_clean(&rl, *d->username ? d->username : "-"),
+		report_clean(&rl, d->kind), report_clean(&rl, d->ledger_said),
+		report_clean(&rl, d->moodle_has), policy);
+	report_line_done(&rl);
 	return 0;
 }
 

@@ -488,6 +488,33 @@ run_reconcile(struct run *r)
 	return 0;
 }
 
+/* After the steps: whether Moodle was found down (the breaker opened).
+ * The run then ends with the breaker's plain reason, whatever call hit
+ * it; the ledger remembers it for the next run's breaker, and forgets it
+ * once a run reached a Moodle that serves. */
+static bool
+run_moodle_state(struct run *r)
+{
+	char *cause = NULL;
+	bool down = moodle_down(r->moodle, &cause);
+
+	if (down) {
+		if (!run_cancelled(r))
+			run_fail(r, "failed", xstrdup(cause));
+		if (ledger_meta_set(r->ledger, RUN_META_DOWN, cause) == -1)
+			log_debug("cannot note that Moodle is down: %s",
+				  ledger_errmsg(r->ledger));
+	} else if (moodle_requests(r->moodle) > 0 &&
+		   ledger_meta_set(r->ledger, RUN_META_DOWN, NULL) == -1)
+		log_debug("cannot note that Moodle is up: %s",
+			  ledger_errmsg(r->ledger));
+	if (r->opts->moodle_state != NULL &&
+	    (down || moodle_requests(r->moodle) > 0))
+		r->opts->moodle_state(r->opts->arg, !down, cause);
+	free(cause);
+	return down;
+}
+
 /* The body of a run; -1 has set the outcome. */
 static int
 run_steps(struct run *r)
@@ -579,8 +606,9 @@ run_sync(const struct config *conf, struct ledger *l,
 	 const struct run_options *opts, struct ledger_run *res)
 {
 	struct run r = { .conf = conf, .ledger = l, .opts = opts, .res = res };
-	char *cause = NULL, *summary;
+	char *cause = NULL, *summary, *msg;
 	int64_t missing = 0;
+	bool down;
 	int rv;
 
 	memset(res, 0, sizeof(*res));
@@ -599,6 +627,11 @@ run_sync(const struct config *conf, struct ledger *l,
 	http_set_tick(r.http, run_tick, (void *)opts);
 	moodle_set_tick(r.moodle, run_tick, (void *)opts);
 	moodle_set_observer(r.moodle, opts->observe_moodle, opts->arg);
+	/* Down at the last run: one site-wide answer is enough now. */
+	if (ledger_meta_get(l, RUN_META_DOWN, &cause) == 0 && cause != NULL)
+		moodle_set_breaker(r.moodle, 1);
+	free(cause);
+	cause = NULL;
 	r.apply = (struct apply){ .conf = conf,
 				  .ledger = l,
 				  .moodle = r.moodle,
@@ -608,11 +641,25 @@ run_sync(const struct config *conf, struct ledger *l,
 				  .hist = { l, conf, res->id, res->started } };
 
 	rv = run_steps(&r);
+	if ((down = run_moodle_state(&r)))
+		rv = -1;
 
 	if (ledger_missing_count_users(l, &missing) == 0)
 		res->missing_users = missing;
+	/* The CSV is one of the run's outputs: a run that cannot write it
+	 * has failed (and is retried), whatever Moodle got. */
 	if (report_write_missing_csv(conf, l, &cause) == -1) {
-		log_warnx("cannot write the missing-users CSV: %s", cause);
+		if (rv == 0) {
+			summary = run_summary(res);
+			xasprintf(&msg,
+				  "cannot write the missing-users CSV: %s "
+				  "(Moodle got its changes: %s)",
+				  cause, summary);
+			free(summary);
+			rv = run_fail(&r, "failed", msg);
+		} else
+			log_warnx("cannot write the missing-users CSV: %s",
+				  cause);
 		free(cause);
 	}
 	res->ended = now_epoch();
@@ -627,7 +674,9 @@ run_sync(const struct config *conf, struct ledger *l,
 			  summary);
 		free(summary);
 		run_log_summary(res);
-	} else
+	} else if (down && opts->quiet_outage)
+		log_debug("sync %s: %s", res->outcome, res->message);
+	else
 		log_warnx("sync %s: %s", res->outcome, res->message);
 	if (ledger_run_finish(l, res) == -1)
 		log_warnx("cannot record the run: %s", ledger_errmsg(l));

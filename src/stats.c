@@ -24,6 +24,7 @@ enum stats_family {
 	ST_START_TIME,
 	ST_SYNC_RUNNING,
 	ST_NEXT_SYNC,
+	ST_MOODLE_UP,
 	ST_SYNCS,
 	ST_SYNC_DURATION,
 	ST_ITEM_ERRORS,
@@ -109,6 +110,10 @@ static const struct metrics_def stats_defs[ST_COUNT] = {
 	[ST_NEXT_SYNC] = { "webcoursed_next_sync_timestamp_seconds",
 			   METRICS_GAUGE, NULL, NULL, 0,
 			   "When the next sync is due (status: next_run)." },
+	[ST_MOODLE_UP] = { "webcoursed_moodle_up", METRICS_GAUGE, NULL, NULL, 0,
+			   "0 since a sync found Moodle down (its database, "
+			   "maintenance mode, PHP, unreachable), 1 once one "
+			   "reached it again or none found it down." },
 	[ST_SYNCS] = { "webcoursed_syncs_total", METRICS_COUNTER, stats_outcome,
 		       NULL, 0,
 		       "Syncs ended since the daemon started, by outcome." },
@@ -225,6 +230,7 @@ stats_new(struct metrics *m, int64_t started)
 	metrics_set(s->fam[ST_BUILD_INFO],
 		    (const char *[]){ WEBCOURSED_VERSION }, 1);
 	metrics_set(s->fam[ST_START_TIME], NULL, (double)started);
+	metrics_set(s->fam[ST_MOODLE_UP], NULL, 1);
 	stats_zero(s->fam[ST_SYNCS], stats_outcomes, false);
 	stats_zero(s->fam[ST_LAST_OUTCOME], stats_outcomes, true);
 	stats_zero(s->fam[ST_FEED_FETCHES], stats_fetch_results, false);
@@ -264,6 +270,12 @@ stats_sync_ended(struct stats *s, const char *outcome, int64_t errors,
 		metrics_observe(s->fam[ST_SYNC_DURATION], NULL,
 				(double)usec / 1e6);
 	return known ? 0 : -1;
+}
+
+void
+stats_moodle_up(struct stats *s, bool up)
+{
+	metrics_set(s->fam[ST_MOODLE_UP], NULL, up ? 1 : 0);
 }
 
 void

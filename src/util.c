@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -287,6 +288,98 @@ dir_shared(const char *path, char **cause)
 	return rv;
 }
 
+/* ---- text for people --------------------------------------------------- */
+
+size_t
+utf8_len(const unsigned char *p, size_t n)
+{
+	size_t len, i;
+	uint32_t cp;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		len = 2, cp = p[0] & 0x1f;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		len = 3, cp = p[0] & 0x0f;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		len = 4, cp = p[0] & 0x07;
+	else
+		return 0;
+	if (len > n)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+int
+text_control(const unsigned char *p, size_t n)
+{
+	if (p[0] < 0x20 || p[0] == 0x7f)
+		return p[0];
+	if (n >= 2 && p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+		return p[1];
+	return -1;
+}
+
+int
+text_find_control(const char *s, size_t n, size_t *ret_at)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i, chars = 0;
+	int c;
+
+	for (i = 0; i < n; i++) {
+		if ((c = text_control(p + i, n - i)) != -1) {
+			*ret_at = chars;
+			return c;
+		}
+		chars += (p[i] & 0xc0) != 0x80;
+	}
+	return -1;
+}
+
+char *
+text_clean(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strlen(s), i = 0, o = 0, l;
+	char *out = xmalloc(n + 1);
+	int c;
+
+	while (i < n) {
+		if ((c = text_control(p + i, n - i)) != -1) {
+			out[o++] =
+			    c == '\t' || c == '\n' || c == '\r' ? ' ' : '?';
+			i += c < 0x80 ? 1 : 2;
+		} else if ((l = utf8_len(p + i, n - i)) == 0) {
+			out[o++] = '?';
+			i++;
+		} else {
+			memcpy(out + o, p + i, l);
+			o += l, i += l;
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
+void
+text_put(FILE *f, const char *s)
+{
+	char *clean = text_clean(s != NULL ? s : "");
+
+	fputs(clean, f);
+	free(clean);
+}
+
 struct strmap_entry {
 	char *key;
 	int64_t value;
@@ -381,4 +474,146 @@ size_t
 strmap_count(const struct strmap *m)
 {
 	return m->count;
+}
+
+/* Append code point cp as UTF-8 to out at *o (room for 4 bytes). */
+static void
+text_put_utf8(char *out, size_t *o, unsigned long cp)
+{
+	if (cp == 0 || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		cp = 0xfffd;
+	if (cp < 0x80)
+		out[(*o)++] = (char)cp;
+	else if (cp < 0x800) {
+		out[(*o)++] = (char)(0xc0 | (cp >> 6));
+		out[(*o)++] = (char)(0x80 | (cp & 0x3f));
+	} else if (cp < 0x10000) {
+		out[(*o)++] = (char)(0xe0 | (cp >> 12));
+		out[(*o)++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+		out[(*o)++] = (char)(0x80 | (cp & 0x3f));
+	} else {
+		out[(*o)++] = (char)(0xf0 | (cp >> 18));
+		out[(*o)++] = (char)(0x80 | ((cp >> 12) & 0x3f));
+		out[(*o)++] = (char)(0x80 | ((cp >> 6) & 0x3f));
+		out[(*o)++] = (char)(0x80 | (cp & 0x3f));
+	}
+}
+
+/* The entity at s (s[0] == '&') into out: its length, or 0 when it is
+ * none we know (the '&' is then kept as it is). */
+static size_t
+text_entity(const char *s, char *out, size_t *o)
+{
+	static const struct {
+		const char *name;
+		unsigned long cp;
+	} names[] = {
+		{ "amp", '&' },      { "lt", '<' },       { "gt", '>' },
+		{ "quot", '"' },     { "apos", '\'' },    { "nbsp", ' ' },
+		{ "ndash", 0x2013 }, { "mdash", 0x2014 }, { "hellip", 0x2026 },
+	};
+	const char *semi = strchr(s, ';');
+	unsigned long cp;
+	char *end;
+	size_t len;
+
+	if (semi == NULL || (len = (size_t)(semi - s)) < 2 || len > 10)
+		return 0;
+	if (s[1] == '#') {
+		errno = 0;
+		cp = s[2] == 'x' || s[2] == 'X' ? strtoul(s + 3, &end, 16)
+						: strtoul(s + 2, &end, 10);
+		if (end != semi || end == s + 2 || errno != 0)
+			return 0;
+		text_put_utf8(out, o, cp);
+		return len + 1;
+	}
+	for (size_t i = 0; i < nitems(names); i++)
+		if (strlen(names[i].name) == len - 1 &&
+		    strncmp(s + 1, names[i].name, len - 1) == 0) {
+			text_put_utf8(out, o, names[i].cp);
+			return len + 1;
+		}
+	return 0;
+}
+
+/* Whether the tag at s ('<' ...) is one of names (matched up to a blank,
+ * '>' or '/'). */
+static bool
+text_tag_is(const char *s, const char *const *names)
+{
+	size_t n;
+
+	s += s[1] == '/' ? 2 : 1;
+	for (; *names != NULL; names++) {
+		n = strlen(*names);
+		if (strncasecmp(s, *names, n) == 0 &&
+		    strchr(" \t\r\n>/", s[n]) != NULL && s[n] != '\0')
+			return true;
+	}
+	return false;
+}
+
+char *
+text_plain(const char *s, size_t max)
+{
+	/* Their content is not text for a person. */
+	static const char *const hidden[] = { "head", "style", "script", NULL };
+	/* Inline: no word break where they stand. */
+	static const char *const inline_tags[] = { "a",    "b",      "i",
+						   "em",   "strong", "span",
+						   "code", "small",  "u",
+						   NULL };
+	size_t len = strlen(s), o = 0, n, i;
+	const char *gt, *close;
+	char *out, end[16];
+	bool blank = true;
+
+	out = xmalloc(len * 2 + 4); /* an entity is at most 4 bytes out */
+	for (i = 0; i < len;) {
+		if (s[i] == '<' && (gt = strchr(s + i, '>')) != NULL) {
+			if (s[i + 1] != '/' && text_tag_is(s + i, hidden)) {
+				/* Skip to the matching end tag. */
+				n = strcspn(s + i + 1, " \t\r\n>/");
+				snprintf(end, sizeof(end), "</%.*s", (int)n,
+					 s + i + 1);
+				close = strcasestr(s + i, end);
+				gt = close != NULL ? strchr(close, '>') : NULL;
+				if (gt == NULL)
+					break;
+			}
+			if (!text_tag_is(s + i, inline_tags) && !blank) {
+				out[o++] = ' ';
+				blank = true;
+			}
+			i = (size_t)(gt - s) + 1;
+			continue;
+		}
+		if (s[i] == '&' && (n = text_entity(s + i, out, &o)) > 0) {
+			i += n;
+			blank = out[o - 1] == ' ';
+			continue;
+		}
+		if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f) {
+			if (!blank)
+				out[o++] = ' ';
+			blank = true;
+			i++;
+			continue;
+		}
+		out[o++] = s[i++];
+		blank = false;
+	}
+	while (o > 0 && out[o - 1] == ' ')
+		o--;
+	out[o] = '\0';
+	if (o > max) {
+		o = max >= 3 ? max - 3 : 0;
+		while (o > 0 && ((unsigned char)out[o] & 0xc0) == 0x80)
+			o--;
+		memcpy(out + o, "...", max >= 3 ? 4 : 1);
+		if (max < 3)
+			out[o] = '\0';
+	}
+	return out;
 }

@@ -38,7 +38,9 @@ webuser_path(const struct config *conf)
 
 	if (credir != NULL && *credir != '\0') {
 		xasprintf(&cred, "%s/%s", credir, WEBUSER_CRED_NAME);
-		if (stat(cred, &st) == 0)
+		/* empty: the unit's SetCredential= default, standing for a
+		 * users file that does not exist */
+		if (stat(cred, &st) == 0 && st.st_size > 0)
 			return cred;
 		free(cred);
 	}

@@ -330,8 +330,11 @@ fuzz_moodle_check(int rc, const struct moodle_error *e,
 			   : "success with an error";
 	if (rc != -1 ||
 	    (e->kind != MOODLE_ITEM && e->kind != MOODLE_TRANSIENT &&
-	     e->kind != MOODLE_FATAL))
+	     e->kind != MOODLE_FATAL && e->kind != MOODLE_CONFLICT &&
+	     e->kind != MOODLE_DOWN && e->kind != MOODLE_UNSURE))
 		return "failure of no class";
+	if (e->site != (e->kind == MOODLE_DOWN || e->kind == MOODLE_UNSURE))
+		return "site-wide and class disagree";
 	if (e->function == NULL || e->errorcode == NULL || e->message == NULL ||
 	    *e->message == '\0')
 		return "failure without function, errorcode or message";

@@ -56,13 +56,14 @@ class FeedServer:
     def __init__(self, body=b"", status=200, etag=None, last_modified=None,
                  gzip=False, delay=0, content_type="application/json",
                  redirect_loop=False, file=None, echo_header=None,
-                 log=None, port=0):
+                 log=None, port=0, redirects=None, tls=None, raw_headers=None):
         self.requests = []
         self._conns = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._log = log
         self._port = port
+        self._tls = tls  # (certfile, keyfile): serve https
         self._httpd = None
         self._thread = None
         self.port = None
@@ -70,14 +71,17 @@ class FeedServer:
         self.set(body=body, status=status, etag=etag,
                  last_modified=last_modified, gzip=gzip, delay=delay,
                  content_type=content_type, redirect_loop=redirect_loop,
-                 file=file, echo_header=echo_header)
+                 file=file, echo_header=echo_header,
+                 redirects=redirects or {}, raw_headers=raw_headers)
 
     def set(self, **kw):
         """Change how the next requests are answered.  etag="auto" means a
         hash of the body; file=PATH serves that file as read at each
-        request."""
+        request; redirects={PATH: LOCATION} answers 302 to those paths;
+        raw_headers=[b"Name: value", ...] are sent as they are (any byte)."""
         known = {"body", "status", "etag", "last_modified", "gzip", "delay",
-                 "content_type", "redirect_loop", "file", "echo_header"}
+                 "content_type", "redirect_loop", "file", "echo_header",
+                 "redirects", "raw_headers"}
         for k, v in kw.items():
             if k not in known:
                 raise TypeError("unknown setting %s" % k)
@@ -90,6 +94,13 @@ class FeedServer:
         self._httpd.feed = self
         self.port = self._httpd.server_address[1]
         self.url = "http://127.0.0.1:%d/feed.json" % self.port
+        if self._tls is not None:
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self._tls)
+            self._httpd.socket = ctx.wrap_socket(self._httpd.socket, server_side=True)
+            self.url = "https://127.0.0.1:%d/feed.json" % self.port
+        self.origin = self.url[:self.url.index("/feed.json")]
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         kwargs={"poll_interval": 0.05})
         self._thread.start()
@@ -137,7 +148,8 @@ class FeedServer:
         with self._lock:
             conf = {k: getattr(self, "_" + k) for k in (
                 "body", "status", "etag", "last_modified", "gzip", "delay",
-                "content_type", "redirect_loop", "file", "echo_header")}
+                "content_type", "redirect_loop", "file", "echo_header",
+                "redirects", "raw_headers")}
         rec = {"method": h.command, "path": h.path,
                "headers": {k: v for k, v in h.headers.items()},
                "status": None, "sent": 0, "aborted": False}
@@ -152,6 +164,13 @@ class FeedServer:
         if conf["delay"] and self._stopping.wait(conf["delay"]):
             rec["aborted"] = True
             h.close_connection = True
+            return
+        if h.path in conf["redirects"]:
+            rec["status"] = 302
+            h.send_response(302)
+            h.send_header("Location", conf["redirects"][h.path])
+            h.send_header("Content-Length", "0")
+            h.end_headers()
             return
         if conf["redirect_loop"]:
             rec["status"] = 302
@@ -198,6 +217,8 @@ class FeedServer:
             h.send_header("ETag", etag)
         if lm is not None:
             h.send_header("Last-Modified", lm)
+        for line in conf["raw_headers"] or []:
+            h._headers_buffer.append(line + b"\r\n")  # as they are
         h.end_headers()
         if h.command == "HEAD":
             return

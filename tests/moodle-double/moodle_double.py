@@ -64,7 +64,7 @@ Python API (tests/moodle-double on sys.path):
     d.delete_course("SN") -> id             # with its enrolments and roles
   Faults and settings:
     d.set_fault(mode, count=1, function=None, after=0, seconds=None, body=None,
-                status=200)
+                status=200, duration=None)
     d.clear_faults()
     d.configure(max_input_vars=None, ws_enabled=None, debug=None,
                 display_startup_errors=None, cost=<keep>, workers=<keep>,
@@ -83,16 +83,27 @@ The same over HTTP for a double in another process (JSON bodies; 400 with
     POST /__double/fault    {"mode": M, "count": N=1 (-1: until cleared),
                              "function": wsfunction filter, "after": K=0 matching
                              requests let through first, "seconds": S=1 (delay),
-                             "body": B (error), "status": HTTP=200 (error)}
+                             "body": B (error), "status": HTTP=200 (error),
+                             "duration": D (the fault lasts D seconds from the first
+                             request it answers, then is gone: an outage that ends
+                             mid-run; with count -1 it answers all in between)}
                             Faults stack; the first armed one that matches fires.
         none            clear all faults
-        http500/502/503 that status, an nginx HTML body, nothing done
+        http500/502/503/504 that status, an nginx HTML body, nothing done (502:
+                        PHP-FPM is down behind nginx, 32g/32h)
         reset           the connection is reset (RST) without an answer
         delay           sleep S seconds (before a worker is taken), then answer
         latecommit      the call works S seconds longer before it commits, whether
                         or not its client is still there (README: a request
                         outlives its client); until then it is under way (below)
-        sitemaintenance {"errorcode":"sitemaintenance"} error, nothing done
+        sitemaintenance {"errorcode":"sitemaintenance"} error, nothing done (maintenance
+                        set from the admin pages, 32i/32j)
+        maintenance     HTTP 503 and Moodle's maintenance page, nothing done (set from
+                        the CLI, 32e/32f)
+        dbdown          the dbconnectionfailed error of a stopped database, nothing
+                        done, whatever the call (32a-32d)
+        cacherace       the ex_configcannotsave error, answered by a worker, the call
+                        not run (one of the first calls after a cache purge, 32k)
         mailfail        do the call, then answer the 08*_MAILFAIL error
         garbage         200, application/json, a body that is not JSON
         html            200, text/html login page
@@ -275,9 +286,9 @@ ADVANCED_FEATURES = [
         ("enableglobalsearch", 0), ("mnet_dispatcher_mode", 0),
         ("enablecompetencies", 1))]
 
-FAULT_MODES = ("http500", "http502", "http503", "reset", "delay", "latecommit",
-               "sitemaintenance", "mailfail", "garbage", "html", "nulllist",
-               "invalidtoken", "error")
+FAULT_MODES = ("http500", "http502", "http503", "http504", "reset", "delay", "latecommit",
+               "sitemaintenance", "maintenance", "dbdown", "cacherace", "mailfail",
+               "garbage", "html", "nulllist", "invalidtoken", "error")
 
 JSON_HEADERS = (
     ("Content-Type", "application/json"),
@@ -1592,7 +1603,11 @@ def _user_out(call, u):
         out["lastname"] = u["lastname"]
     out.update({
         "fullname": "%s %s" % (u["firstname"], u["lastname"]), "email": u["email"],
-        "department": u["department"], "idnumber": u["idnumber"], "firstaccess": 0,
+        "department": u["department"]})
+    if u["idnumber"]:  # user_get_user_details() leaves an empty one out (32k)
+        out["idnumber"] = u["idnumber"]
+    out.update({
+        "firstaccess": 0,
         "lastaccess": 0, "auth": u["auth"], "suspended": False, "confirmed": True,
         "lang": u["lang"], "theme": u["theme"], "timezone": u["timezone"],
         "mailformat": u["mailformat"], "trackforums": 0,
@@ -2128,6 +2143,75 @@ NGINX_ERROR = ("<html>\r\n<head><title>%(code)d %(reason)s</title></head>\r\n<bo
                "<center><h1>%(code)d %(reason)s</h1></center>\r\n<hr><center>nginx/1.22.1"
                "</center>\r\n</body>\r\n</html>\r\n")
 
+# Maintenance switched on from the CLI (admin/cli/maintenance.php --enable):
+# HTTP 503 with this page, whatever the call (moodle-ws 32e/32f).
+MAINTENANCE_PAGE = ('<!DOCTYPE html>\n'
+    '<html  lang="en" xml:lang="en">\n'
+    '    <head>\n'
+    '        <meta http-equiv="Content-Type" content="text/html; charset=utf-8" />\n'
+    '                <title>%(site)s under maintenance</title>\n'
+    '        <style>\n'
+    'body {\n'
+    '    margin: 0;\n'
+    '    font-family: -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,"Helvetica Neue",Arial,"Noto Sans",sans-serif,"Apple Color Emoji","Segoe UI Emoji","Segoe UI Symbol","Noto Color Emoji";\n'
+    '    font-size: .9375rem;\n'
+    '    font-weight: 400;\n'
+    '    line-height: 1.5;\n'
+    '    color: #343a40;\n'
+    '    text-align: left;\n'
+    '    background-color: #f2f2f2;\n'
+    '}\n'
+    '#page {\n'
+    '    margin-top: 15px;\n'
+    '    background: white;\n'
+    '    max-width: 600px;\n'
+    '    margin: 0 auto;\n'
+    '    padding: 15px;\n'
+    '}\n'
+    '#region-main {\n'
+    '    margin: 0 auto;\n'
+    '    border: 1px solid rgba(0,0,0,.125);\n'
+    '    padding: 1rem 1.25rem 1.25rem;\n'
+    '    background-color: #fff;\n'
+    '}\n'
+    'h1 {\n'
+    '    font-size: 2.34rem;\n'
+    '    margin: 0 0 .5rem;\n'
+    '    font-weight: 300;\n'
+    '    line-height: 1.2;\n'
+    '}\n'
+    '.alert-danger {\n'
+    '    color: #6e211e;\n'
+    '    background-color: #f6d9d8;\n'
+    '    border-color: #f3c9c8;\n'
+    '    padding: .75rem 1.25rem;\n'
+    '}\n'
+    '    </style>\n'
+    '    </head>\n'
+    '    <body>\n'
+    '        <div id="page">\n'
+    '            <div id="region-main">\n'
+    '                <h1>%(site)s under maintenance</h1>\n'
+    "                <div class='alert-danger'>The site is undergoing maintenance and is currently not available</div>                            </div>\n"
+    '        </div>\n'
+    '    </body>\n'
+    '</html>\n'
+    '\n')
+MAINTENANCE_HEADERS = (
+    ("Content-Type", "text/html; charset=utf-8"),
+    ("Retry-After", "300"),
+    ("Cache-Control", "no-store, no-cache, must-revalidate"),
+    ("Pragma", "no-cache"),
+    ("Accept-Ranges", "none"))
+# PostgreSQL stopped: every call answers this at once (32a-32d).
+DB_DOWN = WSError("dml_connection_exception", "dbconnectionfailed",
+                  "<p>Error: Database connection failed</p>\n<p>It is possible that the "
+                  "database is overloaded or otherwise not running properly.</p>\n<p>The "
+                  "site administrator should also check that the database details have "
+                  "been correctly specified in config.php</p>")
+# One of the first calls after Moodle's caches were purged (32k).
+CACHE_RACE = WSError("cache_exception", "ex_configcannotsave",
+                     "Unable to save the cache config to file.")
 MAILFAIL = WSError("moodle_exception", "Message was not sent.", "error/Message was not sent.")
 MAINTENANCE = WSError("moodle_exception", "sitemaintenance",
                       "The site is undergoing maintenance and is currently not available")
@@ -2156,6 +2240,10 @@ class Fault:
         self.seconds = float(spec.get("seconds", 1.0) if spec.get("seconds") is not None else 1.0)
         self.body = spec.get("body")
         self.status = int(spec.get("status", 200))
+        # An outage of so many seconds from the request it first answers.
+        self.duration = (float(spec["duration"]) if spec.get("duration") is not None
+                         else None)
+        self.until = None
 
 
 class _HTTPServer(http.server.ThreadingHTTPServer):
@@ -2451,12 +2539,13 @@ class MoodleDouble:
         return self.site.admin_delete_course(shortname)
 
     def set_fault(self, mode, count=1, function=None, after=0, seconds=None, body=None,
-                  status=200):
+                  status=200, duration=None):
         if mode == "none":
             self.clear_faults()
             return
         f = Fault({"mode": mode, "count": count, "function": function, "after": after,
-                   "seconds": seconds, "body": body, "status": status})
+                   "seconds": seconds, "body": body, "status": status,
+                   "duration": duration})
         with self.lock:
             self.faults.append(f)
 
@@ -2540,7 +2629,10 @@ class MoodleDouble:
 
     # -- faults -----------------------------------------------------------------------------
     def _take_fault(self, function):
+        now = time.monotonic()
         with self.lock:
+            # An outage of "duration" seconds is over: gone.
+            self.faults = [x for x in self.faults if x.until is None or now < x.until]
             for f in self.faults:
                 if f.function is not None and f.function != function:
                     continue
@@ -2551,6 +2643,8 @@ class MoodleDouble:
                     continue
                 if f.count > 0:
                     f.count -= 1
+                if f.duration is not None and f.until is None:
+                    f.until = now + f.duration
                 self.faults = [x for x in self.faults if x.count != 0]
                 return f
         return None
@@ -2725,6 +2819,13 @@ class MoodleDouble:
                 entry["status"] = None
                 return Reply(reset=True)
             return err_reply(err)
+        if fault is not None and fault.mode == "cacherace":
+            # Moodle's bootstrap failed to save its cache config: the call
+            # itself never ran (32k); it takes its time like a call.
+            if seconds and self.stopping.wait(seconds):
+                entry["status"] = None
+                return Reply(reset=True)
+            return err_reply(CACHE_RACE)
         if fault is not None and fault.mode == "latecommit":
             seconds += fault.seconds  # the client may be gone: PHP goes on regardless
         write = function in WRITE_FUNCTIONS
@@ -2796,10 +2897,10 @@ class MoodleDouble:
             return None
         if mode in ("mailfail", "latecommit"):
             return None
-        if mode in ("http500", "http502", "http503"):
+        if mode in ("http500", "http502", "http503", "http504"):
             code = int(mode[4:])
             reason = {500: "Internal Server Error", 502: "Bad Gateway",
-                      503: "Service Temporarily Unavailable"}[code]
+                      503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}[code]
             entry["status"] = code
             body = NGINX_ERROR % {"code": code, "reason": reason}
             return Reply(code, (("Content-Type", "text/html"),), body.encode("ascii"))
@@ -2808,6 +2909,14 @@ class MoodleDouble:
             return Reply(reset=True)
         if mode == "sitemaintenance":
             return err_reply(MAINTENANCE)
+        if mode == "maintenance":
+            entry["status"] = 503
+            page = MAINTENANCE_PAGE % {"site": SITENAME}
+            return Reply(503, MAINTENANCE_HEADERS, page.encode("utf-8"))
+        if mode == "dbdown":
+            return err_reply(DB_DOWN)
+        if mode == "cacherace":
+            return None  # answered by the php-fpm worker (_php)
         if mode == "invalidtoken":
             return err_reply(INVALID_TOKEN)
         if mode == "garbage":
@@ -2859,7 +2968,7 @@ class MoodleDouble:
                 else:
                     self.set_fault(mode, req.get("count", 1), req.get("function"),
                                    req.get("after", 0), req.get("seconds"), req.get("body"),
-                                   req.get("status", 200))
+                                   req.get("status", 200), req.get("duration"))
                 return 200, {"ok": True}
             if path == "/__double/config":
                 unknown = set(req) - {"max_input_vars", "ws_enabled", "debug",

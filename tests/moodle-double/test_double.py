@@ -234,6 +234,51 @@ try:
     d.set_fault("invalidtoken")
     t.eq(wsj(d, "core_webservice_get_site_info")["errorcode"], "invalidtoken", "invalidtoken")
 
+    # Moodle down or closed (moodle-ws 32*): nothing is done, whatever the call.
+    d.set_fault("dbdown", count=-1)
+    s, h, b = ws(d, "enrol_manual_enrol_users", enrol_pairs([{"roleid": 5, "userid": ctl_ids[6],
+                                                              "courseid": ctl1}]))
+    t.ok(s == 200 and json.loads(b)["errorcode"] == "dbconnectionfailed"
+         and b'"message":"<p>Error: Database connection failed<\\/p>' in b,
+         "dbdown: HTTP 200, dbconnectionfailed, HTML in the message (32b)", b)
+    t.eq(wsj(d, "core_course_create_courses", [("courses[0][fullname]", "Down"),
+                                              ("courses[0][shortname]", "DOWN1"),
+                                              ("courses[0][categoryid]", "1")])["errorcode"],
+         "dbconnectionfailed", "dbdown: every function (32d)")
+    d.clear_faults()
+    t.ok("ctl06" not in enrolled(d, "CTL1") and "DOWN1" not in
+         [c["shortname"] for c in d.state()["courses"]], "dbdown changes nothing")
+    d.set_fault("maintenance")
+    s, h, b = ws(d, "core_webservice_get_site_info")
+    t.ok(s == 503 and h.get("Retry-After") == "300" and b"under maintenance" in b
+         and h.get("Content-Type") == "text/html; charset=utf-8",
+         "maintenance: 503, Retry-After and Moodle's page (32e)", (s, h, b[:80]))
+    d.set_fault("http504")
+    t.eq(site_info_status(), 504, "http504")
+    d.set_fault("cacherace", function="core_user_get_users_by_field")
+    t.eq(wsj(d, "core_user_get_users_by_field", [("field", "username"),
+                                                 ("values[0]", "ctl00")])["errorcode"],
+         "ex_configcannotsave", "cacherace (32k)")
+    t.eq(len(wsj(d, "core_user_get_users_by_field", [("field", "username"),
+                                                     ("values[0]", "ctl00")])), 1,
+         "cacherace: the same call answers when sent again")
+    # An outage that ends by itself: duration seconds from its first answer.
+    d.set_fault("dbdown", count=-1, after=1, duration=0.5)
+    t.eq(site_info_status(), 200, "duration: after=1 lets the first through")
+    first = time.monotonic()
+    t.eq(wsj(d, "core_webservice_get_site_info").get("errorcode"), "dbconnectionfailed",
+         "duration: then the outage")
+    statuses = []
+    deadline = first + 10
+    while time.monotonic() < deadline:
+        j = wsj(d, "core_webservice_get_site_info")
+        statuses.append(j.get("errorcode"))
+        if j.get("errorcode") is None:
+            break
+    t.ok(statuses[-1] is None and time.monotonic() - first >= 0.5,
+         "duration: the outage ends by itself after 0.5 s", statuses[-3:])
+    t.eq(d.faults, [], "duration: the spent fault is gone")
+
     d.set_fault("mailfail", function="enrol_manual_enrol_users")
     s, h, b = ws(d, "enrol_manual_enrol_users", enrol_pairs([{"roleid": 5, "userid": ctl_ids[5],
                                                               "courseid": ctl1}]))

@@ -251,6 +251,10 @@ class SystemTest:
                           "/etc/webcoursed/moodle-token"])
             t.eq(p.returncode, 0, "the token reached the service as its credential "
                  "moodle-token (the service user cannot read the file)")
+            p = boot.run(["cat", "/run/credentials/%s/web-users" % UNIT])
+            t.eq(p.out.strip(), "#none", "without a console users file the unit starts, "
+                 "with the web-users credential of its SetCredential= default (no users)",
+                 p.err)
         else:
             p = boot.run(["stat", "-c", "%a %U", "/run/webcoursed-token/token"])
             t.eq(p.out.strip(), "600 webcoursed", "the token reached the service by the "

@@ -56,6 +56,8 @@ static const char *const all_keys[] = {
 	"sync.idnumber_prefix",
 	"sync.reconcile_every",
 	"sync.on_drift",
+	"sync.outage_retry",
+	"sync.outage_retry_max",
 	"state.database",
 	"state.missing_users_csv",
 	"state.history_days",

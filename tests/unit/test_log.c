@@ -46,10 +46,11 @@ main(void)
 	       "WEBCOURSED_RUN=7|WEBCOURSED_ERRORS=0|",
 	       "a record goes to the parent as one datagram, fields ended by "
 	       "NULs");
-	log_warnx("two\nlines");
+	log_warnx("two\nlines, a title \033]0;x\007 and a C1 \302\233");
 	is_str(datagram(sv[0]),
-	       "MESSAGE=two\nlines|PRIORITY=4|SYSLOG_IDENTIFIER=test_log|",
-	       "a message keeps its newline");
+	       "MESSAGE=two lines, a title ?]0;x? and a C1 ?|PRIORITY=4|"
+	       "SYSLOG_IDENTIFIER=test_log|",
+	       "a record is one line with no control character (text_clean)");
 	log_debug("not at info");
 	is_str(datagram(sv[0]), "", "what the level drops is not relayed");
 	log_info("one");

@@ -17,6 +17,8 @@
 #include "util.h"
 
 static struct double_srv D;
+/* moodle.max_concurrent_calls of the next client() (0: one). */
+static int next_concurrency;
 
 /* A client with a hand-made config (config.c is not needed). */
 static struct moodle *
@@ -34,6 +36,8 @@ client(const char *url, const char *token, int miv, int retries,
 	cfg.moodle_max_input_vars = miv;
 	cfg.moodle_retries = retries;
 	cfg.moodle_retry_delay_ms = delay_ms;
+	cfg.moodle_max_concurrent_calls = next_concurrency;
+	next_concurrency = 0;
 	return moodle_new(&cfg, cancel);
 }
 
@@ -581,9 +585,14 @@ expect_fault(struct moodle *m, const char *faultjson, enum moodle_status kind,
 {
 	struct moodle_error err = { 0 };
 	struct moodle_course c = { 0 };
+	/* A client of its own: site-wide answers would open m's breaker. */
+	struct moodle *own = client(NULL, NULL, 1000, 2, 10, NULL);
+	bool resend = moodle_set_resend(m, true);
 
+	moodle_set_resend(m, resend);
+	moodle_set_resend(own, resend);
 	fault(faultjson);
-	is_int(moodle_course_by_shortname(m, "LAB-NOMANUAL", &c, &err), -1,
+	is_int(moodle_course_by_shortname(own, "LAB-NOMANUAL", &c, &err), -1,
 	       "%s: call fails", what);
 	is_int(err.kind, kind, "%s: class", what);
 	if (errorcode != NULL)
@@ -595,6 +604,7 @@ expect_fault(struct moodle *m, const char *faultjson, enum moodle_status kind,
 	no_token(&err, what);
 	moodle_error_clear(&err);
 	moodle_course_clear(&c);
+	moodle_free(own);
 	fault("{\"mode\": \"none\"}");
 }
 
@@ -613,10 +623,22 @@ test_errors(void)
 	en[0].courseid = cid = new_course(m, "LAB-ERR");
 	expect_fault(m, "{\"mode\": \"http500\", \"count\": -1}",
 		     MOODLE_TRANSIENT, "http500", NULL, "HTTP 500");
-	expect_fault(m, "{\"mode\": \"http502\", \"count\": -1}",
-		     MOODLE_TRANSIENT, "http502", NULL, "HTTP 502");
-	expect_fault(m, "{\"mode\": \"reset\", \"count\": -1}",
-		     MOODLE_TRANSIENT, "noanswer", NULL, "connection reset");
+	/* Site-wide answers, still there after the tries: Moodle is down
+	 * (moodle-ws 32g/32h), whatever the call. */
+	expect_fault(
+	    m, "{\"mode\": \"http502\", \"count\": -1}", MOODLE_DOWN, "http502",
+	    "Moodle unavailable: its web server cannot reach PHP", "HTTP 502");
+	expect_fault(m, "{\"mode\": \"http504\", \"count\": -1}", MOODLE_DOWN,
+		     "http504", "Moodle unavailable", "HTTP 504");
+	expect_fault(m, "{\"mode\": \"reset\", \"count\": -1}", MOODLE_DOWN,
+		     "noanswer", "Moodle unavailable", "connection reset");
+	expect_fault(m, "{\"mode\": \"dbdown\", \"count\": -1}", MOODLE_DOWN,
+		     "dbconnectionfailed",
+		     "Moodle unavailable: its database connection failed",
+		     "database down (32a)");
+	expect_fault(m, "{\"mode\": \"maintenance\", \"count\": -1}",
+		     MOODLE_DOWN, "http503", "Moodle unavailable",
+		     "maintenance from the CLI (32e)");
 	/* Without resending, a call without an answer is unsure: Moodle may
 	 * have applied it (a gateway error too: PHP may still be at work);
 	 * a rolled-back write is a conflict (30d/30e). */
@@ -625,9 +647,8 @@ test_errors(void)
 		     "noanswer", NULL, "reset, no resending");
 	expect_fault(m, "{\"mode\": \"http502\", \"count\": -1}", MOODLE_UNSURE,
 		     "http502", NULL, "502, no resending");
-	expect_fault(m, "{\"mode\": \"http503\", \"count\": -1}",
-		     MOODLE_TRANSIENT, "http503", NULL,
-		     "503 is nothing done: transient even so");
+	expect_fault(m, "{\"mode\": \"http503\", \"count\": -1}", MOODLE_DOWN,
+		     "http503", NULL, "503 is nothing done: down even so");
 	moodle_set_resend(m, true);
 	expect_fault(m,
 		     "{\"mode\": \"error\", \"count\": -1, \"body\": "
@@ -637,8 +658,13 @@ test_errors(void)
 		     MOODLE_CONFLICT, "dmlwriteexception",
 		     "undid the whole call", "a rolled-back write");
 	expect_fault(m, "{\"mode\": \"sitemaintenance\", \"count\": -1}",
-		     MOODLE_TRANSIENT, "sitemaintenance", "maintenance",
-		     "maintenance mode");
+		     MOODLE_DOWN, "sitemaintenance",
+		     "Moodle unavailable: it is in maintenance mode",
+		     "maintenance mode (32i)");
+	/* The race of 32k, for good: transient, not down. */
+	expect_fault(m, "{\"mode\": \"cacherace\", \"count\": -1}",
+		     MOODLE_TRANSIENT, "ex_configcannotsave", "cache",
+		     "cache race, always");
 	/* A body that is not the JSON asked for is retried, then stops the
 	 * run: a proxy's login page must not be split item by item. */
 	expect_fault(m, "{\"mode\": \"garbage\", \"count\": -1}",
@@ -804,14 +830,164 @@ test_retry(void)
 	is_int(moodle_course_by_shortname(m, "LAB-NOMANUAL", &c, &err), -1,
 	       "503 forever");
 	elapsed = now_monotonic_ms() - t0;
-	is_int(err.kind, MOODLE_TRANSIENT, "transient");
+	is_int(err.kind, MOODLE_DOWN, "down");
 	is_str(err.errorcode, "http503", "http503");
-	is_int(moodle_requests(m) - r0, 4, "gave up after moodle.retries = 4");
-	ok(elapsed >= 50 + 100 + 200, "backed off 350 ms (took %lld)",
+	is_int(moodle_requests(m) - r0, 3,
+	       "the breaker opened after 3 site-wide answers, before "
+	       "moodle.retries = 4");
+	ok(elapsed >= 50 + 100, "backed off 150 ms (took %lld)",
 	   (long long)elapsed);
 	moodle_error_clear(&err);
 	fault("{\"mode\": \"none\"}");
 	moodle_free(m);
+}
+
+/* A batch of n enrolments that tallies in T. */
+static struct batch
+tally_batch(size_t n, struct moodle_enrolment *en)
+{
+	return (struct batch){ .n = n,
+			       .fields = 3,
+			       .call = enrol_call,
+			       .done = tally_done,
+			       .failed = tally_failed,
+			       .arg = en };
+}
+
+/* What batch_run notes as unsettled. */
+static size_t unsettled_items;
+
+static int
+tally_note(enum batch_event ev, const size_t *items, size_t count, void *arg)
+{
+	(void)items, (void)arg;
+	if (ev == BATCH_UNSETTLED)
+		unsettled_items += count;
+	return 0;
+}
+
+/* The breaker: site-wide answers stop every call, items are not blamed. */
+static void
+test_breaker(void)
+{
+	struct moodle *m = client(NULL, NULL, 1000, 6, 10, NULL), *c;
+	struct moodle_error err = { 0 };
+	struct moodle_site_info *si = NULL;
+	struct moodle_enrolment *en;
+	const char *names[] = { "00000000023" };
+	struct moodle_user *u = NULL;
+	struct batch b;
+	char *cause = NULL;
+	size_t nu = 0;
+	uint64_t r0;
+	int calls;
+
+	reset_double();
+	/* The database stops (32a): 3 answers, not moodle.retries = 6. */
+	fault("{\"mode\": \"dbdown\", \"count\": -1}");
+	r0 = moodle_requests(m);
+	is_int(moodle_site_info(m, &si, &err), -1, "database down: fails");
+	is_int(err.kind, MOODLE_DOWN, "DOWN");
+	is_str(err.message,
+	       "Moodle unavailable: its database connection failed",
+	       "plain text, without Moodle's HTML");
+	is_int(moodle_requests(m) - r0, 3, "3 requests open the breaker");
+	ok(moodle_down(m, &cause) && cause != NULL &&
+	       strcmp(cause, err.message) == 0,
+	   "moodle_down says so: %s", cause ? cause : "(null)");
+	free(cause);
+	moodle_error_clear(&err);
+	/* Open: the next call is not sent, whichever function. */
+	fault("{\"mode\": \"none\"}");
+	r0 = moodle_requests(m);
+	is_int(moodle_users_by_username(m, names, 1, &u, &nu, &err), -1,
+	       "open: the next call fails");
+	is_int(err.kind, MOODLE_DOWN, "DOWN");
+	is_str(err.errorcode, "dbconnectionfailed", "with the breaker's code");
+	is_int(moodle_requests(m) - r0, 0, "and is not sent");
+	moodle_error_clear(&err);
+	moodle_free(m);
+
+	/* Down at the last run: one answer is enough. */
+	m = client(NULL, NULL, 1000, 6, 10, NULL);
+	moodle_set_breaker(m, 1);
+	fault("{\"mode\": \"sitemaintenance\", \"count\": -1}");
+	r0 = moodle_requests(m);
+	is_int(moodle_site_info(m, &si, &err), -1, "maintenance: fails");
+	is_int(moodle_requests(m) - r0, 1, "breaker after 1: 1 request");
+	is_str(err.message, "Moodle unavailable: it is in maintenance mode",
+	       "maintenance (32i)");
+	moodle_error_clear(&err);
+	moodle_free(m);
+
+	/* Answers that are not site-wide in between: never opens. */
+	m = client(NULL, NULL, 1000, 3, 10, NULL);
+	fault("{\"mode\": \"none\"}");
+	for (int i = 0; i < 3; i++) {
+		fault("{\"mode\": \"http503\", \"count\": 2}");
+		is_int(moodle_users_by_username(m, names, 1, &u, &nu, &err), 0,
+		       "two 503s, then an answer (%d)", i);
+		moodle_users_free(u, nu);
+		u = NULL;
+	}
+	ok(!moodle_down(m, NULL), "six 503s, never three in a row: closed");
+	/* The cache race (32k): sent again, not site-wide. */
+	fault("{\"mode\": \"cacherace\", \"count\": 1}");
+	r0 = moodle_requests(m);
+	is_int(moodle_users_by_username(m, names, 1, &u, &nu, &err), 0,
+	       "cache race: sent again, answered");
+	is_int(moodle_requests(m) - r0, 2, "in 2 requests");
+	ok(!moodle_down(m, NULL), "the race does not open the breaker");
+	moodle_users_free(u, nu);
+	moodle_error_clear(&err);
+	moodle_free(m);
+
+	/* A batch over 4 calls in flight; the database stops after its
+	 * first call: it stops at once, nothing failed, nothing split. */
+	c = client(NULL, NULL, 1000, 6, 10, NULL);
+	add_users(200);
+	en = user_enrolments(c, 200, new_course(c, "LAB-BREAKER"));
+	moodle_free(c);
+	next_concurrency = 4;
+	m = client(NULL, NULL, 100, 6, 10, NULL);
+	b = tally_batch(200, en);
+	memset(&T, 0, sizeof(T));
+	fault("{\"mode\": \"dbdown\", \"count\": -1, \"after\": 1, "
+	      "\"function\": \"enrol_manual_enrol_users\"}");
+	log_clear();
+	is_int(batch_run(m, &b, &err), -1, "batch: stops");
+	is_int(err.kind, MOODLE_DOWN, "DOWN");
+	calls = log_count("enrol_manual_enrol_users", NULL);
+	is_int(T.nfailed, 0, "no item failed");
+	ok(T.done <= 29, "done: the first call's items at most (%zu)", T.done);
+	/* The good one may answer after 3 others failed (and so ends their
+	 * run), then the breaker's 3, and 3 other calls in flight. */
+	ok(calls <= 1 + 3 + 3 + 3,
+	   "%d calls of 7: at most the first, those in flight with it, "
+	   "the breaker's 3 and those in flight with them",
+	   calls);
+	moodle_error_clear(&err);
+	moodle_free(m);
+
+	/* Writes without resending, PHP gone (502): the calls are unsure,
+	 * handed back unsettled, none failed. */
+	m = client(NULL, NULL, 1000, 6, 10, NULL);
+	b.once = true;
+	b.note = tally_note;
+	b.max_items = 20;
+	memset(&T, 0, sizeof(T));
+	unsettled_items = 0;
+	fault("{\"mode\": \"none\"}");
+	fault("{\"mode\": \"http502\", \"count\": -1}");
+	is_int(batch_run(m, &b, &err), -1, "502 writes: stop");
+	is_int(err.kind, MOODLE_DOWN, "DOWN");
+	is_int(T.nfailed, 0, "no item failed");
+	is_int(unsettled_items, 3 * 20,
+	       "3 calls of 20, then the breaker: their items unsettled");
+	moodle_error_clear(&err);
+	fault("{\"mode\": \"none\"}");
+	moodle_free(m);
+	free(en);
 }
 
 static volatile sig_atomic_t cancel_flag;
@@ -960,6 +1136,7 @@ main(void)
 	test_calls();
 	test_errors();
 	test_retry();
+	test_breaker();
 	test_split();
 	test_batching(1000, 2500, 8);
 	test_batching(5000, 2500, 2);

@@ -216,6 +216,12 @@ test_path(void)
 	cred = tmp_path("credentials/web-users");
 	write_file(cred, "", 0400);
 	p = webuser_path(&conf);
+	is_str(p, "/etc/webcoursed/web-users",
+	       "an empty credential (the units' default) does not count");
+	free(p);
+	unlink(cred);
+	write_file(cred, "# users\n", 0400);
+	p = webuser_path(&conf);
 	is_str(p, cred, "the credential web-users wins");
 	free(p);
 	unlink(cred);
