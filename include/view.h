@@ -41,8 +41,8 @@ void view_end(struct view *);
 const char *view_param(const struct view *, const char *name);
 /* The 1-based page number of a paged list (?page=N), at least 1. */
 int64_t view_page_number(const struct view *);
-/* "Newer / Older" links for a list paged by VIEW_PAGE_ROWS ("/history" or
- * "/missing-users"), keeping the list's filters. */
+/* "Newer / Older" links for a list paged by VIEW_PAGE_ROWS ("/history",
+ * "/missing-users" or "/approvals"), keeping the list's filters. */
 void view_pager(struct view *, const char *path, int64_t page, bool more);
 
 /* A time the ledger wrote as ISO 8601 UTC, shown in the local zone; and
