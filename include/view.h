@@ -50,6 +50,18 @@ void view_pager(struct view *, const char *path, int64_t page, bool more);
 void view_time_iso(struct view *, const char *iso);
 int64_t view_epoch_iso(const char *iso);
 
+/* A window of a long list: rows [skip, skip + VIEW_PAGE_ROWS) are
+ * shown; one more row tells that there is a next page.  q: a filter of
+ * the list, or NULL. */
+struct view_window {
+	struct view *v;
+	const char *q;
+	int64_t skip, seen, shown;
+	bool more;
+};
+/* Whether this row is in the window (*ret); 1 (stop) past its end. */
+int view_window_take(struct view_window *, bool *ret);
+
 /* The login page: the form, and why the last try failed (or NULL). */
 void view_login(struct view *, const char *failure);
 /* The pages; -1 when the ledger failed (the caller answers 500). */

@@ -206,3 +206,18 @@ view_epoch_iso(const char *iso)
 		return 0;
 	return (int64_t)timegm(&tm);
 }
+
+int
+view_window_take(struct view_window *w, bool *ret)
+{
+	*ret = false;
+	if (w->seen++ < w->skip)
+		return 0;
+	if (w->shown == VIEW_PAGE_ROWS) {
+		w->more = true;
+		return 1;
+	}
+	w->shown++;
+	*ret = true;
+	return 0;
+}
