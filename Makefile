@@ -24,7 +24,7 @@ PKGS := libcurl jansson libevent libevent_openssl openssl libsystemd sqlite3 \
 DEBS := libcurl4-openssl-dev libjansson-dev libevent-dev libsystemd-dev \
 	libsqlite3-dev libinih-dev libcrypt-dev libssl-dev pkg-config python3 \
 	curl clang-format prometheus debhelper dpkg-dev lintian chromium \
-	chromium-driver
+	chromium-driver nginx-light openssl
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-san
