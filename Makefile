@@ -23,7 +23,8 @@ PKGS := libcurl jansson libevent libevent_openssl openssl libsystemd sqlite3 \
 	inih libcrypt
 DEBS := libcurl4-openssl-dev libjansson-dev libevent-dev libsystemd-dev \
 	libsqlite3-dev libinih-dev libcrypt-dev libssl-dev pkg-config python3 \
-	curl clang-format prometheus debhelper dpkg-dev lintian
+	curl clang-format prometheus debhelper dpkg-dev lintian chromium \
+	chromium-driver
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-san
@@ -116,6 +117,7 @@ bench: deps
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/import_speed.py $(if $(QUICK),--quick)
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/reconcile.py $(if $(QUICK),--quick)
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/graph_cases.py $(if $(QUICK),--quick)
+	@BUILD=$(BUILD) $(PYTHON) tests/bench/web_console.py $(if $(QUICK),--quick)
 
 # The banned-function grep and the mechanical style (.clang-format).
 lint:

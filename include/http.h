@@ -64,6 +64,10 @@ enum http_result http_perform(struct http *, const struct http_request *,
 			      struct http_response *ret, char **cause);
 void http_response_clear(struct http_response *);
 
+/* v[0..len) is a valid HTTP field value (RFC 9110 5.5): no CR, LF, NUL
+ * or other control but tab. */
+bool http_field_value_ok(const char *v, size_t len);
+
 /* Percent-encode s for a form body (malloc'd). */
 char *http_escape(const char *s);
 /* url without userinfo, query and fragment, for log lines (malloc'd). */

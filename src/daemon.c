@@ -44,9 +44,11 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "console.h"
 #include "exporter.h"
 #include "http.h"
 #include "httpd.h"
+#include "history.h"
 #include "ledger.h"
 #include "log.h"
 #include "metrics.h"
@@ -77,6 +79,7 @@ struct daemon {
 	struct stats *stats;
 	struct httpd *metrics_httpd;
 	struct exporter *exporter;
+	struct console *console;
 	struct event *ev_timer, *ev_watchdog, *ev_pipe, *ev_log, *ev_kill;
 	struct event *ev_sig[5];
 	pid_t child;
@@ -88,6 +91,9 @@ struct daemon {
 	int64_t child_start_us, child_errors, stats_ms;
 	int failures;
 	bool stopping, run_again;
+	/* the console's "sync with the withheld removals": for the next
+	 * run, then for the run in progress */
+	bool allow_removals_next, allow_removals_run;
 	struct progress progress; /* of the sync in progress */
 	char phase[192];          /* progress_format of it */
 	char child_outcome[16];   /* from the child's R line; "" until then */
@@ -172,6 +178,7 @@ child_main(struct daemon *d, int fd, int log_fd)
 				    .tick = child_tick,
 				    .observe_moodle = child_observe_moodle,
 				    .observe_fetch = child_observe_fetch,
+				    .allow_removals = d->allow_removals_run,
 				    .moodle_state = child_moodle_state,
 				    .quiet_outage = d->down_since != 0,
 				    .arg = &fd };
@@ -225,6 +232,8 @@ daemon_run_start(struct daemon *d)
 		return;
 	}
 	child_cancel = 0;
+	d->allow_removals_run = d->allow_removals_next;
+	d->allow_removals_next = false;
 	if ((pid = fork()) == -1) {
 		log_warn("fork");
 		close(fds[0]);
@@ -409,6 +418,68 @@ daemon_pipe_cb(evutil_socket_t fd, short what, void *arg)
 		event_del(d->ev_pipe); /* the end, or a broken pipe */
 }
 
+/* The console's "sync now" (an approval starts one too): a history row
+ * with who asked, then a run now, or right after the one in progress. */
+static void
+daemon_console_sync_cb(void *arg, bool allow_removals, const char *who)
+{
+	struct daemon *d = arg;
+	struct history hist = { .ledger = d->ledger,
+				.conf = d->conf,
+				.now = now_epoch() };
+
+	if (history_add(&hist, "sync", NULL, NULL, 0, "sync%s requested by %s",
+			allow_removals ? " with the withheld removals" : "",
+			who) == -1)
+		log_warnx("web: cannot write the history: %s",
+			  ledger_errmsg(d->ledger));
+	log_info("web: sync now%s, requested by %s",
+		 allow_removals ? " with the withheld removals" : "", who);
+	d->allow_removals_next = d->allow_removals_next || allow_removals;
+	if (d->child > 0) {
+		d->run_again = true;
+		return;
+	}
+	evtimer_del(d->ev_timer);
+	daemon_run_start(d);
+}
+
+static bool
+daemon_console_syncing_cb(void *arg, char *buf, size_t len)
+{
+	struct daemon *d = arg;
+
+	if (d->child <= 0)
+		return false;
+	snprintf(buf, len, "%s", d->phase);
+	return true;
+}
+
+/* Serve the console where [web] says; a failure costs the console, never
+ * the syncs. */
+static void
+daemon_listen_web(struct daemon *d)
+{
+	char *was = console_address(d->console) != NULL
+			? xstrdup(console_address(d->console))
+			: NULL;
+	char *cause = NULL;
+
+	if (console_configure(d->console, d->conf, d->ledger, &cause) == -1) {
+		log_warnx("web: %s; the console is off until a reload (syncs "
+			  "go on)",
+			  cause);
+		free(cause);
+	} else if (d->conf->web_listen == NULL && was != NULL)
+		log_info("web: no longer serving the console on %s", was);
+	else if (d->conf->web_listen != NULL &&
+		 (was == NULL || strcmp(was, d->conf->web_listen) != 0))
+		log_info("web: serving the console on %s%s",
+			 d->conf->web_listen,
+			 d->conf->web_tls_cert != NULL ? " (HTTPS)" : "");
+	free(was);
+}
+
 /* Serve the metrics where the configuration says (also after a reload: a
  * new address is bound, and one that failed before is tried again).  A
  * failure costs the metrics, never the syncs. */
@@ -418,11 +489,7 @@ daemon_listen(struct daemon *d)
 	const char *was = httpd_address(d->metrics_httpd);
 	char *cause = NULL;
 
-	/* The keys are checked; the pages are not in this build yet. */
-	if (d->conf->web_listen != NULL)
-		log_warnx("web: this build has no web console yet; web.listen "
-			  "%s is ignored",
-			  d->conf->web_listen);
+	daemon_listen_web(d);
 	if (d->conf->metrics_listen == NULL) {
 		if (was != NULL)
 			log_info("metrics: no longer listening on %s", was);
@@ -1019,6 +1086,11 @@ main(int argc, char **argv)
 	d.metrics_httpd = daemon_metrics_httpd(&d);
 	d.exporter =
 	    exporter_new(d.metrics_httpd, d.metrics, daemon_collect_cb, &d);
+	d.console = console_new(
+	    d.base,
+	    &(struct console_hooks){ .sync_now = daemon_console_sync_cb,
+				     .syncing = daemon_console_syncing_cb,
+				     .arg = &d });
 	daemon_listen(&d);
 	daemon_arm(&d, DAEMON_FIRST_RUN_MS);
 	url = http_redact_url(d.conf->moodle_url);
@@ -1043,6 +1115,7 @@ main(int argc, char **argv)
 		event_free(d.ev_pipe);
 	if (d.ev_log != NULL)
 		event_free(d.ev_log);
+	console_free(d.console);
 	exporter_free(d.exporter);
 	httpd_free(d.metrics_httpd);
 	stats_free(d.stats);

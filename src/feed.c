@@ -377,12 +377,16 @@ feed_fetch(const struct config *cfg, struct http *http,
 	is_file = strncasecmp(cfg->source_url, "file:", 5) == 0;
 
 	headers[nh++] = "Accept: application/json";
-	if (!is_file && last != NULL && last->etag != NULL) {
+	/* A validator stored before http.c dropped bad ones is not sent. */
+	if (!is_file && last != NULL && last->etag != NULL &&
+	    http_field_value_ok(last->etag, strlen(last->etag))) {
 		xasprintf(&inm, "If-None-Match: %s", last->etag);
 		headers[nh++] = inm;
 		conditional = true;
 	}
-	if (!is_file && last != NULL && last->last_modified != NULL) {
+	if (!is_file && last != NULL && last->last_modified != NULL &&
+	    http_field_value_ok(last->last_modified,
+				strlen(last->last_modified))) {
 		xasprintf(&ims, "If-Modified-Since: %s", last->last_modified);
 		headers[nh++] = ims;
 		conditional = true;

@@ -152,6 +152,17 @@ http_write_cb(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
+bool
+http_field_value_ok(const char *v, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)v;
+
+	for (size_t i = 0; i < len; i++)
+		if ((p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f)
+			return false;
+	return true;
+}
+
 /* Keep the headers we care about from the last response (redirects and
  * 100-continue start a new one). */
 static size_t
@@ -182,7 +193,9 @@ http_header_cb(char *line, size_t size, size_t nmemb, void *arg)
 			   end[-1] == ' ' || end[-1] == '\t'))
 		end--;
 	vlen = (size_t)(end - v);
-	if (vlen > HTTP_MAX_HEADER_VALUE)
+	/* A value we keep may be sent back (If-None-Match): it must be a
+	 * valid field value, or it is dropped. */
+	if (vlen > HTTP_MAX_HEADER_VALUE || !http_field_value_ok(v, vlen))
 		return n;
 	for (i = 0; i < nitems(http_headers); i++) {
 		if (strlen(http_headers[i].name) != namelen ||
@@ -394,17 +407,13 @@ static bool
 http_headers_valid(const struct http_request *req)
 {
 	const char *const *hp;
-	const unsigned char *p;
 
 	for (hp = req->headers; hp != NULL && *hp != NULL; hp++)
-		for (p = (const unsigned char *)*hp; *p != '\0'; p++)
-			if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
-				return false;
-	p = (const unsigned char *)req->origin_header;
-	for (; p != NULL && *p != '\0'; p++)
-		if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+		if (!http_field_value_ok(*hp, strlen(*hp)))
 			return false;
-	return true;
+	return req->origin_header == NULL ||
+	       http_field_value_ok(req->origin_header,
+				   strlen(req->origin_header));
 }
 
 enum http_result

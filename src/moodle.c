@@ -1313,6 +1313,21 @@ json_id(json_t *obj, const char *key, int64_t *ret)
 	return 0;
 }
 
+/* A record's id: Moodle's ids are BIGINT(10) from 1 (its sequences start
+ * there); 0, a negative or a larger number is not one of its records. */
+#define MOODLE_MAX_ID INT64_C(9999999999)
+
+static int
+json_record_id(json_t *obj, const char *key, int64_t *ret)
+{
+	int64_t id;
+
+	if (json_id(obj, key, &id) == -1 || id < 1 || id > MOODLE_MAX_ID)
+		return -1;
+	*ret = id;
+	return 0;
+}
+
 /* The answer of core_webservice_get_site_info. */
 static int
 moodle_site_info_decode(const struct moodle *m, json_t *j,
@@ -1455,7 +1470,7 @@ moodle_courses_decode(const struct moodle *m, json_t *j,
 	{
 		struct moodle_course *mc = &out[n];
 
-		if (json_id(c, "id", &mc->id) == -1)
+		if (json_record_id(c, "id", &mc->id) == -1)
 			continue;
 		mc->shortname = json_strdup_name(c, "shortname");
 		mc->fullname = json_strdup_name(c, "fullname");
@@ -1565,7 +1580,7 @@ moodle_created_decode(const struct moodle *m, json_t *j, size_t n,
 	ids = xcalloc(n, sizeof(*ids));
 	json_array_foreach(j, i, item)
 	{
-		if (json_id(item, "id", &ids[i]) == -1 || ids[i] <= 0) {
+		if (json_record_id(item, "id", &ids[i]) == -1) {
 			moodle_bad_shape(m, fn, j, "lacks a course id", err);
 			goto out;
 		}
@@ -1719,10 +1734,13 @@ moodle_users_decode(const struct moodle *m, json_t *j, struct moodle_user **ret,
 	json_array_foreach(j, i, item)
 	{
 		name = json_string_value(json_object_get(item, "username"));
-		if (name == NULL || json_id(item, "id", &u[nu].id) == -1) {
-			moodle_bad_shape(m, "core_user_get_users_by_field", j,
-					 "lists a user without id or username",
-					 err);
+		if (name == NULL ||
+		    json_record_id(item, "id", &u[nu].id) == -1) {
+			moodle_bad_shape(
+			    m, "core_user_get_users_by_field", j,
+			    "lists a user without a username or an "
+			    "id from 1 to 9999999999",
+			    err);
 			moodle_users_free(u, nu);
 			return -1;
 		}
@@ -1919,11 +1937,13 @@ moodle_enrolled_page(const struct moodle *m, json_t *j,
 		memset(u, 0, sizeof(*u));
 		name = json_string_value(json_object_get(item, "username"));
 		roles = json_object_get(item, "roles");
-		if (name == NULL || json_id(item, "id", &u->id) == -1 ||
+		if (name == NULL || json_record_id(item, "id", &u->id) == -1 ||
 		    (roles != NULL && !json_is_array(roles))) {
-			moodle_bad_shape(m, fn, item,
-					 "lists a user without id or username",
-					 err);
+			moodle_bad_shape(
+			    m, fn, item,
+			    "lists a user without a username or an "
+			    "id from 1 to 9999999999",
+			    err);
 			return -1;
 		}
 		u->username = xstrdup(name);

@@ -154,6 +154,8 @@ try:
              b'{"courses":[{"shortname":"d","name":"d","participants":[' +
              b'{"a":' * N + b"1" + b"}" * N + b"]}]}"),
             ("10,000-deep arrays at the top", b"[" * N + b"]" * N),
+            ("200,000-deep arrays at the top (issue 20: held)",
+             b"[" * 200000 + b"]" * 200000),
             ("10,000 unclosed brackets", b"[" * N)]:
         env.set_feed(body)
         check_rejected(env, label, "maximum parsing depth reached"

@@ -8,6 +8,8 @@ DESIGN.md says; the ledger never records what Moodle did not do; and the
 next run, the fault gone, leaves Moodle holding exactly the feed."""
 import json
 import os
+import re
+import sqlite3
 import sys
 import time
 
@@ -136,6 +138,41 @@ for label, fault, want_rc, why in CASES:
         if fault["mode"] == "delay":
             t.ok(took < 20, "%s: the run gave up in %.1f s, not 30 s per call" % (label, took))
         ledger_matches_moodle(env, label)
+        env.double.clear_faults()
+        converges(env, label)
+    finally:
+        env.close()
+
+# --- user ids that are not Moodle ids (issue 20 item 6) ----------------------
+# An answer listing a user with id -7 used to put -7 in the ledger's users
+# table; the run then said "+0 enrolments, 0 errors" and the next one "feed
+# unchanged", while plan still listed the enrolments.  Now the answer is a
+# protocol error, for the users it was asked about: each is an item error
+# the run counts and `webcoursectl errors` lists, and nothing is stored.
+# (The "error" fault answers with the body given, here a well-formed list.)
+for bad_id in (-7, 0, 10 ** 10, 2 ** 62):
+    label = "a user id of %d in the look-up answer" % bad_id
+    env = Env(feed=FEED, max_input_vars=100)
+    try:
+        env.double.add_users(USERS)
+        env.double.set_fault("error", count=-1, function="core_user_get_users_by_field",
+                             body=json.dumps([{"id": bad_id, "username": USERS[0],
+                                               "firstname": "H", "lastname": "M"}]))
+        r = sync(env)
+        done = [line for line in r.err.splitlines() if "sync done" in line]
+        t.ok("lists a user without a username or an id from 1 to 9999999999" in r.err,
+             "%s: the answer is refused, and the log says why" % label, r.err[-1500:])
+        t.ok(len(done) == 1 and re.search(r", [1-9]\d* errors$", done[0]),
+             "%s: the run's summary counts the errors" % label, done)
+        db = sqlite3.connect(env.db)
+        stored = db.execute("SELECT username, moodle_id FROM users").fetchall()
+        db.close()
+        t.eq(stored, [], "%s: no user id is stored" % label)
+        t.eq([w for w in env.writes() if w["function"].startswith("enrol_")], [],
+             "%s: no enrolment is sent" % label)
+        p = env.ctl("errors")
+        t.ok("id from 1 to 9999999999" in p.out, "%s: webcoursectl errors says why" % label,
+             p.out[-600:])
         env.double.clear_faults()
         converges(env, label)
     finally:

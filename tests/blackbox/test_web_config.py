@@ -3,11 +3,12 @@
 only, and `webcoursed -t` refuses any other address without a certificate
 and key, naming the file and line."""
 import os
+import re
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import Env, WEBCOURSED  # noqa: E402
+from harness import Env, TOP, WEBCOURSED  # noqa: E402
 from tap import Tap  # noqa: E402
 
 t = Tap()
@@ -57,4 +58,20 @@ try:
          "a public address with certificate and key is allowed", out)
 finally:
     env.close()
+
+# The units let the console bind the example's port, and give the daemon
+# the users file as a credential with a default for a site without one.
+example = open(os.path.join(TOP, "etc", "webcoursed.conf")).read()
+web = example[example.index("[web]"):]
+port = re.search(r"^# listen = 127\.0\.0\.1:(\d+)$", web, re.M)
+t.ok(port is not None, "the example shows a loopback console address")
+for unit, rule in (("webcoursed.service", "tcp:%s" % port.group(1)),
+                   ("webcoursed@.service", "tcp:%s-" % port.group(1))):
+    text = open(os.path.join(TOP, "systemd", unit)).read()
+    allow = re.findall(r"^SocketBindAllow=(\S+)$", text, re.M)
+    t.ok(any(a == rule or (rule.endswith("-") and a.startswith(rule)) for a in allow),
+         "%s allows the console's port (%s)" % (unit, allow))
+    t.ok(re.search(r"^LoadCredential=web-users:/etc/webcoursed/\S+$", text, re.M)
+         and "SetCredential=web-users:#none" in text.splitlines(),
+         "%s passes the users file as a credential, with a default" % unit)
 t.done()
