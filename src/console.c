@@ -26,9 +26,10 @@
 #include "view.h"
 #include "webuser.h"
 
-#define CONSOLE_MAX_BODY (64 * 1024) /* a form: approvals of many courses */
-#define CONSOLE_CSV_MAX  (256 * 1024 * 1024)
-#define CONSOLE_WHO_MAX  (WEBUSER_NAME_MAX + 8)
+#define CONSOLE_MAX_BODY   (64 * 1024) /* a form: approvals of many courses */
+#define CONSOLE_CSV_MAX    (256 * 1024 * 1024)
+#define CONSOLE_WHO_MAX    (WEBUSER_NAME_MAX + 8)
+#define CONSOLE_FD_RESERVE 64 /* as the daemon keeps (DAEMON_FD_RESERVE) */
 
 /* Scripts: none; styles and images: our own files; forms: back to us. */
 #define CONSOLE_CSP                                                            \
@@ -595,7 +596,9 @@ static struct httpd *
 console_httpd(struct console *c, const struct config *conf, char **cause)
 {
 	struct httpd_options o = { .name = "web", .csp = CONSOLE_CSP };
-	size_t budget = httpd_fd_budget(0);
+	/* half of what the daemon's own descriptors leave (the metrics
+	 * take a quarter) */
+	size_t budget = httpd_fd_budget(CONSOLE_FD_RESERVE);
 	struct httpd *h;
 	SSL_CTX *ctx = NULL;
 

@@ -20,7 +20,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from harness import Env, WEBCOURSECTL, wait_for  # noqa: E402
+from harness import Env, WEBCOURSECTL, WEBCOURSED, wait_for  # noqa: E402
 from webclient import Console, free_port  # noqa: E402
 
 PAGES = ["/", "/approvals", "/missing-users", "/missing-users?page=50", "/history",
@@ -96,7 +96,11 @@ def main():
                 f.write("m%05d,C%05d,student,2026-12-03T08:00:00Z\r\n" % (i, i % courses))
         print("web console bench: ledger of %d courses, %d enrolments, %d history rows "
               "written in %.0f s" % (courses, enrolments, history, time.monotonic() - start))
-        env.daemon()
+        # the daemon's log to a file: a pipe nobody reads would fill and
+        # stall it
+        log = open(os.path.join(env.dir, "daemon.log"), "w")
+        env.procs.append(subprocess.Popen([WEBCOURSED, "-c", env.conf, "-f"],
+                                          stdout=log, stderr=subprocess.STDOUT))
         web = Console(port)
         wait_for(lambda: _login(web), 60, "the console")
         wait_for(lambda: running(env), 60, "the first sync to start")
