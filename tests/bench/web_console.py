@@ -5,8 +5,9 @@ A ledger of 20,000 courses, 1,000,000 enrolments and 3,000,000 history
 rows (--quick: a tenth) is written straight into sqlite, the daemon
 serves the console on loopback, and each page is fetched --runs times
 while the daemon's first sync runs (it plans against that ledger) and
-again when it is idle.  Figures: median, 95th percentile and max in ms per
-page.  Goal (issue 17): <= 50 ms per page; reported, never asserted.
+again when it is idle.  Figures: the first fetch, median, 95th percentile and
+max in ms per page (the overview's figures are kept 5 s: its first fetch
+reads them).  Goal (issue 17): <= 50 ms per page; reported, never asserted.
 
 Usage: web_console.py [--quick] [--runs 20]
 """
@@ -63,8 +64,10 @@ def measure(web, runs):
             times.append((time.monotonic() - start) * 1000)
             if r.status != 200:
                 sys.exit("bench: %s answered %d" % (path, r.status))
+        first = times[0]
         times.sort()
-        out[path] = (statistics.median(times), times[int(len(times) * 0.95) - 1], times[-1])
+        out[path] = (first, statistics.median(times), times[int(len(times) * 0.95) - 1],
+                     times[-1])
     return out
 
 
@@ -108,13 +111,13 @@ def main():
         still = running(env)
         wait_for(lambda: not running(env), 900, "the sync to end")
         idle = measure(web, a.runs)
-        print("%-28s %27s   %27s" % ("page (ms)", "during a sync: median p95 max",
-                                      "idle: median p95 max"))
+        print("%-24s %35s   %35s" % ("page (ms)", "during a sync: first median p95 max",
+                                      "idle: first median p95 max"))
         worst = 0
         for path in PAGES:
             d, i = during[path], idle[path]
-            worst = max(worst, d[0], i[0])
-            print("%-28s %9.1f %8.1f %8.1f   %9.1f %8.1f %8.1f" % ((path,) + d + i))
+            worst = max(worst, d[1], i[1])
+            print("%-24s %8.1f %8.1f %8.1f %8.1f   %8.1f %8.1f %8.1f %8.1f" % ((path,) + d + i))
         print("goal <= 50 ms per page: worst median %.1f ms (%s)%s" % (
             worst, "met" if worst <= 50 else "NOT met",
             "" if still else "; the sync ended before the first set was done"))
