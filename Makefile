@@ -117,6 +117,7 @@ bench: deps
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/import_speed.py $(if $(QUICK),--quick)
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/reconcile.py $(if $(QUICK),--quick)
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/web_console.py $(if $(QUICK),--quick)
+	@BUILD=$(BUILD) $(PYTHON) tests/bench/http_attack.py $(if $(QUICK),--quick)
 
 # The banned-function grep and the mechanical style (.clang-format).
 lint:
