@@ -1231,8 +1231,11 @@ moodle_call(struct moodle *m, struct moodle_form *f, json_type expect,
 		again = rv == -1 && (err->kind == MOODLE_TRANSIENT ||
 				     err->kind == MOODLE_DOWN ||
 				     (err->kind == MOODLE_UNSURE && m->resend));
-		if (!again)
+		if (!again) {
+			if (rv == 0) /* an earlier try's error is no more */
+				moodle_error_clear(err);
 			return rv;
+		}
 		if (try >= m->tries) {
 			/* Given up on site-wide answers: Moodle is down. */
 			if (err->site) {
