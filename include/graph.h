@@ -14,8 +14,8 @@ struct graph;
 /* One kind of call: its items travel together, never with another kind. */
 struct graph_kind {
 	size_t max_items; /* per call */
-	/* Fewest items worth a call while more of this kind are still to
-	 * become ready and some call is in flight (0: any). */
+	/* Fewest items worth a call of their own when the ready ones are
+	 * shared over idle lanes (0: one each). */
 	size_t min_items;
 	int max_calls; /* of this kind in flight at once; 0: no own limit */
 };

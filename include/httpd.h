@@ -19,8 +19,9 @@ typedef struct ssl_ctx_st SSL_CTX;
 
 /* What one server takes from its clients.
  * - max_connections: open at once.  When a new connection would pass it,
- *   the connection that has waited longest for its request to complete
- *   is closed to make room: slow clients churn, a quick one gets in.
+ *   of the client address holding the most connections, the one that has
+ *   waited longest for its request to complete is closed to make room:
+ *   slow clients churn, a quick one gets in.
  * - max_per_address: open at once from one client address (0: a
  *   quarter of max_connections, plus one); past it, that address's
  *   connection waiting longest for its request is closed, so that one

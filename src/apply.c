@@ -54,9 +54,10 @@ static const struct apply_op_desc apply_ops[] = {
  * per item (about 12 ms an enrolment with the welcome message) dwarfs a
  * call's, so a list is spread over the calls that may be in flight. */
 #define APPLY_SPREAD_ITEMS 25
-/* Fewest usernames worth a look-up of their own: Moodle reads a few
- * thousand with one query; more go out on the calls allowed in flight. */
-#define APPLY_SPREAD_LOOKUPS 1000
+/* Fewest usernames worth a look-up of their own: a call costs Moodle
+ * about 30 ms, a name about 3 ms (issue 16), so 50 names keep the call's
+ * share under a fifth; more go out on the calls allowed in flight. */
+#define APPLY_SPREAD_LOOKUPS 50
 /* Longest wait between two looks at enrolments Moodle may still apply. */
 #define APPLY_SETTLE_POLL_MS 5000
 /* maps->unsettled values: held at the start of the run, and wanted by it. */
@@ -70,6 +71,7 @@ struct apply_batch {
 	struct plan_enrol **items;
 	size_t n, done;
 	bool from_missing;   /* items come from the missing-users table */
+	bool quiet;          /* no progress of its own (in a graph) */
 	struct graph *graph; /* in a graph: conflicts are handed back to it */
 	size_t base;         /* the graph's number of items[0] */
 };
@@ -533,7 +535,8 @@ apply_batch_commit(struct apply_batch *b, struct plan_enrol *const *items,
 	if (ledger_commit(l) == -1)
 		goto fail;
 	b->done += count;
-	apply_progress(b->a, apply_ops[b->op].phase, b->done, b->n);
+	if (!b->quiet)
+		apply_progress(b->a, apply_ops[b->op].phase, b->done, b->n);
 	return 0;
 fail:
 	return apply_ledger_failed(b->a);
@@ -615,7 +618,8 @@ static int
 apply_op_run(struct apply *a, enum apply_op op, struct plan_enrol **items,
 	     size_t n, bool from_missing)
 {
-	struct apply_batch b = { a, op, items, n, 0, from_missing, NULL, 0 };
+	struct apply_batch b = { a,     op,   items, n, 0, from_missing,
+				 false, NULL, 0 };
 	struct batch mb = {
 		.n = n,
 		.fields = apply_ops[op].fields,
@@ -1034,17 +1038,27 @@ apply_create_failed(struct moodle *m, size_t index,
 #define APPLY_LIST_MS_PER_COURSE 15
 #define APPLY_LOOKUP_MS          75
 
-/* Whether to list a category to find which of its nnew new courses Moodle
- * holds already, rather than look each up by shortname: when the ledger
- * knows none of its courses (a first import, a lost ledger: many of them
- * may exist) or when the look-ups would cost Moodle more than listing the
- * nknown courses the ledger tracks there.  A course neither finds still
- * meets shortnametaken on create, and is adopted then. */
-static bool
-apply_category_listed(size_t nnew, size_t nknown)
+/* New courses of a category the ledger tracks that go straight to a
+ * create call: a course a feed adds in steady state is new in Moodle too,
+ * and a create refused as shortnametaken (checked before anything is
+ * written) still adopts it, at the cost of the look-up saved. */
+#define APPLY_CREATE_FIRST 2
+
+enum apply_find_how { FIND_LIST, FIND_LOOKUP, FIND_CREATE };
+
+/* How to find which of a category's nnew new courses Moodle holds
+ * already: list the category when the ledger knows none of its courses
+ * (a first import, a lost ledger: many of them may exist, and nothing may
+ * be written twice) or when look-ups would cost Moodle more than listing
+ * the nknown courses the ledger tracks there; create the few a steady
+ * run adds at once; else look each up by shortname. */
+static enum apply_find_how
+apply_category_how(size_t nnew, size_t nknown)
 {
-	return nknown == 0 ||
-	       nnew * APPLY_LOOKUP_MS >= nknown * APPLY_LIST_MS_PER_COURSE;
+	if (nknown == 0 ||
+	    nnew * APPLY_LOOKUP_MS >= nknown * APPLY_LIST_MS_PER_COURSE)
+		return FIND_LIST;
+	return nnew <= APPLY_CREATE_FIRST ? FIND_CREATE : FIND_LOOKUP;
 }
 
 /* The courses of a category, one call (31a; an unknown category is an
@@ -1103,7 +1117,7 @@ apply_find_failed(struct moodle *m, size_t index,
 }
 
 /* Find the courses of the list that Moodle holds already, by listing
- * their categories or looking their shortnames up (apply_category_listed,
+ * their categories or looking their shortnames up (apply_category_how,
  * with what the feed holds in each category as the ledger's knowledge):
  * *ret_n courses in *ret, shortname -> index in byname. */
 static int
@@ -1146,9 +1160,14 @@ apply_courses_find(struct apply *a, struct plan_course *list, size_t n,
 			continue; /* listed already */
 		if (strmap_get(nfeed, cat, &k) == -1 || k < v)
 			k = v; /* an approved course: not counted in the feed */
-		if (!apply_category_listed((size_t)v, (size_t)(k - v))) {
+		switch (apply_category_how((size_t)v, (size_t)(k - v))) {
+		case FIND_CREATE:
+			continue;
+		case FIND_LOOKUP:
 			f.items[mb.n++] = &list[i];
 			continue;
+		case FIND_LIST:
+			break;
 		}
 		strmap_put(nnew, cat, -1);
 		apply_progress(a, "listing categories", ++nlisted, 0);
@@ -1454,28 +1473,6 @@ apply_update_failed(struct moodle *m, size_t index,
 	return 0;
 }
 
-static int
-apply_courses_update(struct apply *a, const struct plan_course *list, size_t n,
-		     enum apply_update what)
-{
-	struct apply_updates u = { a, list, n, what,
-				   xcalloc(n + 1, sizeof(char *)) };
-	struct batch mb = {
-		.n = n,
-		.fields = 2,
-		.call = apply_update_call,
-		.done = apply_update_done,
-		.failed = apply_update_failed,
-		.arg = &u,
-	};
-	int rv = apply_batch_run(a, a->moodle, &mb);
-
-	for (size_t i = 0; i < n; i++)
-		free(u.warning[i]);
-	free(u.warning);
-	return rv;
-}
-
 /* Remember presence: courses in the feed were seen now (absences reset),
  * vanished ones count one more absence. */
 static int
@@ -1571,22 +1568,6 @@ apply_resolve_one(struct apply *a, struct plan_enrol *e, enum apply_op op,
 	return true;
 }
 
-/* Fill in ids and keep the items that can be sent.  Enrolments of users
- * not in Moodle go to the missing-users table instead. */
-static struct plan_enrol **
-apply_resolve(struct apply *a, struct plan_enrol *list, size_t n,
-	      enum apply_op op, size_t *ret_n)
-{
-	struct plan_enrol **out = xcalloc(n + 1, sizeof(*out));
-	size_t k = 0;
-
-	for (size_t i = 0; i < n; i++)
-		if (apply_resolve_one(a, &list[i], op, true))
-			out[k++] = &list[i];
-	*ret_n = k;
-	return out;
-}
-
 /* Missing-user rows whose course or participant record was skipped in
  * this feed stay as they are: the feed said nothing new about them. */
 struct apply_keep {
@@ -1648,39 +1629,6 @@ apply_missing_keep(struct apply *a, const struct feed *feed)
 	free(k.rows);
 	strmap_free(k.skipped);
 	return rv;
-}
-
-/* The enrolment-shaped operations after the enrolments (sent in the
- * graph, apply_graph_run), in order. */
-static int
-apply_enrol_ops(struct apply *a, struct plan *p, bool withhold_removals)
-{
-	struct {
-		enum apply_op op;
-		struct plan_enrol *list;
-		size_t n;
-		bool removal;
-	} steps[] = {
-		{ OP_ROLE_ADD, p->role_add, p->nrole_add, false },
-		{ OP_ROLE_REMOVE, p->role_remove, p->nrole_remove, false },
-		{ OP_SUSPEND, p->suspend, p->nsuspend, true },
-		{ OP_UNENROL, p->unenrol, p->nunenrol, true },
-	};
-	struct plan_enrol **items;
-	size_t n;
-	int rv;
-
-	for (size_t i = 0; i < nitems(steps); i++) {
-		if (steps[i].removal && withhold_removals)
-			continue;
-		items = apply_resolve(a, steps[i].list, steps[i].n, steps[i].op,
-				      &n);
-		rv = apply_op_run(a, steps[i].op, items, n, false);
-		free(items);
-		if (rv == -1)
-			return -1;
-	}
-	return 0;
 }
 
 /* Rewrite the missing set: the enrolments of the list whose users Moodle
@@ -2093,8 +2041,16 @@ apply_drift_moot(struct apply *a, const struct plan *p)
 
 /* The kinds of call in the graph, in the order it prefers them: course
  * creates are the critical path (Moodle serialises them), look-ups
- * unblock the most enrolments, enrolments fill the lanes left. */
-enum apply_kind { KIND_CREATE, KIND_LOOKUP, KIND_ENROL, KIND_COUNT };
+ * unblock the most enrolments, enrolments are most of the work; then the
+ * enrolment-shaped changes (in apply_op order) and the course updates
+ * (in apply_update order). */
+enum apply_kind {
+	KIND_CREATE,
+	KIND_LOOKUP,
+	KIND_OPS,                                 /* + enum apply_op */
+	KIND_UPDATES = KIND_OPS + OP_UNENROL + 1, /* + enum apply_update */
+	KIND_COUNT = KIND_UPDATES + 3
+};
 
 /* Courses per create call, from what a real Moodle 4.4 spends (issue 16,
  * the double's model): k courses into a category of n cost about
@@ -2119,20 +2075,20 @@ apply_create_size(size_t in_category)
 	return k > APPLY_CREATE_MAX ? APPLY_CREATE_MAX : (size_t)k;
 }
 
-/* One run's graph: look-ups, creates and enrolments, numbered in that
- * order (the look-ups from 0, the creates from cbase, the enrolments
- * from ebase). */
+/* One run's graph: every call the plan makes, numbered kind after kind
+ * (base[k] is kind k's first item). */
 struct apply_graph {
 	struct apply *a;
 	struct graph *g;
 	pthread_mutex_t lock; /* the graph's and every callback's */
 	struct apply_lookup lk;
 	struct apply_create cr;
-	struct apply_batch en;
-	size_t cbase, ebase, n;
+	struct apply_batch ops[OP_UNENROL + 1];
+	struct apply_updates upd[3];
+	size_t base[KIND_COUNT + 1];
 	int create_fields;
 	int unanswered; /* calls in a row without an answer, all lanes */
-	struct graph_ops ops;
+	struct graph_ops gops;
 	struct moodle_error err; /* the first that stopped a call */
 };
 
@@ -2147,14 +2103,27 @@ apply_name_key(const char *s)
 }
 
 static int
+apply_graph_kind(const struct apply_graph *ag, size_t item)
+{
+	int k = 0;
+
+	while (item >= ag->base[k + 1])
+		k++;
+	return k;
+}
+
+static int
 apply_graph_ready(size_t item, void *arg)
 {
 	struct apply_graph *ag = arg;
+	int k = apply_graph_kind(ag, item);
+	enum apply_op op;
 
-	if (item < ag->ebase)
+	if (k < KIND_OPS || k >= KIND_UPDATES)
 		return 1;
-	return apply_resolve_one(ag->a, ag->en.items[item - ag->ebase],
-				 OP_ENROL, false)
+	op = (enum apply_op)(k - KIND_OPS);
+	return apply_resolve_one(ag->a, ag->ops[op].items[item - ag->base[k]],
+				 op, false)
 		   ? 1
 		   : 0;
 }
@@ -2169,8 +2138,8 @@ apply_graph_aside(const size_t *idx, size_t count, void *arg)
 	for (size_t i = 0; i < count; i++)
 		items[i] = b->base + idx[i];
 	log_info("a database conflict (dmlwriteexception) refused a call of "
-		 "%zu enrolments: sending it again, alone, after the others",
-		 count);
+		 "%zu items (%s): sending it again, alone, after the others",
+		 count, apply_ops[b->op].function);
 	graph_again(b->graph, items, count);
 	free(items);
 	return 0;
@@ -2201,48 +2170,51 @@ apply_graph_call(void *w, int kind, const size_t *items, size_t n, bool alone,
 {
 	struct apply_graph *ag = arg;
 	struct moodle_error err = { 0 };
-	size_t *idx = xcalloc(n, sizeof(*idx)), base;
+	size_t *idx = xcalloc(n, sizeof(*idx));
 	struct batch mb = { .n = n,
 			    .items = idx,
 			    .lanes = 1,
 			    .lock = &ag->lock,
 			    .alone = alone,
 			    .unanswered = &ag->unanswered };
+	enum apply_op op;
 	int rv;
 
-	switch (kind) {
-	case KIND_CREATE:
-		base = ag->cbase;
+	if (kind == KIND_CREATE) {
 		mb.fields = ag->create_fields;
 		mb.call = apply_create_call;
 		mb.done = apply_create_done;
 		mb.failed = apply_create_failed;
 		mb.arg = &ag->cr;
-		break;
-	case KIND_LOOKUP:
-		base = 0;
+	} else if (kind == KIND_LOOKUP) {
 		mb.fields = MOODLE_LOOKUP_FIELDS;
 		mb.extra = MOODLE_LOOKUP_EXTRA;
 		mb.call = apply_lookup_call;
 		mb.done = apply_lookup_done;
 		mb.failed = apply_lookup_failed;
 		mb.arg = &ag->lk;
-		break;
-	default:
-		base = ag->ebase;
-		mb.fields = apply_ops[OP_ENROL].fields;
+	} else if (kind >= KIND_UPDATES) {
+		mb.fields = 2;
+		mb.call = apply_update_call;
+		mb.done = apply_update_done;
+		mb.failed = apply_update_failed;
+		mb.arg = &ag->upd[kind - KIND_UPDATES];
+	} else {
+		op = (enum apply_op)(kind - KIND_OPS);
+		mb.fields = apply_ops[op].fields;
 		mb.key = apply_batch_key;
-		mb.once = true; /* never resend an enrolment blindly */
+		/* Enrolments are mailed and re-activate what an admin
+		 * suspended: one without an answer is never sent blindly. */
+		mb.once = op == OP_ENROL;
 		mb.call = apply_batch_call;
-		mb.note = apply_batch_note;
+		mb.note = op == OP_ENROL ? apply_batch_note : NULL;
 		mb.done = apply_batch_done;
 		mb.failed = apply_batch_failed;
 		mb.aside = apply_graph_aside;
-		mb.arg = &ag->en;
-		break;
+		mb.arg = &ag->ops[op];
 	}
 	for (size_t i = 0; i < n; i++)
-		idx[i] = items[i] - base;
+		idx[i] = items[i] - ag->base[kind];
 	rv = batch_run(w, &mb, &err);
 	pthread_mutex_lock(&ag->lock);
 	if (rv == -1 && ag->err.kind == MOODLE_OK) {
@@ -2259,10 +2231,29 @@ apply_graph_call(void *w, int kind, const size_t *items, size_t n, bool alone,
 	return rv;
 }
 
-/* Build the graph: an enrolment waits for its course's create and its
- * user's look-up, and no user is in two calls in flight. */
+/* "course\037user" -> item, for one enrolment-shaped op. */
+static struct strmap *
+apply_graph_pairs(struct apply_graph *ag, enum apply_op op)
+{
+	const struct apply_batch *b = &ag->ops[op];
+	struct strmap *m = strmap_new(b->n + 16);
+	char *key;
+
+	for (size_t i = 0; i < b->n; i++) {
+		xasprintf(&key, "%s\037%s", b->items[i]->course,
+			  b->items[i]->username);
+		strmap_put(m, key, (int64_t)(b->base + i));
+		free(key);
+	}
+	return m;
+}
+
+/* Build the graph: an enrolment-shaped change waits for its course's
+ * create and its user's look-up, a role added for the enrolment of the
+ * same run, a role removed for the one added in its place; no user is in
+ * two calls in flight. */
 static void
-apply_graph_build(struct apply_graph *ag, struct plan *p)
+apply_graph_build(struct apply_graph *ag, const struct plan *p)
 {
 	struct moodle *m = ag->a->moodle;
 	struct graph_kind kinds[KIND_COUNT] = {
@@ -2270,61 +2261,132 @@ apply_graph_build(struct apply_graph *ag, struct plan *p)
 		[KIND_LOOKUP] = { moodle_capacity(m, MOODLE_LOOKUP_FIELDS,
 						  MOODLE_LOOKUP_EXTRA),
 				  APPLY_SPREAD_LOOKUPS, 0 },
-		[KIND_ENROL] = { moodle_capacity(m, apply_ops[OP_ENROL].fields,
-						 0),
-				 APPLY_SPREAD_ITEMS, 0 },
 	};
 	struct strmap *names = strmap_new(p->nlookup + 16),
-		      *courses = strmap_new(ag->cr.n + 16);
-	static const struct graph_ops ops = {
+		      *courses = strmap_new(ag->cr.n + 16),
+		      *enrols = apply_graph_pairs(ag, OP_ENROL),
+		      *adds = apply_graph_pairs(ag, OP_ROLE_ADD), *before;
+	size_t cap = moodle_capacity(m, ag->create_fields, 0);
+	char *key;
+	int64_t k;
+
+	for (int op = OP_ENROL; op <= OP_UNENROL; op++)
+		kinds[KIND_OPS + op] = (struct graph_kind){
+			moodle_capacity(m, apply_ops[op].fields, 0),
+			APPLY_SPREAD_ITEMS, 0
+		};
+	for (int u = 0; u < 3; u++)
+		kinds[KIND_UPDATES + u] =
+		    (struct graph_kind){ moodle_capacity(m, 2, 0), 0, 0 };
+	if (cap > 0 && kinds[KIND_CREATE].max_items > cap)
+		kinds[KIND_CREATE].max_items = cap;
+	ag->gops = (struct graph_ops){
 		.ready = apply_graph_ready,
 		.run = apply_graph_call,
 		.worker_new = apply_graph_worker_new,
 		.worker_free = apply_graph_worker_free,
+		.arg = ag,
 	};
-	size_t cap = moodle_capacity(m, ag->create_fields, 0);
-	int64_t k;
-
-	if (cap > 0 && kinds[KIND_CREATE].max_items > cap)
-		kinds[KIND_CREATE].max_items = cap;
-	ag->ops = ops;
-	ag->ops.arg = ag;
-	ag->g = graph_new(kinds, KIND_COUNT, ag->n, &ag->ops, &ag->lock);
-	ag->en.graph = ag->g;
+	ag->g = graph_new(kinds, KIND_COUNT, ag->base[KIND_COUNT], &ag->gops,
+			  &ag->lock);
 	for (size_t i = 0; i < p->nlookup; i++) {
-		graph_item(ag->g, i, KIND_LOOKUP, GRAPH_NOKEY);
-		strmap_put(names, p->lookup[i], (int64_t)i);
+		graph_item(ag->g, ag->base[KIND_LOOKUP] + i, KIND_LOOKUP,
+			   GRAPH_NOKEY);
+		strmap_put(names, p->lookup[i],
+			   (int64_t)(ag->base[KIND_LOOKUP] + i));
 	}
 	for (size_t i = 0; i < ag->cr.n; i++) {
-		graph_item(ag->g, ag->cbase + i, KIND_CREATE, GRAPH_NOKEY);
+		graph_item(ag->g, ag->base[KIND_CREATE] + i, KIND_CREATE,
+			   GRAPH_NOKEY);
 		strmap_put(courses, ag->cr.items[i]->shortname,
-			   (int64_t)(ag->cbase + i));
+			   (int64_t)(ag->base[KIND_CREATE] + i));
 	}
-	for (size_t i = 0; i < p->nenrol; i++) {
-		const struct plan_enrol *e = &p->enrol[i];
-		size_t item = ag->ebase + i;
+	for (int u = 0; u < 3; u++)
+		for (size_t i = 0; i < ag->upd[u].n; i++)
+			graph_item(ag->g, ag->base[KIND_UPDATES + u] + i,
+				   KIND_UPDATES + u, GRAPH_NOKEY);
+	for (int op = OP_ENROL; op <= OP_UNENROL; op++) {
+		const struct apply_batch *b = &ag->ops[op];
 
-		graph_item(ag->g, item, KIND_ENROL,
-			   apply_name_key(e->username));
-		if (e->courseid == 0 && strmap_get(courses, e->course, &k) == 0)
-			graph_depend(ag->g, item, (size_t)k);
-		if (e->userid == 0 && strmap_get(names, e->username, &k) == 0)
-			graph_depend(ag->g, item, (size_t)k);
+		before = op == OP_ROLE_ADD      ? enrols
+			 : op == OP_ROLE_REMOVE ? adds
+						: NULL;
+		for (size_t i = 0; i < b->n; i++) {
+			const struct plan_enrol *e = b->items[i];
+			size_t item = b->base + i;
+
+			graph_item(ag->g, item, KIND_OPS + op,
+				   apply_name_key(e->username));
+			if (e->courseid == 0 &&
+			    strmap_get(courses, e->course, &k) == 0)
+				graph_depend(ag->g, item, (size_t)k);
+			if (e->userid == 0 &&
+			    strmap_get(names, e->username, &k) == 0)
+				graph_depend(ag->g, item, (size_t)k);
+			if (before == NULL)
+				continue;
+			xasprintf(&key, "%s\037%s", e->course, e->username);
+			if (strmap_get(before, key, &k) == 0)
+				graph_depend(ag->g, item, (size_t)k);
+			free(key);
+		}
 	}
 	strmap_free(names);
 	strmap_free(courses);
+	strmap_free(enrols);
+	strmap_free(adds);
 }
 
-/* Look users up, create the new courses and enrol, as one graph: creates
- * go one at a time from the start, look-ups beside them, and a course's
- * enrolments as soon as it exists and its users are known.  The missing
- * set is rewritten at the end. */
+/* The plan's list for an enrolment-shaped op (removals withheld: none). */
+static void
+apply_graph_ops(struct apply_graph *ag, struct plan *p, bool withhold)
+{
+	struct {
+		struct plan_enrol *list;
+		size_t n;
+	} in[] = {
+		[OP_ENROL] = { p->enrol, p->nenrol },
+		[OP_ROLE_ADD] = { p->role_add, p->nrole_add },
+		[OP_ROLE_REMOVE] = { p->role_remove, p->nrole_remove },
+		[OP_SUSPEND] = { p->suspend, withhold ? 0 : p->nsuspend },
+		[OP_UNENROL] = { p->unenrol, withhold ? 0 : p->nunenrol },
+	};
+
+	for (int op = OP_ENROL; op <= OP_UNENROL; op++) {
+		struct apply_batch *b = &ag->ops[op];
+
+		*b = (struct apply_batch){
+			.a = ag->a,
+			.op = (enum apply_op)op,
+			.items = xcalloc(in[op].n + 1, sizeof(*b->items)),
+			.n = in[op].n,
+			.quiet = op != OP_ENROL,
+		};
+		for (size_t i = 0; i < in[op].n; i++)
+			b->items[i] = &in[op].list[i];
+	}
+}
+
+/* Every call of the plan as one graph: creates one at a time from the
+ * start, look-ups beside them, a course's enrolments as soon as it exists
+ * and its users are known, role changes, removals and course updates in
+ * the lanes left.  The missing set is rewritten at the end. */
 static int
-apply_graph_run(struct apply *a, struct plan *p, const struct feed *feed)
+apply_graph_run(struct apply *a, struct plan *p, const struct feed *feed,
+		bool withhold)
 {
 	struct apply_graph ag = { .a = a };
+	size_t n[KIND_COUNT] = { 0 };
+	const struct plan_course *ulist[3] = { p->rename, p->hide, p->unhide };
+	size_t un[3] = { p->nrename, withhold ? 0 : p->nhide, p->nunhide };
 	int rv = -1;
 
+	apply_graph_ops(&ag, p, withhold);
+	for (int u = 0; u < 3; u++)
+		ag.upd[u] = (struct apply_updates){
+			a, ulist[u], un[u], (enum apply_update)u,
+			xcalloc(un[u] + 1, sizeof(char *))
+		};
 	if (apply_courses_prepare(a, p->create, p->ncreate, feed, &ag.cr) == -1)
 		goto out;
 	ag.cr.quiet = true;
@@ -2334,31 +2396,34 @@ apply_graph_run(struct apply *a, struct plan *p, const struct feed *feed)
 				       0,
 				       xcalloc(p->nlookup + 1, sizeof(int64_t)),
 				       true };
-	ag.en =
-	    (struct apply_batch){ a,
-				  OP_ENROL,
-				  xcalloc(p->nenrol + 1, sizeof(*ag.en.items)),
-				  p->nenrol,
-				  0,
-				  false,
-				  NULL,
-				  0 };
-	for (size_t i = 0; i < p->nenrol; i++)
-		ag.en.items[i] = &p->enrol[i];
-	ag.cbase = p->nlookup;
-	ag.ebase = ag.en.base = ag.cbase + ag.cr.n;
-	ag.n = ag.ebase + p->nenrol;
+	n[KIND_CREATE] = ag.cr.n;
+	n[KIND_LOOKUP] = p->nlookup;
+	for (int op = OP_ENROL; op <= OP_UNENROL; op++)
+		n[KIND_OPS + op] = ag.ops[op].n;
+	for (int u = 0; u < 3; u++)
+		n[KIND_UPDATES + u] = un[u];
+	for (int k = 0; k < KIND_COUNT; k++)
+		ag.base[k + 1] = ag.base[k] + n[k];
+	for (int op = OP_ENROL; op <= OP_UNENROL; op++)
+		ag.ops[op].base = ag.base[KIND_OPS + op];
 	ag.create_fields = moodle_courses_create_fields(ag.cr.courses, ag.cr.n);
 	pthread_mutex_init(&ag.lock, NULL);
 	apply_graph_build(&ag, p);
-	if (ag.n > 0) {
-		log_info("%zu user look-ups, %zu course creates and %zu "
-			 "enrolments as one graph, %d calls at once",
+	for (int op = OP_ENROL; op <= OP_UNENROL; op++)
+		ag.ops[op].graph = ag.g;
+	if (ag.base[KIND_COUNT] > 0) {
+		log_info("%zu user look-ups, %zu course creates, %zu "
+			 "enrolments and %zu other changes as one graph, %d "
+			 "calls at once",
 			 p->nlookup, ag.cr.n, p->nenrol,
+			 ag.base[KIND_COUNT] - ag.base[KIND_OPS + 1],
 			 moodle_concurrency(a->moodle));
-		apply_progress(a, apply_ops[OP_ENROL].phase, 0, p->nenrol);
+		if (p->nenrol > 0)
+			apply_progress(a, apply_ops[OP_ENROL].phase, 0,
+				       p->nenrol);
 	}
-	if (ag.n > 0 && graph_run(ag.g, moodle_concurrency(a->moodle)) == -1) {
+	if (ag.base[KIND_COUNT] > 0 &&
+	    graph_run(ag.g, moodle_concurrency(a->moodle)) == -1) {
 		if (a->cause == NULL) {
 			if (ag.err.kind == MOODLE_OK)
 				a->cause = xstrdup("the calls' graph stopped");
@@ -2374,7 +2439,13 @@ done:
 out:
 	moodle_error_clear(&ag.err);
 	free(ag.lk.ids);
-	free(ag.en.items);
+	for (int op = OP_ENROL; op <= OP_UNENROL; op++)
+		free(ag.ops[op].items);
+	for (int u = 0; u < 3; u++) {
+		for (size_t i = 0; i < ag.upd[u].n; i++)
+			free(ag.upd[u].warning[i]);
+		free(ag.upd[u].warning);
+	}
 	apply_create_clear(&ag.cr);
 	return rv;
 }
@@ -2391,15 +2462,7 @@ apply_plan(struct apply *a, struct plan *p, const struct feed *feed,
 		return -1;
 	if (p->nhold > 0 && apply_courses_hold(a, p->hold, p->nhold) == -1)
 		return -1;
-	if (apply_graph_run(a, p, feed) == -1 ||
-	    apply_courses_update(a, p->rename, p->nrename, UPDATE_RENAME) ==
-		-1 ||
-	    apply_courses_update(a, p->unhide, p->nunhide, UPDATE_UNHIDE) ==
-		-1 ||
-	    apply_enrol_ops(a, p, withhold_removals) == -1)
-		return -1;
-	if (!withhold_removals &&
-	    apply_courses_update(a, p->hide, p->nhide, UPDATE_HIDE) == -1)
+	if (apply_graph_run(a, p, feed, withhold_removals) == -1)
 		return -1;
 	if (apply_courses_seen(a, p, feed) == -1)
 		return -1;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -479,6 +480,12 @@ console_read_form(struct console_req *r)
 	return rv;
 }
 
+static bool
+console_proxied_https(const char *proto)
+{
+	return proto != NULL && strcasecmp(proto, "https") == 0;
+}
+
 /* Every request: the route, the session, the checks, the headers. */
 static void
 console_dispatch_cb(struct evhttp_request *req, void *arg)
@@ -491,7 +498,13 @@ console_dispatch_cb(struct evhttp_request *req, void *arg)
 
 	TAILQ_INIT(&r.query);
 	TAILQ_INIT(&r.form);
-	r.tls = httpd_is_tls(req);
+	/* Behind a TLS proxy on loopback (plain HTTP is served nowhere
+	 * else) the proxy says so: the cookie gets Secure and forms must
+	 * come from https.  Trusting it can only make the checks
+	 * stricter. */
+	r.tls =
+	    httpd_is_tls(req) ||
+	    console_proxied_https(evhttp_find_header(in, "X-Forwarded-Proto"));
 	if ((route = console_route_of(&r)) == NULL) {
 		httpd_reply_text(req, 404, NULL);
 		return;

@@ -316,9 +316,6 @@ graph_pick(struct graph *g, size_t *buf, int *ret_kind, bool *ret_alone)
 		}
 		if (q->nready == 0)
 			continue;
-		if (q->nready < kd->min_items && q->pending > 0 &&
-		    g->inflight > 0)
-			continue; /* more are coming: a fuller call later */
 		/* As many calls as the idle lanes, each with min_items at
 		 * least, the ready items shared evenly between them. */
 		calls =

@@ -48,7 +48,7 @@ def issue_feed(seed=16):
     absent = set(rng.sample(users, len(users) // 50))
     courses, used = [], set()
     for c in range(300):
-        size = 40 + rng.randint(-8, 7)
+        size = 38 + rng.randint(-8, 7)
         centre = rng.randrange(len(users))
         people = set()
         while len(people) < size:

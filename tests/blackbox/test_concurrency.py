@@ -201,7 +201,7 @@ try:
 finally:
     env.close()
 
-# --- a few new courses in known categories: looked up, not listed --------
+# --- a few new courses in known categories: looked up or created, not listed
 d = WatchingDouble(max_input_vars=5000).start()
 env = Env(feed=cfeed, double=d)
 try:
@@ -209,26 +209,34 @@ try:
     p = env.sync()
     t.eq(p.returncode, 0, "40 courses in two categories, first run", p.err[-1500:])
     grown = json.loads(json.dumps(cfeed))
-    grown["courses"].append({"shortname": "CCNEW1", "name": "New one",
-                             "category": 1, "participants": [{"username": USERS[0]}]})
+    for k in (1, 2, 3):
+        grown["courses"].append({"shortname": "CCNEW%d" % k, "name": "New %d" % k,
+                                 "category": 1, "participants": [{"username": USERS[k]}]})
     grown["courses"].append({"shortname": "CCHAND", "name": "Made by hand first",
-                             "category": 2, "participants": [{"username": USERS[1]}]})
+                             "category": 2, "participants": [{"username": USERS[9]}]})
     hand = d.add_course("CCHAND", "Made by hand", categoryid=2)
     env.set_feed(grown)
     d.clear_log()
     p = env.sync()
-    t.eq(p.returncode, 0, "two new courses in categories of 20 known ones", p.err[-1500:])
+    t.eq(p.returncode, 0, "3 new courses in a category of 20 known ones, 1 in another",
+         p.err[-1500:])
     # (field=ids is the drift check's share of the courses.)
     looks = [e for e in d.log() if e["function"] == "core_course_get_courses_by_field"]
     t.eq(sorted((e["field"], e["value"]) for e in looks if e["field"] != "ids"),
-         [("shortname", "CCHAND"), ("shortname", "CCNEW1")],
-         "each new shortname is looked up; no category is listed")
+         [("shortname", "CCHAND"), ("shortname", "CCNEW1"), ("shortname", "CCNEW2"),
+          ("shortname", "CCNEW3")],
+         "three new shortnames are looked up; no category is listed; the single "
+         "new one is created at once and looked up only when refused as taken")
     creates = [e for e in d.log() if e["function"] == "core_course_create_courses"]
-    t.eq([(e["items"], e["errorcode"]) for e in creates], [(1, None)],
-         "only the course Moodle lacks is created; the one made by hand is adopted")
+    t.eq(sum(e["items"] for e in creates if e["errorcode"] is None), 3,
+         "the three courses Moodle lacks are created")
+    t.eq([e["errorcode"] for e in creates if e["items"] == 1 and e["errorcode"]],
+         ["shortnametaken"], "the one made by hand is refused alone as taken")
     t.ok(holds(env, grown), "Moodle holds exactly the feed")
-    sns = [c["shortname"] for c in env.state()["courses"] if c["shortname"].startswith("CC")]
-    t.eq(len(sns), 42, "no course was made twice", sorted(sns))
+    sns = [c for c in env.state()["courses"] if c["shortname"].startswith("CC")]
+    t.eq(len(sns), 44, "no course was made twice", sorted(c["shortname"] for c in sns))
+    t.eq([c["id"] for c in sns if c["shortname"] == "CCHAND"], [hand],
+         "the course made by hand is adopted")
 finally:
     env.close()
 

@@ -51,9 +51,12 @@ for limit, concurrency in ((1000, 1), (5000, 1), (5000, 4)):
         over = [r for r in log if r["nvars"] > limit - MARGIN]
         t.eq(over, [], "no request carries more than max_input_vars less the margin")
         lookups = [r for r in log if r["function"] == "core_user_get_users_by_field"]
-        want = max(math.ceil(2500 / (limit - MARGIN - 4)), min(concurrency, 2500 // 1000))
-        t.eq(len(lookups), want, "users are looked up in as few calls as the limit allows, "
-             "or spread over the calls in flight 1000 or more a call")
+        want = max(math.ceil(2500 / (limit - MARGIN - 4)), min(concurrency, 2500 // 50))
+        # In flight, the first course create holds one of the lanes.
+        t.ok(want - (concurrency > 1) <= len(lookups) <= want,
+             "users are looked up in as few calls as the limit allows, or spread over "
+             "the lanes a create leaves, 50 or more a call: %d calls (%d)"
+             % (len(lookups), want))
         env.double.clear_log()
         env.sync()
         t.eq(env.writes(), [], "a second run makes no write call")

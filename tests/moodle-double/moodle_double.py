@@ -2362,7 +2362,8 @@ def _check_workers(workers):
 #   - enrol_manual_enrol_users: 11 ms an enrolment with the course welcome
 #     message, 6 ms without (11,641 enrolments: 65 s and 34 s on 2 cores);
 #   - unenrol 6 ms, role (un)assign 4 ms an item, update 30 ms a course, an
-#     enrolled-users listing 0.1 s, anything else 30 ms a call.
+#     enrolled-users listing 75 ms (DESIGN.md 4: a course's check, two
+#     such calls, 0.1-0.2 s), anything else 30 ms a call.
 MODEL_CALL = 0.03
 MODEL_ITEM = {"core_user_get_users_by_field": 0.003,
               "enrol_manual_unenrol_users": 0.006,
@@ -2373,7 +2374,7 @@ MODEL_WELCOME = {True: 0.011, False: 0.006}
 MODEL_LIST_PER_COURSE = 0.015
 MODEL_LOOKUP = 0.075
 MODEL_IDS_PER_ID = 0.005
-MODEL_ENROLLED_USERS = 0.1
+MODEL_ENROLLED_USERS = 0.075
 
 
 def model_create_seconds(k, n):

@@ -160,6 +160,17 @@ big_cb(struct evhttp_request *req, void *arg)
 	free(body);
 }
 
+/* Requests kept unanswered (a handler that answers later). */
+static struct evhttp_request *held[4];
+static size_t nheld;
+
+static void
+hold_cb(struct evhttp_request *req, void *arg)
+{
+	(void)arg;
+	held[nheld++] = req;
+}
+
 static struct httpd *
 server(const struct httpd_limits *l)
 {
@@ -169,6 +180,7 @@ server(const struct httpd_limits *l)
 
 	httpd_route(h, "/hello", HTTPD_GET | HTTPD_HEAD, hello_cb, NULL);
 	httpd_route(h, "/big", HTTPD_GET, big_cb, NULL);
+	httpd_route(h, "/hold", HTTPD_GET, hold_cb, NULL);
 	if (httpd_listen(h, "127.0.0.1:0", &cause) == -1)
 		printf("# %s\n", cause);
 	return h;
@@ -267,6 +279,69 @@ test_cap(void)
 	for (size_t i = 0; i < nitems(c); i++)
 		client_free(c[i]);
 	client_free(last);
+	httpd_free(h);
+}
+
+/* At the cap, the heaviest address gives way, even when a lighter one
+ * has waited longer. */
+static void
+test_cap_heaviest(void)
+{
+	struct httpd *h = server(&(struct httpd_limits){
+	    .max_connections = 4, .max_per_address = 100 });
+	struct client *light, *heavy[5];
+
+	light = client_new(httpd_port(h), "127.0.0.3");
+	run_until(never, NULL, 30);
+	for (size_t i = 0; i < nitems(heavy); i++) {
+		heavy[i] = client_new(httpd_port(h), "127.0.0.2");
+		run_until(never, NULL, 30);
+	}
+	is_int(stats(h).evicted, 2, "6 clients, cap 4: 2 evicted");
+	client_poll(light);
+	ok(!light->eof, "the oldest, alone on its address, stays");
+	ok(run_until(client_closed, heavy[0], 2000) &&
+	       run_until(client_closed, heavy[1], 2000),
+	   "the heavy address's 2 oldest went");
+	client_free(light);
+	for (size_t i = 0; i < nitems(heavy); i++)
+		client_free(heavy[i]);
+	httpd_free(h);
+}
+
+static bool
+two_held(void *arg)
+{
+	(void)arg;
+	return nheld == 2;
+}
+
+/* At the cap with every connection being answered, the newcomer goes. */
+static void
+test_cap_all_answering(void)
+{
+	struct httpd *h = server(&(struct httpd_limits){
+	    .max_connections = 2, .max_per_address = 100 });
+	struct client *a = client_new(httpd_port(h), "127.0.0.1");
+	struct client *b = client_new(httpd_port(h), "127.0.0.1");
+	struct client *late;
+
+	client_send(a, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+	client_send(b, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+	ok(run_until(two_held, NULL, 5000), "2 requests held by the handler");
+	late = client_new(httpd_port(h), "127.0.0.1");
+	ok(run_until(client_closed, late, 5000),
+	   "a third connection is closed: no room, none to evict");
+	is_int(stats(h).connections, 2, "the 2 being answered stay");
+	for (size_t i = 0; i < nheld; i++)
+		httpd_reply_text(held[i], 200, "late");
+	nheld = 0;
+	ok(run_until(client_answered, a, 5000) &&
+	       run_until(client_answered, b, 5000),
+	   "and get their answers");
+	client_free(a);
+	client_free(b);
+	client_free(late);
 	httpd_free(h);
 }
 
@@ -477,6 +552,8 @@ main(void)
 	base = event_base_new();
 	test_routes();
 	test_cap();
+	test_cap_heaviest();
+	test_cap_all_answering();
 	test_per_address();
 	test_request_deadline();
 	test_answer_deadline();
