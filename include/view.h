@@ -8,6 +8,7 @@
 
 struct config;
 struct evkeyvalq;
+struct json_t;
 struct ledger;
 struct page;
 
@@ -27,6 +28,9 @@ struct view {
 	const char *progress; /* its progress line, or NULL */
 	const char *notice;   /* one line after an action, or NULL */
 	const char *error;    /* one line when an action failed, or NULL */
+	/* report_status_get's object when the caller keeps a recent one
+	 * (reading it costs a scan of the enrolments), else NULL */
+	struct json_t *status;
 };
 
 /* The head of the page (title, stylesheet, navigation with the current

@@ -14,6 +14,16 @@
 #define VIEW_OVERVIEW_ERRORS 10  /* the last run's errors shown here */
 #define VIEW_WITHHELD_ROWS   500 /* withheld removals listed */
 
+/* The status, as webcoursectl status prints it: the console's copy when
+ * it has one (a reference of ours), else read now. */
+static json_t *
+view_status(struct view *v)
+{
+	if (v->status != NULL)
+		return json_incref(v->status);
+	return report_status_get(v->ledger);
+}
+
 /* "Sync now", or the sync running and its progress. */
 static void
 view_overview_sync(struct view *v)
@@ -252,7 +262,7 @@ view_overview_run_ids(json_t *st)
 int
 view_overview(struct view *v)
 {
-	json_t *st = report_status_get(v->ledger);
+	json_t *st = view_status(v);
 	int rv;
 
 	if (st == NULL)
@@ -303,7 +313,7 @@ view_withheld_cb(const struct ledger_history *h, void *arg)
 int
 view_confirm_removals(struct view *v)
 {
-	json_t *st = report_status_get(v->ledger);
+	json_t *st = view_status(v);
 	struct view_withheld held = { v, 0 };
 	const char *w;
 	struct page *p = v->page;
