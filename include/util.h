@@ -20,13 +20,6 @@ int xasprintf(char **, const char *, ...) __attribute__((format(printf, 2, 3)));
  * trailing newlines are stripped.  -1 with *cause set on failure. */
 int read_secret_file(const char *path, size_t max, char **ret, char **cause);
 
-/* HTML (or text) as one line of plain text for a person: tags dropped
- * (with what <head>, <style> and <script> hold), entities decoded, runs of
- * blanks and line breaks made one space, control bytes gone, cut to at
- * most max bytes without splitting a UTF-8 sequence ("..." marks a cut).
- * Moodle's messages carry HTML (moodle-ws 32a: "<p>Error: ...</p>"). */
-char *text_plain(const char *s, size_t max);
-
 /* Parse a decimal integer in [min, max]; -1 on any junk or overflow. */
 int parse_int64(const char *s, int64_t min, int64_t max, int64_t *ret);
 
@@ -72,6 +65,12 @@ int text_find_control(const char *s, size_t n, size_t *ret_at);
 char *text_clean(const char *s);
 /* fputs(text_clean(s)); NULL prints nothing. */
 void text_put(FILE *, const char *s);
+/* HTML (or text) as one line of plain text for a person: tags dropped
+ * (with what <head>, <style> and <script> hold), entities decoded, runs of
+ * blanks and line breaks made one space, then text_clean, cut to at most
+ * max bytes without splitting a UTF-8 sequence ("..." marks a cut).
+ * Moodle's messages carry HTML (moodle-ws 32a: "<p>Error: ...</p>"). */
+char *text_plain(const char *s, size_t max);
 
 /* A string -> int64 hash map for the hot paths (ids by shortname or
  * username).  Keys are copied. */

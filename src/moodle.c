@@ -1654,7 +1654,7 @@ moodle_warnings_decode(const struct moodle *m, json_t *j,
 	struct moodle_warning *w;
 	json_t *list, *item;
 	size_t i, nw = 0;
-	char *s;
+	char *s, *plain;
 
 	if (!json_is_array(list = json_object_get(j, "warnings"))) {
 		moodle_bad_shape(m, "core_course_update_courses", j,
@@ -1669,7 +1669,9 @@ moodle_warnings_decode(const struct moodle *m, json_t *j,
 		w[nw].warningcode = moodle_clean(m, s, MOODLE_MAX_TEXT, false);
 		free(s);
 		s = json_strdup(item, "message");
-		w[nw].message = moodle_clean(m, s, MOODLE_MAX_TEXT, false);
+		plain = text_plain(s, MOODLE_MAX_TEXT); /* Moodle's HTML */
+		w[nw].message = moodle_clean(m, plain, MOODLE_MAX_TEXT, false);
+		free(plain);
 		free(s);
 		nw++;
 	}

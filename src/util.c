@@ -566,7 +566,7 @@ text_plain(const char *s, size_t max)
 						   NULL };
 	size_t len = strlen(s), o = 0, n, i;
 	const char *gt, *close;
-	char *out, end[16];
+	char *out, *clean, end[16];
 	bool blank = true;
 
 	out = xmalloc(len * 2 + 4); /* an entity is at most 4 bytes out */
@@ -607,6 +607,12 @@ text_plain(const char *s, size_t max)
 	while (o > 0 && out[o - 1] == ' ')
 		o--;
 	out[o] = '\0';
+	/* What is left (C1 controls, bytes that are not UTF-8, an entity's
+	 * control character) as the one output cleaner has it. */
+	clean = text_clean(out);
+	free(out);
+	out = clean;
+	o = strlen(out);
 	if (o > max) {
 		o = max >= 3 ? max - 3 : 0;
 		while (o > 0 && ((unsigned char)out[o] & 0xc0) == 0x80)

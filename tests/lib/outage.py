@@ -35,7 +35,8 @@ MISSING_ROWS = {(MISSING[c % 2], "BR%02d" % c) for c in range(4)}
 def world(**moodle):
     """A fresh double holding the users, and a config with 4 calls in
     flight and small calls (many of them)."""
-    m = {"max_concurrent_calls": "4"}
+    # A short timeout: a call left unsure settles that much later.
+    m = {"max_concurrent_calls": "4", "timeout": "2s"}
     m.update(moodle)
     env = Env(feed=FEED, max_input_vars=150, moodle=m)
     env.double.add_users(USERS)

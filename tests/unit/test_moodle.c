@@ -908,6 +908,17 @@ test_breaker(void)
 	moodle_error_clear(&err);
 	moodle_free(m);
 
+	/* Nothing listens: down after 3 tries. */
+	m = client("http://127.0.0.1:1", NULL, 1000, 6, 10, NULL);
+	r0 = moodle_requests(m);
+	is_int(moodle_site_info(m, &si, &err), -1, "refused connection: fails");
+	is_int(err.kind, MOODLE_DOWN, "DOWN");
+	is_int(moodle_requests(m) - r0, 3, "after 3 tries, not 6");
+	is_str(err.message, "Moodle unavailable: cannot connect to it",
+	       "says so");
+	moodle_error_clear(&err);
+	moodle_free(m);
+
 	/* Down at the last run: one answer is enough. */
 	m = client(NULL, NULL, 1000, 6, 10, NULL);
 	moodle_set_breaker(m, 1);
@@ -988,6 +999,80 @@ test_breaker(void)
 	fault("{\"mode\": \"none\"}");
 	moodle_free(m);
 	free(en);
+}
+
+/* Occurrences of needle in text. */
+static int
+count_of(const char *text, const char *needle)
+{
+	int n = 0;
+
+	for (const char *p = text; (p = strstr(p, needle)) != NULL; p++)
+		n++;
+	return n;
+}
+
+/* A Moodle that flaps between slow and normal: each change of the pace is
+ * logged once a minute per direction, then a summary (issue 19: 516 lines
+ * in 80 s). */
+static void
+test_pace_log(void)
+{
+	struct moodle *m;
+	const char *names[] = { "00000000023" };
+	struct moodle_user *u = NULL;
+	struct moodle_error err = { 0 };
+	char path[] = "/tmp/test_moodle_log.XXXXXX", *text = NULL;
+	int fd = mkstemp(path), saved = dup(2), calls = 0;
+	size_t nu = 0, len = 0;
+	FILE *f;
+
+	reset_double();
+	next_concurrency = 4;
+	m = client(NULL, NULL, 1000, 2, 10, NULL);
+	fflush(stderr);
+	dup2(fd, 2);
+	for (int cycle = 0; cycle < 3; cycle++) {
+		/* Usual answers: a median, and a good run raises the limit
+		 * again; then two slow ones in a row lower it. */
+		for (int i = 0; i < 10; i++, calls++) {
+			moodle_users_by_username(m, names, 1, &u, &nu, &err);
+			moodle_users_free(u, nu);
+			u = NULL;
+		}
+		fault("{\"mode\": \"delay\", \"seconds\": 0.2, \"count\": 2}");
+		for (int i = 0; i < 2; i++, calls++) {
+			moodle_users_by_username(m, names, 1, &u, &nu, &err);
+			moodle_users_free(u, nu);
+			u = NULL;
+		}
+	}
+	moodle_free(m);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	if ((f = fdopen(fd, "r")) != NULL) {
+		rewind(f);
+		if (getdelim(&text, &len, '\0', f) == -1) {
+			free(text);
+			text = xstrdup("");
+		}
+		fclose(f);
+	}
+	unlink(path);
+	if (text == NULL)
+		text = xstrdup("");
+	is_int(count_of(text, "calls at once instead of 4"), 1,
+	       "lowered: logged once (%d calls)", calls);
+	ok(count_of(text, "at once instead of") == 1,
+	   "lowered again within the minute: not logged");
+	is_int(count_of(text, "answers normally again"), 1,
+	       "raised: logged once in the minute");
+	is_int(count_of(text, "Moodle's pace changed"), 1, "one summary line");
+	if (count_of(text, "Moodle's pace changed") != 1)
+		printf("# log:\n%s", text);
+	moodle_error_clear(&err);
+	free(text);
 }
 
 static volatile sig_atomic_t cancel_flag;
@@ -1137,6 +1222,7 @@ main(void)
 	test_errors();
 	test_retry();
 	test_breaker();
+	test_pace_log();
 	test_split();
 	test_batching(1000, 2500, 8);
 	test_batching(5000, 2500, 2);

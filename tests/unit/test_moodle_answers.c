@@ -174,6 +174,8 @@ test_text_plain(void)
 		{ "broken <tag and &amp", "broken <tag and &amp", 200 },
 		{ "&#0; &#xFFFFFFFF;", "\xef\xbf\xbd &#xFFFFFFFF;", 200 },
 		{ "<style>unterminated", "", 200 },
+		/* C1 controls and bytes that are not UTF-8: text_clean. */
+		{ "a&#x85;b \xc2\x9b c \xff d", "a?b ? c ? d", 200 },
 	};
 
 	for (size_t i = 0; i < nitems(t); i++) {
