@@ -15,6 +15,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import Env, WEBCOURSECTL, wait_for  # noqa: E402
+from hostile import crash_report  # noqa: E402
 from tap import Tap  # noqa: E402
 from webclient import Console, first_run_ended, free_port  # noqa: E402
 
@@ -233,7 +234,11 @@ try:
     t.ok(r.status == 303 and r.header("Location") == "/login",
          "idle past web.session_idle: logged out", r)
     d.terminate()
-    d.wait(timeout=30)
+    out = d.communicate(timeout=60)[0].decode("utf-8", "replace")
+    t.eq(d.returncode, 0, "the daemon stops cleanly", out[-2000:])
+    t.eq(crash_report(out), None, "no crash or sanitizer report in the daemon's log")
+    t.ok("alice logged in" in out and "approved 1 course(s)" in out,
+         "the log says who logged in and who approved", out[-2000:])
 finally:
     env.close()
 t.done()
