@@ -116,6 +116,7 @@ bench: deps
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/initial_sync.py
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/import_speed.py $(if $(QUICK),--quick)
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/reconcile.py $(if $(QUICK),--quick)
+	@BUILD=$(BUILD) $(PYTHON) tests/bench/graph_cases.py $(if $(QUICK),--quick)
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/web_console.py $(if $(QUICK),--quick)
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/http_attack.py $(if $(QUICK),--quick)
 

@@ -115,6 +115,11 @@ int httpd_is_tls(struct evhttp_request *);
 SSL_CTX *httpd_tls_new(const char *cert, const char *key, char **cause);
 
 void httpd_stats(const struct httpd *, struct httpd_stats *);
+/* cb for every server of this process, with its name: the metrics show
+ * each server without being told of it. */
+void httpd_stats_all(void (*cb)(const char *name, const struct httpd_stats *,
+				void *),
+		     void *arg);
 
 /* In a child just forked from the process that runs the servers: close
  * every listening and client socket of every server of this process, and

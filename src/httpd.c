@@ -842,6 +842,16 @@ httpd_stats(const struct httpd *h, struct httpd_stats *ret)
 }
 
 void
+httpd_stats_all(void (*cb)(const char *, const struct httpd_stats *, void *),
+		void *arg)
+{
+	struct httpd *h;
+
+	LIST_FOREACH(h, &httpd_all, all)
+	cb(h->name, &h->st, arg);
+}
+
+void
 httpd_close_all_in_child(void)
 {
 	struct httpd_conn *c;

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Issue 20, item 1: slow and idle clients against /metrics under systemd's
-default descriptor limit (ulimit -n 1024).  1,100 connections from 20
+"""Issue 20, item 1: slow and idle clients against /metrics, then against
+the web console, under systemd's default descriptor limit (ulimit -n 1024).  1,100 connections from 20
 addresses (more than the cap, and more than each address's share) trickle a
 byte every 2 s and reconnect when cut; meanwhile scrapes
 from another address are answered, a sync runs and its process holds none
@@ -70,9 +70,10 @@ def socket_inodes(pid):
     return inodes
 
 
-def server_inodes(port):
-    """Inodes of the TCP sockets whose local port is port (the listener and
-    the server's side of each connection)."""
+def tcp_inodes(port, remote=False):
+    """Inodes of the TCP sockets whose local (or remote) port is port: for
+    the server's port, the listener and the server's side of each
+    connection."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -80,27 +81,11 @@ def server_inodes(port):
                 next(f)
                 for line in f:
                     fields = line.split()
-                    if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    if int(fields[2 if remote else 1].rsplit(":", 1)[1], 16) == port:
                         inodes.add(fields[9])
         except OSError:
             pass
     inodes.discard("0")
-    return inodes
-
-
-def peer_inodes(port):
-    """Inodes of the TCP sockets connected to remote port port."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    if int(fields[2].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(fields[9])
-        except OSError:
-            pass
     return inodes
 
 
@@ -131,8 +116,9 @@ def trickle(port, src, result):
 
 
 # --- 1,100 slow connections ------------------------------------------------
-port = free_port()
-env = Env(metrics={"listen": "127.0.0.1:%d" % port}, moodle={"timeout": "120s"})
+port, wport = free_port(), free_port()
+env = Env(metrics={"listen": "127.0.0.1:%d" % port}, web={"listen": "127.0.0.1:%d" % wport},
+          moodle={"timeout": "120s"})
 try:
     d = env.spawn([WEBCOURSED, "-c", env.conf, "-f"], preexec_fn=nofile_1024)
     out = Lines(d.stdout)
@@ -179,9 +165,9 @@ try:
     child = children(d.pid)[0]
     # Once it talks to Moodle it is well past closing what it inherited.
     moodle_port = int(env.double.url.rsplit(":", 1)[1].split("/")[0])
-    wait_for(lambda: socket_inodes(child) & peer_inodes(moodle_port), 30,
+    wait_for(lambda: socket_inodes(child) & tcp_inodes(moodle_port, remote=True), 30,
              "the sync process to connect to Moodle")
-    leaked = socket_inodes(child) & server_inodes(port)
+    leaked = socket_inodes(child) & tcp_inodes(port)
     t.eq(sorted(leaked), [], "the sync process holds none of the server's sockets")
     wait_for(lambda: syncs_ok(port) > before, 60, "the sync to end")
     t.ok(True, "a sync runs and ends ok during the attack")
@@ -208,6 +194,39 @@ try:
     grown = out.lines[lines_before:]
     t.ok(len(grown) <= 12, "the log grew by %d lines during the attack (sync included)" %
          len(grown))
+    if len(grown) > 12:
+        print("# " + "\n# ".join(grown[:20]))
+
+    # --- the same against the web console ------------------------------
+    lines_before = len(out.lines)
+    wcap = metric(port, "webcoursed_http_connections_max", server="web")
+    t.ok(wcap is not None and wcap + cap <= NOFILE / 4,
+         "the console's cap (%s) and /metrics' fit the descriptors with room" % wcap)
+    attacker = subprocess.Popen(
+        [sys.executable, SLOWCLIENTS, "--port", str(wport), "--count", str(ATTACKERS),
+         "--bind", "127.0.0.2", "--addresses", "20", "--every", "2",
+         "--seconds", str(ATTACK_S / 2)],
+        stdout=subprocess.PIPE)
+    wait_for(lambda: (metric(port, "webcoursed_http_connections_cut_total",
+                             server="web", reason="evicted") or 0) >= ATTACKERS - wcap,
+             60, "the attack on the console to pass its cap")
+    pages, scrapes = [], []
+    end = time.monotonic() + 8
+    while time.monotonic() < end and len(pages) < 1000:
+        pages.append(scrape(wport, path="/login"))
+        scrapes.append(scrape(port))
+    t.eq([r[0] if r else None for r in pages], [200] * len(pages),
+         "%d requests for the console's login page during the attack: all answered" %
+         len(pages))
+    t.eq([r[0] if r else None for r in scrapes], [200] * len(scrapes),
+         "%d scrapes of /metrics meanwhile: all answered" % len(scrapes))
+    before = syncs_ok(port)
+    os.kill(d.pid, signal.SIGUSR1)
+    wait_for(lambda: syncs_ok(port) > before, 60, "the sync to end")
+    t.ok(True, "a sync runs and ends ok during the attack on the console")
+    attacker.communicate(timeout=120 * SLOWDOWN)
+    grown = out.lines[lines_before:]
+    t.ok(len(grown) <= 12, "the log grew by %d lines during it (sync included)" % len(grown))
     if len(grown) > 12:
         print("# " + "\n# ".join(grown[:20]))
     t.eq(d.poll(), None, "the daemon is still running")

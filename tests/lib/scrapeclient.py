@@ -8,8 +8,8 @@ import time
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 
 
-def scrape(port, src="127.0.0.1", timeout=10):
-    """(status, body, seconds) of GET /metrics, or None when the connection
+def scrape(port, src="127.0.0.1", timeout=10, path="/metrics"):
+    """(status, body, seconds) of GET path, or None when the connection
     failed."""
     start = time.monotonic()
     try:
@@ -17,7 +17,8 @@ def scrape(port, src="127.0.0.1", timeout=10):
             s.settimeout(timeout)
             s.bind((src, 0))
             s.connect(("127.0.0.1", port))
-            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            s.sendall(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n"
+                      % (path.encode(), port))
             data = b""
             while True:
                 chunk = s.recv(65536)

@@ -429,28 +429,39 @@ test_emfile(void)
 {
 	struct httpd *h = server(&(struct httpd_limits){ 0 });
 	struct rlimit old, rl;
-	int busy;
-	struct client *c;
+	int *busy, nbusy = 0;
+	struct client *c, *again;
 
+	/* every descriptor taken once the client has its socket: the
+	 * server's accept fails */
 	getrlimit(RLIMIT_NOFILE, &old);
-	/* room for the client's socket only: the server's accept fails */
+	rl = old;
+	if (rl.rlim_cur > 4096)
+		rl.rlim_cur = 4096;
+	setrlimit(RLIMIT_NOFILE, &rl);
+	busy = xcalloc(rl.rlim_cur, sizeof(*busy));
 	c = client_new(httpd_port(h), "127.0.0.1");
 	client_send(c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
-	busy = dup(0);
-	close(busy);
-	rl = old;
-	rl.rlim_cur = (rlim_t)busy;
-	setrlimit(RLIMIT_NOFILE, &rl);
+	while ((busy[nbusy] = dup(0)) != -1)
+		nbusy++;
 	ok(run_until(paused, h, 3000), "accept() failing with EMFILE pauses");
 	run_until(never, NULL, 300);
 	is_int(stats(h).accept_paused, 1,
 	       "and only once in 300 ms (the listener is not polled)");
+	while (nbusy > 0)
+		close(busy[--nbusy]);
+	free(busy);
 	setrlimit(RLIMIT_NOFILE, &old);
-	ok(run_until(client_answered, c, 5000) &&
-	       strncmp(c->buf, "HTTP/1.1 200", 12) == 0,
-	   "with descriptors again, accepting resumes and the client is "
+	/* A new client: under valgrind, whose accept() closes a descriptor
+	 * past its limit, the first one was reset. */
+	again = client_new(httpd_port(h), "127.0.0.1");
+	client_send(again, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+	ok(run_until(client_answered, again, 5000) &&
+	       strncmp(again->buf, "HTTP/1.1 200", 12) == 0,
+	   "with descriptors again, accepting resumes and a client is "
 	   "answered");
 	client_free(c);
+	client_free(again);
 	httpd_free(h);
 }
 
@@ -461,11 +472,13 @@ test_child(void)
 {
 	struct httpd *h = server(&(struct httpd_limits){ 0 });
 	struct client *c = client_new(httpd_port(h), "127.0.0.1");
-	int status, open_in_child;
+	int status, open_in_child = -1, p[2];
 	pid_t pid;
 
 	run_until(never, NULL, 50);
 	is_int(stats(h).connections, 1, "a client connected");
+	if (pipe(p) == -1)
+		return;
 	if ((pid = fork()) == 0) {
 		int n = 0;
 
@@ -475,16 +488,22 @@ test_child(void)
 			struct sockaddr_storage ss;
 			socklen_t len = sizeof(ss);
 
-			if (fd != c->fd &&
+			if (fd != c->fd && fd != p[1] &&
 			    getsockname(fd, (struct sockaddr *)&ss, &len) ==
 				0 &&
 			    ss.ss_family == AF_INET)
 				n++;
 		}
-		_exit(n);
+		/* through a pipe: valgrind makes the exit status its own */
+		(void)!write(p[1], &n, sizeof(n));
+		_exit(0);
 	}
+	close(p[1]);
+	if (read(p[0], &open_in_child, sizeof(open_in_child)) !=
+	    sizeof(open_in_child))
+		open_in_child = -1;
+	close(p[0]);
 	waitpid(pid, &status, 0);
-	open_in_child = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 	is_int(open_in_child, 0,
 	       "the child has none of the server's TCP sockets");
 	client_send(c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
