@@ -21,6 +21,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/util.h>
+#include <openssl/ssl.h>
 
 #include "httpd.h"
 #include "log.h"
@@ -514,6 +515,110 @@ test_child(void)
 	httpd_free(h);
 }
 
+/* The tests' certificate (tests/data/tls/README); run from the top. */
+#define TLS_CERT "tests/data/tls/feed-cert.pem"
+#define TLS_KEY  "tests/data/tls/feed-key.pem"
+
+/* A TLS client driven without blocking, one step per loop turn. */
+struct tls_client {
+	struct client *c;
+	SSL *ssl;
+	bool sent;
+};
+
+static bool
+tls_answered(void *arg)
+{
+	struct tls_client *t = arg;
+	const char *req = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
+	int n;
+
+	if (!SSL_is_init_finished(t->ssl) && SSL_do_handshake(t->ssl) != 1)
+		return false;
+	if (!t->sent)
+		t->sent = SSL_write(t->ssl, req, (int)strlen(req)) > 0;
+	while ((n = SSL_read(t->ssl, t->c->buf + t->c->len,
+			     (int)(sizeof(t->c->buf) - 1 - t->c->len))) > 0) {
+		t->c->len += (size_t)n;
+		t->c->buf[t->c->len] = '\0';
+	}
+	return strstr(t->c->buf, "hello\n") != NULL;
+}
+
+static void
+tls_hello_cb(struct evhttp_request *req, void *arg)
+{
+	(void)arg;
+	httpd_reply_text(req, 200, httpd_is_tls(req) ? "hello" : "plain");
+}
+
+/* TLS: a request answered over it, a bad key refused with its file
+ * named, and a client that never starts its handshake cut at
+ * request_ms (the handshake is part of the request). */
+static void
+test_tls(void)
+{
+	struct httpd_options o = { .name = "tls",
+				   .limits = { .request_ms = 3000 } };
+	struct tls_client t = { 0 };
+	struct client *mute;
+	SSL_CTX *ctx, *cctx;
+	char *cause = NULL;
+	struct httpd *h;
+
+	ok(httpd_tls_new(TLS_CERT, "/nonexistent/key.pem", &cause) == NULL &&
+	       cause != NULL && strstr(cause, "/nonexistent/key.pem") != NULL,
+	   "a key that cannot be read: refused, the file named (%s)",
+	   cause != NULL ? cause : "");
+	free(cause);
+	cause = NULL;
+	if ((ctx = httpd_tls_new(TLS_CERT, TLS_KEY, &cause)) == NULL) {
+		ok(0, "httpd_tls_new: %s", cause);
+		free(cause);
+		return;
+	}
+	o.tls = ctx;
+	h = httpd_new(base, &o);
+	SSL_CTX_free(ctx); /* the server holds its own reference */
+	httpd_route(h, "/hello", HTTPD_GET, tls_hello_cb, NULL);
+	if (httpd_listen(h, "127.0.0.1:0", &cause) == -1)
+		printf("# %s\n", cause);
+
+	cctx = SSL_CTX_new(TLS_client_method());
+	t.c = client_new(httpd_port(h), "127.0.0.1");
+	fcntl(t.c->fd, F_SETFL, O_NONBLOCK);
+	t.ssl = SSL_new(cctx);
+	SSL_set_fd(t.ssl, t.c->fd);
+	SSL_set_connect_state(t.ssl);
+	ok(run_until(tls_answered, &t, 20000),
+	   "a request over TLS is answered");
+	ok(strstr(t.c->buf, "HTTP/1.1 200") == t.c->buf &&
+	       strstr(t.c->buf, "X-Content-Type-Options: nosniff\r\n"),
+	   "200, with the security headers, and httpd_is_tls says so");
+	SSL_free(t.ssl);
+	SSL_CTX_free(cctx);
+	client_free(t.c);
+
+	/* a ClientHello a byte every 50 ms: evhttp's per-byte timeout
+	 * (3 s; enough for a handshake under valgrind) never fires, the
+	 * deadline does */
+	mute = client_new(httpd_port(h), "127.0.0.1");
+	for (size_t i = 0; i < 200 && !client_closed(mute); i++) {
+		/* a TLS record header, then its body */
+		static const unsigned char record[] = { 0x16, 0x03, 0x01, 0x02,
+							0x00 };
+		unsigned char byte = i < sizeof(record) ? record[i] : 0x01;
+
+		if (send(mute->fd, &byte, 1, MSG_NOSIGNAL) == -1)
+			break;
+		run_until(client_closed, mute, 50);
+	}
+	ok(mute->eof, "a client trickling its TLS handshake is cut");
+	is_int(stats(h).expired, 1, "at the deadline");
+	client_free(mute);
+	httpd_free(h);
+}
+
 /* Lines in f since offset *off. */
 static int
 lines_since(FILE *f, long *off)
@@ -578,6 +683,7 @@ main(void)
 	test_answer_deadline();
 	test_emfile();
 	test_child();
+	test_tls();
 	test_log_rate();
 	event_base_free(base);
 	return done_testing();
