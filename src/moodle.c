@@ -1226,9 +1226,15 @@ moodle_call(struct moodle *m, struct moodle_form *f, json_type expect,
 				moodle_down_error(m, f->function, err);
 			return rv;
 		}
-		again = rv == -1 && (err->kind == MOODLE_TRANSIENT ||
-				     err->kind == MOODLE_DOWN ||
-				     (err->kind == MOODLE_UNSURE && m->resend));
+		if (rv == 0) {
+			/* A try again that worked: the earlier try's error
+			 * is no longer the caller's (cleared on success). */
+			moodle_error_clear(err);
+			return 0;
+		}
+		again = err->kind == MOODLE_TRANSIENT ||
+			err->kind == MOODLE_DOWN ||
+			(err->kind == MOODLE_UNSURE && m->resend);
 		if (!again)
 			return rv;
 		if (try >= m->tries) {

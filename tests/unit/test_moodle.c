@@ -822,6 +822,8 @@ test_retry(void)
 	ok(elapsed >= 50 + 100, "backed off 50 + 100 ms (took %lld)",
 	   (long long)elapsed);
 	is_int(c.id, 2, "answer of the third try");
+	ok(err.kind == MOODLE_OK && err.function == NULL && err.message == NULL,
+	   "a success after tries leaves the error cleared");
 	moodle_course_clear(&c);
 
 	fault("{\"mode\": \"http503\", \"count\": -1}");
