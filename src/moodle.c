@@ -90,7 +90,7 @@ struct moodle_pace {
 	/* Changes of the limit, lower [0] and raise [1]: logged once a
 	 * minute each, the others counted for the next line and the end. */
 	int64_t logged_ms[2];
-	int unlogged[2], changes[2];
+	int unlogged[2], changes[2], quiet;
 };
 
 struct moodle {
@@ -917,6 +917,7 @@ moodle_pace_log(struct moodle_pace *p, int dir, const char *what)
 	p->changes[dir]++;
 	if (now - p->logged_ms[dir] < MOODLE_PACE_LOG_MS) {
 		p->unlogged[dir]++;
+		p->quiet++;
 		log_debug("%s", what);
 		return;
 	}
@@ -938,11 +939,12 @@ moodle_pace_log(struct moodle_pace *p, int dir, const char *what)
 static void
 moodle_pace_summary(const struct moodle_pace *p)
 {
-	if (p->changes[0] + p->changes[1] <= 2)
+	if (p->quiet == 0)
 		return;
-	log_info("Moodle's pace changed %d times: %d calls at once fewer "
-		 "%d times, one more %d times; %d at once at the end (of %d)",
-		 p->changes[0] + p->changes[1], p->changes[0], p->changes[0],
+	log_info("Moodle's pace changed %d times (%d not logged): fewer calls "
+		 "at once %d times, one more %d times; %d of %d at once at the "
+		 "end",
+		 p->changes[0] + p->changes[1], p->quiet, p->changes[0],
 		 p->changes[1], p->limit, p->max);
 }
 
@@ -1226,17 +1228,14 @@ moodle_call(struct moodle *m, struct moodle_form *f, json_type expect,
 				moodle_down_error(m, f->function, err);
 			return rv;
 		}
-		if (rv == 0) {
-			/* A try again that worked: the earlier try's error
-			 * is no longer the caller's (cleared on success). */
-			moodle_error_clear(err);
-			return 0;
-		}
-		again = err->kind == MOODLE_TRANSIENT ||
-			err->kind == MOODLE_DOWN ||
-			(err->kind == MOODLE_UNSURE && m->resend);
-		if (!again)
+		again = rv == -1 && (err->kind == MOODLE_TRANSIENT ||
+				     err->kind == MOODLE_DOWN ||
+				     (err->kind == MOODLE_UNSURE && m->resend));
+		if (!again) {
+			if (rv == 0) /* an earlier try's error is no more */
+				moodle_error_clear(err);
 			return rv;
+		}
 		if (try >= m->tries) {
 			/* Given up on site-wide answers: Moodle is down. */
 			if (err->site) {
