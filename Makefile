@@ -24,7 +24,7 @@ PKGS := libcurl jansson libevent libevent_openssl openssl libsystemd sqlite3 \
 DEBS := libcurl4-openssl-dev libjansson-dev libevent-dev libsystemd-dev \
 	libsqlite3-dev libinih-dev libcrypt-dev libssl-dev pkg-config python3 \
 	curl clang-format prometheus debhelper dpkg-dev lintian chromium \
-	chromium-driver
+	chromium-driver nginx-light openssl
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-san
@@ -116,7 +116,9 @@ bench: deps
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/initial_sync.py
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/import_speed.py $(if $(QUICK),--quick)
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/reconcile.py $(if $(QUICK),--quick)
+	@BUILD=$(BUILD) $(PYTHON) tests/bench/graph_cases.py $(if $(QUICK),--quick)
 	@BUILD=$(BUILD) $(PYTHON) tests/bench/web_console.py $(if $(QUICK),--quick)
+	@BUILD=$(BUILD) $(PYTHON) tests/bench/http_attack.py $(if $(QUICK),--quick)
 
 # The banned-function grep and the mechanical style (.clang-format).
 lint:

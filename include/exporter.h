@@ -8,13 +8,11 @@ struct metrics;
 
 /* Serve the registry at /metrics on httpd (GET and HEAD; other paths 404,
  * other methods 405).  collect, when not NULL, is called before each
- * answer is written, to update what is kept lazily. */
+ * answer is written, to update what is kept lazily.  The connection
+ * counters of every httpd server of the process are published as
+ * webcoursed_http_* with the server's name as label. */
 struct exporter *exporter_new(struct httpd *, struct metrics *,
 			      void (*collect)(void *), void *arg);
 void exporter_free(struct exporter *);
-
-/* Publish the connection counters of server (its own httpd is watched
- * from the start) as webcoursed_http_* with a server label. */
-void exporter_watch(struct exporter *, struct httpd *server, const char *label);
 
 #endif

@@ -52,8 +52,9 @@ struct graph_ops {
  *
  * Which call next: kinds in their order (the first kind is the one whose
  * calls unblock the most), the oldest ready items first; a call takes
- * the ready items that the idle workers share evenly, at least min_items
- * and at most max_items, so that the last calls of a kind end together.
+ * its lane's share of the kind's items ready or in flight (as if every
+ * lane held one call), at least min_items and at most max_items, so that
+ * the last calls of a kind end together.
  */
 struct graph *graph_new(const struct graph_kind *kinds, int nkinds,
 			size_t nitems, const struct graph_ops *ops,

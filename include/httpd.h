@@ -19,8 +19,9 @@ typedef struct ssl_ctx_st SSL_CTX;
 
 /* What one server takes from its clients.
  * - max_connections: open at once.  When a new connection would pass it,
- *   the connection that has waited longest for its request to complete
- *   is closed to make room: slow clients churn, a quick one gets in.
+ *   of the client address holding the most connections, the one that has
+ *   waited longest for its request to complete is closed to make room:
+ *   slow clients churn, a quick one gets in.
  * - max_per_address: open at once from one client address (0: a
  *   quarter of max_connections, plus one); past it, that address's
  *   connection waiting longest for its request is closed, so that one
@@ -114,6 +115,11 @@ int httpd_is_tls(struct evhttp_request *);
 SSL_CTX *httpd_tls_new(const char *cert, const char *key, char **cause);
 
 void httpd_stats(const struct httpd *, struct httpd_stats *);
+/* cb for every server of this process, with its name: the metrics show
+ * each server without being told of it. */
+void httpd_stats_all(void (*cb)(const char *name, const struct httpd_stats *,
+				void *),
+		     void *arg);
 
 /* In a child just forked from the process that runs the servers: close
  * every listening and client socket of every server of this process, and

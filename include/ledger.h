@@ -230,6 +230,11 @@ int ledger_decision_unmark_all(struct ledger *);
 int ledger_decision_put(struct ledger *, const struct ledger_history *d,
 			bool *ret_new);
 int ledger_decision_sweep(struct ledger *);
+/* The decisions in force with this action ("withhold", "skip", ...), by
+ * course and user, as history rows: run and time when first made, no
+ * role, username NULL for a course's own. */
+int ledger_decision_foreach(struct ledger *, const char *action,
+			    ledger_history_cb, void *);
 int ledger_decision_since(struct ledger *, const char *course,
 			  const char *username, const char *action,
 			  int64_t *ret_run, int64_t *ret_time);

@@ -8,6 +8,7 @@
 
 struct config;
 struct evkeyvalq;
+struct json_t;
 struct ledger;
 struct page;
 
@@ -27,6 +28,9 @@ struct view {
 	const char *progress; /* its progress line, or NULL */
 	const char *notice;   /* one line after an action, or NULL */
 	const char *error;    /* one line when an action failed, or NULL */
+	/* report_status_get's object when the caller keeps a recent one
+	 * (reading it costs a scan of the enrolments), else NULL */
+	struct json_t *status;
 };
 
 /* The head of the page (title, stylesheet, navigation with the current
@@ -41,14 +45,26 @@ void view_end(struct view *);
 const char *view_param(const struct view *, const char *name);
 /* The 1-based page number of a paged list (?page=N), at least 1. */
 int64_t view_page_number(const struct view *);
-/* "Newer / Older" links for a list paged by VIEW_PAGE_ROWS ("/history" or
- * "/missing-users"), keeping the list's filters. */
+/* "Newer / Older" links for a list paged by VIEW_PAGE_ROWS ("/history",
+ * "/missing-users" or "/approvals"), keeping the list's filters. */
 void view_pager(struct view *, const char *path, int64_t page, bool more);
 
 /* A time the ledger wrote as ISO 8601 UTC, shown in the local zone; and
  * as epoch seconds (0 when it is not one). */
 void view_time_iso(struct view *, const char *iso);
 int64_t view_epoch_iso(const char *iso);
+
+/* A window of a long list: rows [skip, skip + VIEW_PAGE_ROWS) are
+ * shown; one more row tells that there is a next page.  q: a filter of
+ * the list, or NULL. */
+struct view_window {
+	struct view *v;
+	const char *q;
+	int64_t skip, seen, shown;
+	bool more;
+};
+/* Whether this row is in the window (*ret); 1 (stop) past its end. */
+int view_window_take(struct view_window *, bool *ret);
 
 /* The login page: the form, and why the last try failed (or NULL). */
 void view_login(struct view *, const char *failure);

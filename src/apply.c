@@ -2062,6 +2062,18 @@ enum apply_kind {
 #define APPLY_CREATE_MIN 10
 #define APPLY_CREATE_MAX 50
 
+/* While courses are still being created, other calls stay short: Moodle
+ * serves calls first come, first served, and a create waiting for a
+ * worker behind a long enrol call holds up every create after it (the
+ * chain the run's end waits for).  150 enrolments are about 1.7 s of
+ * Moodle's work with the welcome message, 500 names about 1.5 s. */
+#define APPLY_ENROL_BESIDE_CREATES  150
+#define APPLY_LOOKUP_BESIDE_CREATES 500
+/* With several lanes, no enrolment-shaped call carries more than 500
+ * items (about 5.5 s of Moodle's work): the run ends when its last call
+ * does, and a lane with one long call left would end it alone. */
+#define APPLY_ENROL_CALL_MAX 500
+
 static size_t
 apply_create_size(size_t in_category)
 {
@@ -2087,6 +2099,7 @@ struct apply_graph {
 	struct apply_updates upd[3];
 	size_t base[KIND_COUNT + 1];
 	int create_fields;
+	size_t created; /* create items whose calls ended */
 	int unanswered; /* calls in a row without an answer, all lanes */
 	struct graph_ops gops;
 	struct moodle_error err; /* the first that stopped a call */
@@ -2161,6 +2174,8 @@ apply_graph_worker_free(void *w, int i, void *arg)
 		moodle_free(w);
 }
 
+static void apply_graph_full_calls(struct apply_graph *);
+
 /* One call of the graph, through batch_run on this worker's client, so
  * that a refused call is halved, a call without an answer noted, and a
  * site-wide fault stops it, as everywhere. */
@@ -2221,14 +2236,66 @@ apply_graph_call(void *w, int kind, const size_t *items, size_t n, bool alone,
 		ag->err = err;
 		memset(&err, 0, sizeof(err));
 	}
-	if (kind == KIND_CREATE)
+	if (kind == KIND_CREATE) {
 		graph_set_max_items(
 		    ag->g, KIND_CREATE,
 		    apply_create_size(ag->cr.in_moodle + ag->cr.done));
+		if ((ag->created += n) == ag->cr.n)
+			apply_graph_full_calls(ag); /* no create waits now */
+	}
 	pthread_mutex_unlock(&ag->lock);
 	moodle_error_clear(&err);
 	free(idx);
 	return rv;
+}
+
+/* Every kind's largest calls: what max_input_vars allows (or the creates'
+ * own size); short ones while creates go (full: false). */
+static void
+apply_graph_sizes(struct apply_graph *ag, struct graph_kind *kinds, bool full)
+{
+	struct moodle *m = ag->a->moodle;
+	size_t cap = moodle_capacity(m, ag->create_fields, 0);
+
+	kinds[KIND_CREATE] =
+	    (struct graph_kind){ apply_create_size(ag->cr.in_moodle), 0, 1 };
+	if (cap > 0 && kinds[KIND_CREATE].max_items > cap)
+		kinds[KIND_CREATE].max_items = cap;
+	kinds[KIND_LOOKUP] =
+	    (struct graph_kind){ moodle_capacity(m, MOODLE_LOOKUP_FIELDS,
+						 MOODLE_LOOKUP_EXTRA),
+				 APPLY_SPREAD_LOOKUPS, 0 };
+	for (int op = OP_ENROL; op <= OP_UNENROL; op++) {
+		kinds[KIND_OPS + op] = (struct graph_kind){
+			moodle_capacity(m, apply_ops[op].fields, 0),
+			APPLY_SPREAD_ITEMS, 0
+		};
+		if (moodle_concurrency(m) > 1 &&
+		    kinds[KIND_OPS + op].max_items > APPLY_ENROL_CALL_MAX)
+			kinds[KIND_OPS + op].max_items = APPLY_ENROL_CALL_MAX;
+	}
+	for (int u = 0; u < 3; u++)
+		kinds[KIND_UPDATES + u] =
+		    (struct graph_kind){ moodle_capacity(m, 2, 0), 0, 0 };
+	if (full || ag->cr.n == 0)
+		return;
+	if (kinds[KIND_LOOKUP].max_items > APPLY_LOOKUP_BESIDE_CREATES)
+		kinds[KIND_LOOKUP].max_items = APPLY_LOOKUP_BESIDE_CREATES;
+	for (int op = OP_ENROL; op <= OP_UNENROL; op++)
+		if (kinds[KIND_OPS + op].max_items > APPLY_ENROL_BESIDE_CREATES)
+			kinds[KIND_OPS + op].max_items =
+			    APPLY_ENROL_BESIDE_CREATES;
+}
+
+/* The creates are done: calls as large as allowed again (lock held). */
+static void
+apply_graph_full_calls(struct apply_graph *ag)
+{
+	struct graph_kind kinds[KIND_COUNT];
+
+	apply_graph_sizes(ag, kinds, true);
+	for (int k = KIND_LOOKUP; k < KIND_COUNT; k++)
+		graph_set_max_items(ag->g, k, kinds[k].max_items);
 }
 
 /* "course\037user" -> item, for one enrolment-shaped op. */
@@ -2255,31 +2322,15 @@ apply_graph_pairs(struct apply_graph *ag, enum apply_op op)
 static void
 apply_graph_build(struct apply_graph *ag, const struct plan *p)
 {
-	struct moodle *m = ag->a->moodle;
-	struct graph_kind kinds[KIND_COUNT] = {
-		[KIND_CREATE] = { apply_create_size(ag->cr.in_moodle), 0, 1 },
-		[KIND_LOOKUP] = { moodle_capacity(m, MOODLE_LOOKUP_FIELDS,
-						  MOODLE_LOOKUP_EXTRA),
-				  APPLY_SPREAD_LOOKUPS, 0 },
-	};
+	struct graph_kind kinds[KIND_COUNT];
 	struct strmap *names = strmap_new(p->nlookup + 16),
 		      *courses = strmap_new(ag->cr.n + 16),
 		      *enrols = apply_graph_pairs(ag, OP_ENROL),
 		      *adds = apply_graph_pairs(ag, OP_ROLE_ADD), *before;
-	size_t cap = moodle_capacity(m, ag->create_fields, 0);
 	char *key;
 	int64_t k;
 
-	for (int op = OP_ENROL; op <= OP_UNENROL; op++)
-		kinds[KIND_OPS + op] = (struct graph_kind){
-			moodle_capacity(m, apply_ops[op].fields, 0),
-			APPLY_SPREAD_ITEMS, 0
-		};
-	for (int u = 0; u < 3; u++)
-		kinds[KIND_UPDATES + u] =
-		    (struct graph_kind){ moodle_capacity(m, 2, 0), 0, 0 };
-	if (cap > 0 && kinds[KIND_CREATE].max_items > cap)
-		kinds[KIND_CREATE].max_items = cap;
+	apply_graph_sizes(ag, kinds, false);
 	ag->gops = (struct graph_ops){
 		.ready = apply_graph_ready,
 		.run = apply_graph_call,

@@ -5,10 +5,12 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,14 +22,17 @@
 #include "ledger.h"
 #include "log.h"
 #include "page.h"
+#include "report.h"
 #include "session.h"
 #include "util.h"
 #include "view.h"
 #include "webuser.h"
 
-#define CONSOLE_MAX_BODY (64 * 1024) /* a form: approvals of many courses */
-#define CONSOLE_CSV_MAX  (256 * 1024 * 1024)
-#define CONSOLE_WHO_MAX  (WEBUSER_NAME_MAX + 8)
+#define CONSOLE_MAX_BODY   (64 * 1024) /* a form: approvals of many courses */
+#define CONSOLE_CSV_MAX    (256 * 1024 * 1024)
+#define CONSOLE_WHO_MAX    (WEBUSER_NAME_MAX + 8)
+#define CONSOLE_FD_RESERVE 64   /* as the daemon keeps (DAEMON_FD_RESERVE) */
+#define CONSOLE_STATUS_MS  5000 /* the overview's figures kept this long */
 
 /* Scripts: none; styles and images: our own files; forms: back to us. */
 #define CONSOLE_CSP                                                            \
@@ -48,6 +53,13 @@ struct console {
 	struct webusers *users;
 	char *users_path;
 	struct stat users_st; /* of the file read, to see it change */
+	/* report_status_get's object, read at status_ms: the overview's
+	 * counts scan the enrolments (a second on a million), so they are
+	 * kept a few seconds, and dropped when a sync ends or an action
+	 * changes the ledger */
+	json_t *status;
+	int64_t status_ms;
+	bool was_syncing;
 };
 
 /* One request as the handlers see it. */
@@ -151,6 +163,33 @@ console_who(struct console_req *r, char *buf, size_t len)
 	snprintf(buf, len, "%s (web)", session_user(r->session));
 }
 
+/* Forget the kept status: the ledger changed. */
+static void
+console_status_drop(struct console *c)
+{
+	json_decref(c->status);
+	c->status = NULL;
+}
+
+/* The status for the overview: kept up to CONSOLE_STATUS_MS, read again
+ * after a sync ended.  NULL when it cannot be read (the view reads it and
+ * says why). */
+static json_t *
+console_status(struct console *c, bool syncing)
+{
+	int64_t now = now_monotonic_ms();
+
+	if (c->was_syncing && !syncing)
+		console_status_drop(c);
+	c->was_syncing = syncing;
+	if (c->status != NULL && now - c->status_ms < CONSOLE_STATUS_MS)
+		return c->status;
+	console_status_drop(c);
+	if ((c->status = report_status_get(c->ledger)) != NULL)
+		c->status_ms = now;
+	return c->status;
+}
+
 static void
 console_view_init(struct console_req *r, struct view *v, struct page *p)
 {
@@ -167,6 +206,7 @@ console_view_init(struct console_req *r, struct view *v, struct page *p)
 	v->syncing = r->c->hooks.syncing(r->c->hooks.arg, r->progress,
 					 sizeof(r->progress));
 	v->progress = r->progress[0] != '\0' ? r->progress : NULL;
+	v->status = console_status(r->c, v->syncing);
 	v->notice = console_notice(evhttp_find_header(&r->query, "notice"));
 }
 
@@ -348,6 +388,7 @@ console_sync(struct console_req *r)
 	}
 	console_who(r, who, sizeof(who));
 	r->c->hooks.sync_now(r->c->hooks.arg, removals, who);
+	console_status_drop(r->c);
 	console_redirect(r, removals ? "/?notice=removals" : "/?notice=sync");
 }
 
@@ -393,6 +434,7 @@ console_approve(struct console_req *r)
 		return;
 	}
 	free(names);
+	console_status_drop(r->c);
 	log_info("web: %s: %s %zu course(s), %zu refused", who,
 		 approve ? "approved" : "rejected", res.ndone, res.nrefused);
 	if (approve && res.ndone > 0)
@@ -479,6 +521,12 @@ console_read_form(struct console_req *r)
 	return rv;
 }
 
+static bool
+console_proxied_https(const char *proto)
+{
+	return proto != NULL && strcasecmp(proto, "https") == 0;
+}
+
 /* Every request: the route, the session, the checks, the headers. */
 static void
 console_dispatch_cb(struct evhttp_request *req, void *arg)
@@ -491,7 +539,13 @@ console_dispatch_cb(struct evhttp_request *req, void *arg)
 
 	TAILQ_INIT(&r.query);
 	TAILQ_INIT(&r.form);
-	r.tls = httpd_is_tls(req);
+	/* Behind a TLS proxy on loopback (plain HTTP is served nowhere
+	 * else) the proxy says so: the cookie gets Secure and forms must
+	 * come from https.  Trusting it can only make the checks
+	 * stricter. */
+	r.tls =
+	    httpd_is_tls(req) ||
+	    console_proxied_https(evhttp_find_header(in, "X-Forwarded-Proto"));
 	if ((route = console_route_of(&r)) == NULL) {
 		httpd_reply_text(req, 404, NULL);
 		return;
@@ -562,6 +616,7 @@ console_free(struct console *c)
 		return;
 	httpd_free(c->httpd);
 	sessions_free(c->sessions);
+	json_decref(c->status);
 	webusers_free(c->users);
 	free(c->users_path);
 	free(c->listen);
@@ -582,7 +637,9 @@ static struct httpd *
 console_httpd(struct console *c, const struct config *conf, char **cause)
 {
 	struct httpd_options o = { .name = "web", .csp = CONSOLE_CSP };
-	size_t budget = httpd_fd_budget(0);
+	/* half of what the daemon's own descriptors leave (the metrics
+	 * take a quarter) */
+	size_t budget = httpd_fd_budget(CONSOLE_FD_RESERVE);
 	struct httpd *h;
 	SSL_CTX *ctx = NULL;
 

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <event2/http.h>
 
@@ -17,7 +18,7 @@
 #include "util.h"
 
 #define EXPORTER_PATH    "/metrics"
-#define EXPORTER_SERVERS 4 /* watched servers at most */
+#define EXPORTER_SERVERS 4 /* servers published at most */
 
 enum {
 	EX_CONNECTIONS,
@@ -49,24 +50,25 @@ static const struct metrics_def exporter_defs[EX_COUNT] = {
 			       "(out of file descriptors)." },
 };
 
-/* A server whose counters are published, and what was published. */
-struct exporter_watched {
-	struct httpd *httpd;
-	char *label;
-	struct httpd_stats seen;
+/* What was published of a server's counters, by its name (a server made
+ * anew on a reload starts from 0; its counters go on from there). */
+struct exporter_seen {
+	char *name;
+	struct httpd_stats st;
 };
 
 struct exporter {
 	struct httpd *httpd;
 	struct metrics *metrics;
 	struct metrics_family *fam[EX_COUNT];
-	struct exporter_watched watched[EXPORTER_SERVERS];
-	size_t nwatched;
+	struct exporter_seen seen[EXPORTER_SERVERS];
+	size_t nseen;
 	void (*collect)(void *);
 	void *arg;
 };
 
-/* A counter up to now's value (counters only go up by what is new). */
+/* A counter up by what is new since seen (a server made anew counts from
+ * 0 again: what it counts from there is new). */
 static void
 exporter_count(struct metrics_family *f, const char *const *labels,
 	       uint64_t now, uint64_t *seen)
@@ -77,27 +79,32 @@ exporter_count(struct metrics_family *f, const char *const *labels,
 }
 
 static void
-exporter_collect_http(struct exporter *e)
+exporter_server_cb(const char *name, const struct httpd_stats *st, void *arg)
 {
-	for (size_t i = 0; i < e->nwatched; i++) {
-		struct exporter_watched *w = &e->watched[i];
-		const char *server[] = { w->label, NULL };
-		const char *evicted[] = { w->label, "evicted", NULL };
-		const char *deadline[] = { w->label, "deadline", NULL };
-		struct httpd_stats st;
+	struct exporter *e = arg;
+	const char *server[] = { name, NULL };
+	const char *evicted[] = { name, "evicted", NULL };
+	const char *deadline[] = { name, "deadline", NULL };
+	struct exporter_seen *seen = NULL;
 
-		httpd_stats(w->httpd, &st);
-		metrics_set(e->fam[EX_CONNECTIONS], server,
-			    (double)st.connections);
-		metrics_set(e->fam[EX_MAX_CONNECTIONS], server,
-			    (double)st.max_connections);
-		exporter_count(e->fam[EX_CLOSED], evicted, st.evicted,
-			       &w->seen.evicted);
-		exporter_count(e->fam[EX_CLOSED], deadline, st.expired,
-			       &w->seen.expired);
-		exporter_count(e->fam[EX_ACCEPT_PAUSED], server,
-			       st.accept_paused, &w->seen.accept_paused);
+	for (size_t i = 0; i < e->nseen && seen == NULL; i++)
+		if (strcmp(e->seen[i].name, name) == 0)
+			seen = &e->seen[i];
+	if (seen == NULL) {
+		if (e->nseen == nitems(e->seen))
+			return;
+		seen = &e->seen[e->nseen++];
+		seen->name = xstrdup(name);
 	}
+	metrics_set(e->fam[EX_CONNECTIONS], server, (double)st->connections);
+	metrics_set(e->fam[EX_MAX_CONNECTIONS], server,
+		    (double)st->max_connections);
+	exporter_count(e->fam[EX_CLOSED], evicted, st->evicted,
+		       &seen->st.evicted);
+	exporter_count(e->fam[EX_CLOSED], deadline, st->expired,
+		       &seen->st.expired);
+	exporter_count(e->fam[EX_ACCEPT_PAUSED], server, st->accept_paused,
+		       &seen->st.accept_paused);
 }
 
 /* Answer GET or HEAD /metrics with the registry. */
@@ -112,7 +119,7 @@ exporter_request_cb(struct evhttp_request *req, void *arg)
 
 	if (e->collect != NULL)
 		e->collect(e->arg);
-	exporter_collect_http(e);
+	httpd_stats_all(exporter_server_cb, e);
 	if ((f = open_memstream(&text, &len)) == NULL) {
 		httpd_reply_text(req, HTTP_INTERNAL, NULL);
 		return;
@@ -141,20 +148,9 @@ exporter_new(struct httpd *httpd, struct metrics *metrics,
 	e->arg = arg;
 	for (size_t i = 0; i < EX_COUNT; i++)
 		e->fam[i] = metrics_define(metrics, &exporter_defs[i]);
-	exporter_watch(e, httpd, "metrics");
 	httpd_route(httpd, EXPORTER_PATH, HTTPD_GET | HTTPD_HEAD,
 		    exporter_request_cb, e);
 	return e;
-}
-
-void
-exporter_watch(struct exporter *e, struct httpd *server, const char *label)
-{
-	if (e->nwatched == nitems(e->watched))
-		fatalx("exporter: more than %d servers watched",
-		       EXPORTER_SERVERS);
-	e->watched[e->nwatched++] =
-	    (struct exporter_watched){ server, xstrdup(label), { 0 } };
 }
 
 void
@@ -162,7 +158,7 @@ exporter_free(struct exporter *e)
 {
 	if (e == NULL)
 		return;
-	for (size_t i = 0; i < e->nwatched; i++)
-		free(e->watched[i].label);
+	for (size_t i = 0; i < e->nseen; i++)
+		free(e->seen[i].name);
 	free(e);
 }

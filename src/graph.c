@@ -41,6 +41,7 @@ struct graph_queue {
 	size_t nready;  /* NODE_READY items of the kind */
 	size_t pending; /* NODE_PENDING items of the kind */
 	int inflight;   /* calls */
+	size_t flight;  /* items in those calls */
 };
 
 struct graph_again {
@@ -297,34 +298,37 @@ graph_take(struct graph *g, int k, size_t want, size_t *buf)
 static size_t
 graph_pick(struct graph *g, size_t *buf, int *ret_kind, bool *ret_alone)
 {
-	int limit = graph_limit(g), idle, slots;
+	int limit = graph_limit(g), slots;
 	size_t want, n, calls;
 
 	if (g->stop || g->alone_inflight || g->inflight >= limit)
 		return 0;
-	idle = limit - g->inflight;
 	for (int k = 0; k < g->nkinds; k++) {
 		const struct graph_kind *kd = &g->kinds[k];
 		struct graph_queue *q = &g->q[k];
 
-		slots = idle;
+		/* A lane's fair share of what is ready or in flight: a busy
+		 * lane is free again soon, and one call with all that is
+		 * ready would end last. */
+		slots = limit;
 		if (kd->max_calls > 0) {
 			if (q->inflight >= kd->max_calls)
 				continue;
-			if (kd->max_calls - q->inflight < slots)
-				slots = kd->max_calls - q->inflight;
+			if (kd->max_calls < slots)
+				slots = kd->max_calls;
 		}
 		if (q->nready == 0)
 			continue;
-		/* As many calls as the idle lanes, each with min_items at
-		 * least, the ready items shared evenly between them. */
-		calls =
-		    kd->min_items > 0 ? q->nready / kd->min_items : q->nready;
+		/* As many calls as the lanes, each with min_items at least,
+		 * the ready items shared evenly between them. */
+		calls = kd->min_items > 0
+			    ? (q->nready + q->flight) / kd->min_items
+			    : q->nready + q->flight;
 		if (calls > (size_t)slots)
 			calls = (size_t)slots;
 		if (calls < 1)
 			calls = 1;
-		want = (q->nready + calls - 1) / calls;
+		want = (q->nready + q->flight + calls - 1) / calls;
 		if (want > kd->max_items)
 			want = kd->max_items;
 		if ((n = graph_take(g, k, want, buf)) > 0) {
@@ -393,6 +397,7 @@ graph_worker_main(void *arg)
 		}
 		g->inflight++;
 		g->q[kind].inflight++;
+		g->q[kind].flight += n;
 		g->alone_inflight = alone;
 		g->calls++;
 		if (g->inflight > g->most)
@@ -407,6 +412,7 @@ graph_worker_main(void *arg)
 		}
 		g->inflight--;
 		g->q[kind].inflight--;
+		g->q[kind].flight -= n;
 		if (alone)
 			g->alone_inflight = false;
 		if (rc != 0)

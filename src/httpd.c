@@ -55,7 +55,7 @@
 #include "log.h"
 #include "util.h"
 
-#define HTTPD_BACKLOG        64
+#define HTTPD_BACKLOG        1024  /* a burst waits here, not in our fds */
 #define HTTPD_PAUSE_FIRST_MS 1000  /* accepting paused after an error */
 #define HTTPD_PAUSE_MAX_MS   16000 /* doubling up to this */
 
@@ -67,6 +67,7 @@ struct httpd_conn {
 	struct event *deadline;
 	struct sockaddr_storage peer; /* port 0: only the address counts */
 	bool fresh;     /* evhttp's setup not yet seen (httpd_bind_cb) */
+	bool doomed;    /* no room was made for it: ended once bound */
 	bool answering; /* the handler has its request */
 };
 TAILQ_HEAD(httpd_conns, httpd_conn);
@@ -186,8 +187,10 @@ httpd_bind_fresh(struct httpd *h)
 		TAILQ_INSERT_TAIL(&h->conns, c, entry);
 		evhttp_connection_set_closecb(evcon, httpd_conn_closed_cb, c);
 		len = sizeof(c->peer);
-		if (getpeername(bufferevent_getfd(c->bev),
-				(struct sockaddr *)&c->peer, &len) == 0)
+		if (c->doomed)
+			httpd_conn_end(c);
+		else if (getpeername(bufferevent_getfd(c->bev),
+				     (struct sockaddr *)&c->peer, &len) == 0)
 			httpd_peer_share(h, c);
 	}
 }
@@ -221,20 +224,41 @@ httpd_conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	httpd_conn_end(c);
 }
 
-/* Room for one more: end the connection that has waited longest for its
- * request (one being answered is left alone). */
-static void
+/* Connections of c's address. */
+static size_t
+httpd_peer_count(struct httpd *h, const struct httpd_conn *c)
+{
+	const struct httpd_conn *o;
+	size_t n = 0;
+
+	TAILQ_FOREACH(o, &h->conns, entry)
+	n += httpd_same_peer(&o->peer, &c->peer);
+	return n;
+}
+
+/* Room for one more: of the address holding the most connections, end
+ * the one that has waited longest for its request (one being answered is
+ * left alone).  A light client, a scraper with its one connection, is
+ * never the one to go while a heavier address holds connections; among
+ * equals the oldest goes.  Quadratic in the cap, which is small.  False
+ * when every connection is being answered: then the newcomer goes. */
+static bool
 httpd_make_room(struct httpd *h)
 {
-	struct httpd_conn *c;
+	struct httpd_conn *c, *victim = NULL;
+	size_t n, most = 0;
 
 	httpd_bind_fresh(h);
 	TAILQ_FOREACH(c, &h->conns, entry)
-	if (!c->answering) {
-		h->st.evicted++;
-		httpd_conn_end(c);
-		return;
+	if (!c->answering && (n = httpd_peer_count(h, c)) > most) {
+		most = n;
+		victim = c;
 	}
+	if (victim == NULL)
+		return false;
+	h->st.evicted++;
+	httpd_conn_end(victim);
+	return true;
 }
 
 /* evhttp's bevcb: the bufferevent of a connection just accepted (evhttp
@@ -244,11 +268,12 @@ httpd_bev_cb(struct event_base *base, void *arg)
 {
 	struct httpd *h = arg;
 	struct httpd_conn *c;
+	bool room = true;
 	SSL *ssl;
 
 	h->pause_ms = 0;
 	if (h->st.connections >= h->limits.max_connections)
-		httpd_make_room(h);
+		room = httpd_make_room(h);
 	/* The listener accepts all it can in one go; a burst larger than
 	 * the cap would evict its own first connections before they are
 	 * read.  A batch per turn, then the loop reads what came. */
@@ -273,6 +298,9 @@ httpd_bev_cb(struct event_base *base, void *arg)
 				   base, httpd_conn_deadline_cb, c)) == NULL)
 		fatalx("bufferevent_socket_new failed");
 	c->fresh = true;
+	c->doomed = !room;
+	if (c->doomed)
+		h->st.evicted++;
 	TAILQ_INSERT_TAIL(&h->fresh, c, entry);
 	event_active(h->ev_bind, EV_TIMEOUT, 0);
 	h->st.connections++;
@@ -811,6 +839,16 @@ void
 httpd_stats(const struct httpd *h, struct httpd_stats *ret)
 {
 	*ret = h->st;
+}
+
+void
+httpd_stats_all(void (*cb)(const char *, const struct httpd_stats *, void *),
+		void *arg)
+{
+	struct httpd *h;
+
+	LIST_FOREACH(h, &httpd_all, all)
+	cb(h->name, &h->st, arg);
 }
 
 void

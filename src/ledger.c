@@ -221,6 +221,7 @@ enum ledger_sql {
 	SQL_DECISION_GET,
 	SQL_DECISION_PUT,
 	SQL_DECISION_SWEEP,
+	SQL_DECISION_ACTION,
 	SQL_DRIFT_PUT,
 	SQL_DRIFT_DELETE,
 	SQL_DRIFT_ALL,
@@ -367,6 +368,9 @@ static const char *const ledger_sql_text[SQL_MAX] = {
 	    " run_id = iif(reason = excluded.reason, run_id, excluded.run_id),"
 	    " time = iif(reason = excluded.reason, time, excluded.time)",
 	[SQL_DECISION_SWEEP] = "DELETE FROM decisions WHERE mark = 0",
+	[SQL_DECISION_ACTION] = "SELECT course, username, action, reason,"
+				" run_id, time FROM decisions"
+				" WHERE action = ?1 ORDER BY course, username",
 	/* Kept as first found: since says since when. */
 	[SQL_DRIFT_PUT] = "INSERT INTO drift (" DRIFT_COLUMNS ")"
 			  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
@@ -1742,6 +1746,37 @@ ledger_decision_put(struct ledger *l, const struct ledger_history *d,
 		sqlite3_bind_text(st, 4, d->reason, -1, SQLITE_STATIC) |
 		sqlite3_bind_int64(st, 5, d->run_id) |
 		sqlite3_bind_int64(st, 6, d->time));
+}
+
+static int
+ledger_decision_row(sqlite3_stmt *st, struct ledger_visit *v)
+{
+	const char *user = ledger_col_text(st, 1);
+	struct ledger_history h = {
+		.course = ledger_col_text(st, 0),
+		.username = user != NULL && *user != '\0' ? user : NULL,
+		.action = ledger_col_text(st, 2),
+		.reason = ledger_col_text(st, 3),
+		.run_id = sqlite3_column_int64(st, 4),
+		.time = sqlite3_column_int64(st, 5),
+	};
+
+	return v->cb.history(&h, v->arg);
+}
+
+int
+ledger_decision_foreach(struct ledger *l, const char *action,
+			ledger_history_cb cb, void *arg)
+{
+	struct ledger_visit v = { .cb.history = cb, .arg = arg };
+	sqlite3_stmt *st;
+
+	if ((st = ledger_stmt(l, SQL_DECISION_ACTION)) == NULL)
+		return -1;
+	return ledger_iterate(
+	    l, SQL_DECISION_ACTION, st,
+	    sqlite3_bind_text(st, 1, action, -1, SQLITE_STATIC),
+	    ledger_decision_row, &v);
 }
 
 int

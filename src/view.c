@@ -109,7 +109,8 @@ view_page_number(const struct view *v)
 /* One pager link: the list's path, its filters and page=n.  The paths
  * are literals (page_href's rule), one per paged list. */
 static void
-view_pager_link(struct view *v, bool history, int64_t n, const char *label)
+view_pager_link(struct view *v, bool history, bool approvals, int64_t n,
+		const char *label)
 {
 	const char *user = view_param(v, "user"),
 		   *course = view_param(v, "course");
@@ -123,6 +124,9 @@ view_pager_link(struct view *v, bool history, int64_t n, const char *label)
 		page_href(v->page, "href", "/history", "user", user, "course",
 			  course, "run", run, "since", since, "page",
 			  n > 1 ? num : NULL, (char *)NULL);
+	else if (approvals)
+		page_href(v->page, "href", "/approvals", "page",
+			  n > 1 ? num : NULL, (char *)NULL);
 	else
 		page_href(v->page, "href", "/missing-users", "q", q, "page",
 			  n > 1 ? num : NULL, (char *)NULL);
@@ -135,17 +139,20 @@ void
 view_pager(struct view *v, const char *path, int64_t page, bool more)
 {
 	bool history = strcmp(path, "/history") == 0;
+	bool approvals = strcmp(path, "/approvals") == 0;
 
 	if (page <= 1 && !more)
 		return;
 	page_markup(v->page, "<nav class=\"pager\" aria-label=\"more\">");
 	if (page > 1)
-		view_pager_link(v, history, page - 1, "\xe2\x86\x90 Newer");
+		view_pager_link(v, history, approvals, page - 1,
+				"\xe2\x86\x90 Newer");
 	page_markup(v->page, " <span>page ");
 	page_count(v->page, page);
 	page_markup(v->page, "</span> ");
 	if (more)
-		view_pager_link(v, history, page + 1, "Older \xe2\x86\x92");
+		view_pager_link(v, history, approvals, page + 1,
+				"Older \xe2\x86\x92");
 	page_markup(v->page, "</nav>");
 }
 
@@ -198,4 +205,19 @@ view_epoch_iso(const char *iso)
 	if (iso == NULL || strptime(iso, "%Y-%m-%dT%H:%M:%S", &tm) == NULL)
 		return 0;
 	return (int64_t)timegm(&tm);
+}
+
+int
+view_window_take(struct view_window *w, bool *ret)
+{
+	*ret = false;
+	if (w->seen++ < w->skip)
+		return 0;
+	if (w->shown == VIEW_PAGE_ROWS) {
+		w->more = true;
+		return 1;
+	}
+	w->shown++;
+	*ret = true;
+	return 0;
 }

@@ -1,5 +1,6 @@
 /* The console's approvals: the courses held for sync.new_courses = approve,
  * approved or rejected one, several or all at a time. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -10,7 +11,10 @@
 
 struct view_held {
 	struct view *v;
-	size_t n;
+	size_t n;     /* held courses seen */
+	int64_t skip; /* before this page */
+	int64_t shown;
+	bool more;
 };
 
 static int
@@ -23,7 +27,13 @@ view_approvals_cb(const struct ledger_course *c, void *arg)
 	if (c->status != LEDGER_COURSE_PENDING &&
 	    c->status != LEDGER_COURSE_APPROVED)
 		return 0;
-	if (h->n++ == 0)
+	if ((int64_t)h->n++ < h->skip)
+		return 0;
+	if (h->shown == VIEW_PAGE_ROWS) {
+		h->more = true;
+		return 1;
+	}
+	if (h->shown++ == 0)
 		page_markup(p, "<div class=\"scroll\"><table><thead><tr>"
 			       "<th scope=\"col\">Select</th><th scope=\"col\">"
 			       "Short name</th><th scope=\"col\">Name</th>"
@@ -56,7 +66,8 @@ view_approvals_cb(const struct ledger_course *c, void *arg)
 int
 view_approvals(struct view *v)
 {
-	struct view_held h = { v, 0 };
+	int64_t pg = view_page_number(v);
+	struct view_held h = { v, 0, (pg - 1) * VIEW_PAGE_ROWS, 0, false };
 	struct page *p = v->page;
 
 	view_begin(v, "Approvals", "/approvals", false);
@@ -69,12 +80,15 @@ view_approvals(struct view *v)
 	page_hidden(p, "csrf", v->csrf);
 	if (ledger_course_foreach(v->ledger, view_approvals_cb, &h) == -1)
 		return -1;
-	if (h.n == 0) {
+	if (h.shown == 0) {
 		page_markup(p, "<p>No course is awaiting approval.</p></form>");
+		view_pager(v, "/approvals", pg, false);
 		view_end(v);
 		return 0;
 	}
-	page_markup(p, "</tbody></table></div><p class=\"actions\">"
+	page_markup(p, "</tbody></table></div>");
+	view_pager(v, "/approvals", pg, h.more);
+	page_markup(p, "<p class=\"actions\">"
 		       "<button type=\"submit\" name=\"action\" "
 		       "value=\"approve\">Approve selected</button> "
 		       "<button type=\"submit\" name=\"action\" "

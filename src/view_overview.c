@@ -1,6 +1,7 @@
 /* The console's overview: the sync now, the last runs, what needs a person,
  * and the confirmation step before withheld removals are applied. */
 #include <jansson.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,7 +11,18 @@
 #include "util.h"
 #include "view.h"
 
-#define VIEW_OVERVIEW_ERRORS 10 /* the last run's errors shown here */
+#define VIEW_OVERVIEW_ERRORS 10  /* the last run's errors shown here */
+#define VIEW_WITHHELD_ROWS   500 /* withheld removals listed */
+
+/* The status, as webcoursectl status prints it: the console's copy when
+ * it has one (a reference of ours), else read now. */
+static json_t *
+view_status(struct view *v)
+{
+	if (v->status != NULL)
+		return json_incref(v->status);
+	return report_status_get(v->ledger);
+}
 
 /* "Sync now", or the sync running and its progress. */
 static void
@@ -250,7 +262,7 @@ view_overview_run_ids(json_t *st)
 int
 view_overview(struct view *v)
 {
-	json_t *st = report_status_get(v->ledger);
+	json_t *st = view_status(v);
 	int rv;
 
 	if (st == NULL)
@@ -267,10 +279,42 @@ view_overview(struct view *v)
 	return rv;
 }
 
+struct view_withheld {
+	struct view *v;
+	size_t n;
+};
+
+/* One removal the guard holds back, and why. */
+static int
+view_withheld_cb(const struct ledger_history *h, void *arg)
+{
+	struct view_withheld *w = arg;
+	struct page *p = w->v->page;
+
+	if (w->n++ >= VIEW_WITHHELD_ROWS)
+		return 0;
+	if (w->n == 1)
+		page_markup(p, "<div class=\"scroll\"><table><thead><tr>"
+			       "<th scope=\"col\">Course</th><th scope=\"col\">"
+			       "User</th><th scope=\"col\">Why</th><th "
+			       "scope=\"col\">Since</th></tr></thead><tbody>");
+	page_markup(p, "<tr><td>");
+	page_text(p, h->course);
+	page_markup(p, "</td><td>");
+	page_text(p, h->username != NULL ? h->username : "(the course)");
+	page_markup(p, "</td><td>");
+	page_text(p, h->reason);
+	page_markup(p, "</td><td>");
+	page_time(p, h->time);
+	page_markup(p, "</td></tr>");
+	return 0;
+}
+
 int
 view_confirm_removals(struct view *v)
 {
-	json_t *st = report_status_get(v->ledger);
+	json_t *st = view_status(v);
+	struct view_withheld held = { v, 0 };
 	const char *w;
 	struct page *p = v->page;
 
@@ -287,7 +331,21 @@ view_confirm_removals(struct view *v)
 	}
 	page_markup(p, "<p>");
 	page_text(p, w);
-	page_markup(p, "</p><p>The guard (<code>sync.max_removals</code>) "
+	page_markup(p, "</p>");
+	if (ledger_decision_foreach(v->ledger, "withhold", view_withheld_cb,
+				    &held) == -1) {
+		json_decref(st);
+		return -1;
+	}
+	if (held.n > 0)
+		page_markup(p, "</tbody></table></div>");
+	if (held.n > VIEW_WITHHELD_ROWS) {
+		page_markup(p, "<p>And ");
+		page_count(p, (int64_t)(held.n - VIEW_WITHHELD_ROWS));
+		page_markup(p,
+			    " more (<code>webcoursectl history</code>).</p>");
+	}
+	page_markup(p, "<p>The guard (<code>sync.max_removals</code>) "
 		       "held these removals back because there were more "
 		       "than it allows in one run: a feed that lost part of "
 		       "its records would otherwise empty courses. The "

@@ -5,8 +5,9 @@ A ledger of 20,000 courses, 1,000,000 enrolments and 3,000,000 history
 rows (--quick: a tenth) is written straight into sqlite, the daemon
 serves the console on loopback, and each page is fetched --runs times
 while the daemon's first sync runs (it plans against that ledger) and
-again when it is idle.  Figures: median, 95th percentile and max in ms per
-page.  Goal (issue 17): <= 50 ms per page; reported, never asserted.
+again when it is idle.  Figures: the first fetch, median, 95th percentile and
+max in ms per page (the overview's figures are kept 5 s: its first fetch
+reads them).  Goal (issue 17): <= 50 ms per page; reported, never asserted.
 
 Usage: web_console.py [--quick] [--runs 20]
 """
@@ -20,7 +21,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from harness import Env, WEBCOURSECTL, wait_for  # noqa: E402
+from harness import Env, WEBCOURSECTL, WEBCOURSED, wait_for  # noqa: E402
 from webclient import Console, free_port  # noqa: E402
 
 PAGES = ["/", "/approvals", "/missing-users", "/missing-users?page=50", "/history",
@@ -63,8 +64,10 @@ def measure(web, runs):
             times.append((time.monotonic() - start) * 1000)
             if r.status != 200:
                 sys.exit("bench: %s answered %d" % (path, r.status))
+        first = times[0]
         times.sort()
-        out[path] = (statistics.median(times), times[int(len(times) * 0.95) - 1], times[-1])
+        out[path] = (first, statistics.median(times), times[int(len(times) * 0.95) - 1],
+                     times[-1])
     return out
 
 
@@ -81,7 +84,11 @@ def main():
     scale = 10 if a.quick else 1
     courses, enrolments, history = 20000 // scale, 1000000 // scale, 3000000 // scale
     port = free_port()
-    env = Env(sync={"interval": "1h"}, web={"listen": "127.0.0.1:%d" % port})
+    env = Env(sync={"interval": "1h"}, web={"listen": "127.0.0.1:%d" % port},
+              moodle={"timeout": "120s"})
+    # Moodle holds the first calls of the sync (as a busy site does), so
+    # that the first set of figures is taken while it runs
+    env.double.set_fault("delay", count=3, seconds=10)
     try:
         env.set("web", "users_file", os.path.join(env.dir, "web-users"))
         subprocess.run([WEBCOURSECTL, "-c", env.conf, "web-user", "add", "bench"],
@@ -96,7 +103,11 @@ def main():
                 f.write("m%05d,C%05d,student,2026-12-03T08:00:00Z\r\n" % (i, i % courses))
         print("web console bench: ledger of %d courses, %d enrolments, %d history rows "
               "written in %.0f s" % (courses, enrolments, history, time.monotonic() - start))
-        env.daemon()
+        # the daemon's log to a file: a pipe nobody reads would fill and
+        # stall it
+        log = open(os.path.join(env.dir, "daemon.log"), "w")
+        env.procs.append(subprocess.Popen([WEBCOURSED, "-c", env.conf, "-f"],
+                                          stdout=log, stderr=subprocess.STDOUT))
         web = Console(port)
         wait_for(lambda: _login(web), 60, "the console")
         wait_for(lambda: running(env), 60, "the first sync to start")
@@ -104,13 +115,13 @@ def main():
         still = running(env)
         wait_for(lambda: not running(env), 900, "the sync to end")
         idle = measure(web, a.runs)
-        print("%-28s %27s   %27s" % ("page (ms)", "during a sync: median p95 max",
-                                      "idle: median p95 max"))
+        print("%-24s %35s   %35s" % ("page (ms)", "during a sync: first median p95 max",
+                                      "idle: first median p95 max"))
         worst = 0
         for path in PAGES:
             d, i = during[path], idle[path]
-            worst = max(worst, d[0], i[0])
-            print("%-28s %9.1f %8.1f %8.1f   %9.1f %8.1f %8.1f" % ((path,) + d + i))
+            worst = max(worst, d[1], i[1])
+            print("%-24s %8.1f %8.1f %8.1f %8.1f   %8.1f %8.1f %8.1f %8.1f" % ((path,) + d + i))
         print("goal <= 50 ms per page: worst median %.1f ms (%s)%s" % (
             worst, "met" if worst <= 50 else "NOT met",
             "" if still else "; the sync ended before the first set was done"))

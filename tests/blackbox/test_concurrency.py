@@ -119,6 +119,10 @@ try:
          all(e["arrived"] >= creates[0]["end"] for e in enrols),
          "enrolments go after the first create, before the last one ends: as soon "
          "as their course exists")
+    beside = [e["items"] for e in enrols if e["arrived"] < creates[-1]["arrived"]]
+    t.ok(beside and max(beside) <= 150,
+         "while creates go, enrol calls stay short (150 at most): a create "
+         "never waits long for a worker", beside)
     t.eq(overlapping_writes(log), [], "no user was in two write calls at once")
     t.eq(json.loads(env.ctl("errors", "--json").out), [], "no item error")
 finally:

@@ -203,6 +203,16 @@ try:
         b.screenshot(name)
         t.ok(b.title().endswith("webcoursed"), "%s renders" % path)
 
+    # --- on a phone -------------------------------------------------------------
+    b.cmd("POST", "/window/rect", {"width": 390, "height": 844})
+    for name, path in (("overview-phone", "/"), ("history-phone", "/history")):
+        b.go(base + path)
+        b.screenshot(name)
+        t.ok(b.script("return document.documentElement.scrollWidth <= "
+                      "document.documentElement.clientWidth"),
+             "%s on a 390 px wide phone: no sideways scrolling of the page" % path)
+    b.cmd("POST", "/window/rect", {"width": 1280, "height": 900})
+
     # --- log out; a session expires --------------------------------------------
     b.go(base + "/")
     b.click("form.logout button")

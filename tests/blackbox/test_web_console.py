@@ -101,6 +101,16 @@ try:
     t.eq(r.status, 404, "an unknown path: 404")
     headers_ok(r, False, "a 404")
 
+    # --- hostile HTTP: refused before any handler -------------------------
+    for path in ("/../etc/passwd", "/approvals/../approvals", "//approvals",
+                 "/%2e%2e/etc/passwd", "/static/../console.c", "/approvals/"):
+        r = web.get(path)
+        t.ok(r.status in (400, 404), "path trick %s: %d" % (path, r.status), r)
+    r = web.request("DELETE", "/approvals")
+    t.eq(r.status, 405, "a method no route takes: 405")
+    r = web.post("/login", {"username": "alice", "password": "x" * (128 * 1024)})
+    t.ok(r.status in (400, 413), "a 128 KiB form: refused (%d)" % r.status, r)
+
     # --- login and its slow-down ------------------------------------------
     r = web.login("alice", "wrong password")
     t.ok(r.status == 200 and "Wrong user name or password" in r.text and not web.cookie,

@@ -26,7 +26,9 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import BUILD, wait_for  # noqa: E402
@@ -451,3 +453,50 @@ class Boot:
         except TimeoutError:
             return False
 
+
+
+def run_test(t, prefix, watched, what, make):
+    """The frame of a system test.  Takes the host's state (watched paths,
+    mounts, core pattern) and puts a canary in its /tmp; make(work), work a
+    fresh directory in $BUILD, returns the test: an object with .boot (a
+    Boot), .servers (to stop at the end) and .run().  Whatever happens,
+    cleans up first and reports after (a broken stdout must not leave the
+    namespace, the cgroup or the work directory behind): power off, stop
+    the servers, remove the cgroup and the work directory; then checks
+    that nothing on the host changed (what names the watched things)."""
+    t0 = time.monotonic()
+    before = host_state(watched)
+    canary = tempfile.NamedTemporaryFile(prefix="webcoursed-canary-", dir="/tmp")
+    work = tempfile.mkdtemp(prefix=prefix, dir=BUILD)
+    test = make(work)
+    boot = test.boot
+    try:
+        test.run()
+    except Exception:  # a step broke: say where, then clean up all the same
+        t.ok(False, "the system test ran to its end", traceback.format_exc()[-3000:])
+        diag("boot log:\n" + boot.boot_log())
+    finally:
+        secs = boot.poweroff()
+        for s in test.servers:
+            try:
+                s.stop()
+            except Exception:
+                pass
+        ended = boot.proc is None or boot.proc.poll() is not None
+        cgroup_gone = boot.remove_cgroup()
+        if ended:
+            shutil.rmtree(work, ignore_errors=True)
+        tmp_kept = os.path.exists(canary.name)
+        try:
+            canary.close()
+        except FileNotFoundError:
+            pass
+        after = host_state(watched)
+        diag("powered off in %.1f s" % secs)
+        t.ok(ended, "the namespace has ended: no process is left")
+        t.ok(cgroup_gone, "the test's cgroup is removed")
+        t.ok(tmp_kept, "the host's /tmp was not touched")
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        t.eq(changed, [], "nothing changed on the host (%s, mounts, core pattern)" % what,
+             "\n".join("%s: %r -> %r" % (k, before.get(k), after.get(k)) for k in changed))
+        diag("wall time %.1f s" % (time.monotonic() - t0))

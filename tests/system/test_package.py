@@ -37,16 +37,14 @@ import stat
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
-import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import TOP, BUILD, SEED_FEED, MoodleDouble, wait_for  # noqa: E402
 from feedserver import FeedServer  # noqa: E402
 from hostile import crash_report  # noqa: E402
 from tap import Tap  # noqa: E402
-from sysboot import (Boot, conf_edit, credentials, diag, host_state, prepare_etc,  # noqa: E402
+from sysboot import (Boot, conf_edit, credentials, diag, prepare_etc, run_test,  # noqa: E402
                      why_not, write, write_overlays)
 
 UNIT = "webcoursed.service"
@@ -180,18 +178,18 @@ class PackageTest:
         self.servers += [self.feed, self.moodle]
 
     # -- inside -------------------------------------------------------------
-    def run(self, argv, **kw):
+    def cmd(self, argv, **kw):
         return self.boot.run(argv, **kw)
 
     def show(self, prop):
         return self.boot.show(UNIT, prop)
 
     def exists(self, path):
-        return self.run(["test", "-e", path]).returncode == 0 or \
-            self.run(["test", "-L", path]).returncode == 0
+        return self.cmd(["test", "-e", path]).returncode == 0 or \
+            self.cmd(["test", "-L", path]).returncode == 0
 
     def cat(self, path):
-        return self.run(["cat", path]).out
+        return self.cmd(["cat", path]).out
 
     def apt(self, *args):
         """apt-get with the package cache under $BUILD/apt-cache; the lists
@@ -204,21 +202,21 @@ class PackageTest:
         if any(n.endswith("Packages") or n.endswith("Packages.lz4")
                for n in os.listdir(lists)):
             cache += with_lists
-        p = self.run(APT + cache + list(args), timeout=600)
+        p = self.cmd(APT + cache + list(args), timeout=600)
         text = p.out + p.err
         if p.returncode != 0 and args[0] == "install" and re.search(
                 r"Unable to locate|has no installation candidate|Unmet dependencies|"
                 r"Failed to fetch|Unable to fetch|held broken packages", text):
             diag("apt-get %s needs Debian's archive:\n%s" % (" ".join(args), text[-1500:]))
-            u = self.run(APT + with_lists + ["update"], timeout=600)
+            u = self.cmd(APT + with_lists + ["update"], timeout=600)
             if u.returncode != 0 or re.search(r"^(W|E): .*(Failed to fetch|Temporary failure)",
                                               u.out + u.err, re.M):
                 self.t.ok(False, "Debian's archive is unreachable: the first run fetches "
                           "webcoursed's runtime libraries from it (later runs use "
                           "%s)" % CACHE, (u.out + u.err)[-1500:])
-            if with_lists[1] not in cache:
+            elif with_lists[1] not in cache:
                 cache += with_lists
-            p = self.run(APT + cache + list(args), timeout=600)
+            p = self.cmd(APT + cache + list(args), timeout=600)
             text = p.out + p.err
         p.text = text
         return p
@@ -241,14 +239,14 @@ class PackageTest:
         return "\n".join(str(m) for m in self.boot.messages(UNIT)[-n:])
 
     def ctl_status(self):
-        p = self.run(["webcoursectl", "status", "--json"])
+        p = self.cmd(["webcoursectl", "status", "--json"])
         try:
             return json.loads(p.out)
         except ValueError:
             return None
 
     def history(self):
-        p = self.run(["webcoursectl", "history", "--json"])
+        p = self.cmd(["webcoursectl", "history", "--json"])
         try:
             return json.loads(p.out)
         except ValueError:
@@ -260,7 +258,7 @@ class PackageTest:
         if self.exists("/usr/sbin/policy-rc.d"):
             # A container image's "start no service" (exit 101); this
             # system is booted: it goes, in the namespace only.
-            self.run(["rm", "-f", "/usr/sbin/policy-rc.d"])
+            self.cmd(["rm", "-f", "/usr/sbin/policy-rc.d"])
             diag("removed the host's /usr/sbin/policy-rc.d inside the namespace")
         version, deb = self.debs["old"]
         start = time.monotonic()
@@ -268,23 +266,23 @@ class PackageTest:
         if not t.eq(p.returncode, 0, "apt-get install ./webcoursed_%s.deb (%.0f s)"
                     % (version, time.monotonic() - start), p.text[-3000:]):
             return False
-        t.eq(self.run(["dpkg-query", "-W", "-f", "${Status} ${Version}", "webcoursed"]).out,
+        t.eq(self.cmd(["dpkg-query", "-W", "-f", "${Status} ${Version}", "webcoursed"]).out,
              "install ok installed %s" % version, "dpkg: installed, version %s" % version)
         for prog in ("webcoursed", "webcoursectl"):
-            t.eq(self.run([prog, "--version"]).out.strip(), "%s %s" % (prog, version),
+            t.eq(self.cmd([prog, "--version"]).out.strip(), "%s %s" % (prog, version),
                  "%s --version is the package's" % prog)
-        t.eq(self.run(["systemctl", "is-enabled", UNIT]).out.strip(), "enabled",
+        t.eq(self.cmd(["systemctl", "is-enabled", UNIT]).out.strip(), "enabled",
              "the unit is enabled")
         t.eq(self.show("ActiveState"), "inactive", "and inactive: the site is not configured")
         t.eq(self.show("ConditionResult"), "no", "its start condition was checked and not met")
         t.eq(self.show("NRestarts"), "0", "no restarts")
-        st = self.run(["systemctl", "status", "--no-pager", UNIT]).out
+        st = self.cmd(["systemctl", "status", "--no-pager", UNIT]).out
         # systemd 252 words it the first way, later ones the second.
         t.ok(re.search(r"unmet condition check \(ConditionPathExists=%s\)|"
                        r"ConditionPathExists=%s was not met" % (TOKEN, TOKEN), st),
              "systemctl status says the unit was skipped: ConditionPathExists=%s "
              "unmet" % TOKEN, st)
-        t.eq(self.run(["dpkg-query", "-W", "-f", "${Conffiles}", "webcoursed"]).out.split()[:1],
+        t.eq(self.cmd(["dpkg-query", "-W", "-f", "${Conffiles}", "webcoursed"]).out.split()[:1],
              [CONF], "dpkg lists %s as a conffile" % CONF)
         return True
 
@@ -296,13 +294,13 @@ class PackageTest:
             ("moodle", "retries"): "2", ("moodle", "retry_delay"): "200ms",
             ("sync", "interval"): "1h", ("sync", "category_id"): "2"})
         self.conf += "# edited by the site's admin\n"
-        self.run(["sh", "-c", 'umask 077 && cat > "$1"', "sh", TOKEN],
+        self.cmd(["sh", "-c", 'umask 077 && cat > "$1"', "sh", TOKEN],
                  input=self.moodle.token + "\n")
         self.boot.write(CONF, self.conf)
         self.creds = credentials(self.boot, len(self.moodle.token) + 1,
-                                 self.run(["sed", "-n", "s/^ExecStartPre=//p",
+                                 self.cmd(["sed", "-n", "s/^ExecStartPre=//p",
                                            "/lib/systemd/system/" + UNIT]).out.strip())
-        p = self.run(["systemctl", "start", UNIT])
+        p = self.cmd(["systemctl", "start", UNIT])
         t.eq(p.returncode, 0, "systemctl start webcoursed once configured", p.err)
         e = self.run_after(0) or {}
         t.eq((e.get("WEBCOURSED_COURSES_CREATED"), e.get("WEBCOURSED_ERRORS")), ("3", "0"),
@@ -323,20 +321,20 @@ class PackageTest:
         p = self.apt("install", self.boot.inside(deb))
         t.eq(p.returncode, 0, "apt-get install ./webcoursed_%s.deb upgrades" % version,
              p.text[-3000:])
-        t.eq(self.run(["dpkg-query", "-W", "-f", "${Version}", "webcoursed"]).out, version,
+        t.eq(self.cmd(["dpkg-query", "-W", "-f", "${Version}", "webcoursed"]).out, version,
              "dpkg: version %s" % version)
         t.eq(self.cat(CONF), self.conf, "the edited config is kept")
-        t.eq(self.run(["stat", "-c", "%a %U", TOKEN]).out.strip(), "600 root",
+        t.eq(self.cmd(["stat", "-c", "%a %U", TOKEN]).out.strip(), "600 root",
              "the token is kept, root's, 0600")
         t.eq(self.show("ActiveState"), "active", "the service is active")
         pid = self.show("MainPID")
         t.ok(pid not in ("0", old_pid), "as a new process (MainPID %s -> %s)" % (old_pid, pid))
-        exe = self.run(["readlink", "/proc/%s/exe" % pid]).out.strip()
+        exe = self.cmd(["readlink", "/proc/%s/exe" % pid]).out.strip()
         t.eq(exe, "/usr/sbin/webcoursed", "running the installed binary, not a deleted one")
         t.ok(any(m.startswith("webcoursed %s started" % version)
                  for m in self.boot.messages(UNIT)),
              "the journal says webcoursed %s started" % version, self.recent())
-        self.run(["systemctl", "kill", "-s", "USR1", UNIT])
+        self.cmd(["systemctl", "kill", "-s", "USR1", UNIT])
         e = self.run_after(last) or {}
         t.eq((e.get("WEBCOURSED_COURSES_CREATED"), e.get("WEBCOURSED_ERRORS")), ("0", "0"),
              "its next run creates nothing again: the ledger was kept", self.recent())
@@ -358,7 +356,7 @@ class PackageTest:
         t.eq(self.cat(CONF), self.conf, "the edited config stays")
         t.ok(self.exists(TOKEN), "the token stays")
         t.ok(self.exists("/var/lib/private/webcoursed/ledger.db"), "the ledger stays")
-        t.eq(self.run(["dpkg-query", "-W", "-f", "${Status}", "webcoursed"]).out,
+        t.eq(self.cmd(["dpkg-query", "-W", "-f", "${Status}", "webcoursed"]).out,
              "deinstall ok config-files", "dpkg: config-files")
 
     def purge(self):
@@ -368,17 +366,17 @@ class PackageTest:
         for path in ("/etc/webcoursed", "/var/lib/private/webcoursed", "/var/lib/webcoursed",
                      "/etc/systemd/system/multi-user.target.wants/" + UNIT):
             t.ok(not self.exists(path), "purge removed %s" % path)
-        p = self.run(["dpkg-query", "-W", "-f", "${Status}", "webcoursed"])
+        p = self.cmd(["dpkg-query", "-W", "-f", "${Status}", "webcoursed"])
         t.ok(p.returncode != 0 or p.out.startswith("unknown ok not-installed"),
              "dpkg knows webcoursed no more", p.out + p.err)
-        left = self.run(["find", "/etc", "/usr", "/lib", "/var/lib", "-xdev",
+        left = self.cmd(["find", "/etc", "/usr", "/lib", "/var/lib", "-xdev",
                          "-name", "*webcoursed*"]).out.split()
         t.eq(sorted(set(left) - self.host_left), [],
              "nothing named webcoursed is left in /etc, /usr or /var/lib")
         text = "\n".join(self.boot.messages(UNIT))
         t.eq(crash_report(text), None, "no crash in the journal")
 
-    def run_all(self):
+    def run(self):
         self.host_left = set(sh(["find", "/etc", "/usr", "/lib", "/var/lib", "-xdev",
                                  "-name", "*webcoursed*"]).out.split())
         if not self.build():
@@ -402,43 +400,8 @@ def main():
         print("1..0 # SKIP %s" % reason, flush=True)
         return 0
     t = Tap()
-    t0 = time.monotonic()
-    before = host_state(WATCHED)
-    canary = tempfile.NamedTemporaryFile(prefix="webcoursed-canary-", dir="/tmp")
-    work = tempfile.mkdtemp(prefix="package-", dir=BUILD)
-    test = PackageTest(t, work)
-    boot = test.boot
-    try:
-        test.run_all()
-    except Exception:
-        t.ok(False, "the package test ran to its end", traceback.format_exc()[-3000:])
-        diag("boot log:\n" + boot.boot_log())
-    finally:
-        secs = boot.poweroff()
-        for s in test.servers:
-            try:
-                s.stop()
-            except Exception:
-                pass
-        ended = boot.proc is None or boot.proc.poll() is not None
-        cgroup_gone = boot.remove_cgroup()
-        if ended:
-            shutil.rmtree(work, ignore_errors=True)
-        tmp_kept = os.path.exists(canary.name)
-        try:
-            canary.close()
-        except FileNotFoundError:
-            pass
-        after = host_state(WATCHED)
-        diag("powered off in %.1f s" % secs)
-        t.ok(ended, "the namespace has ended: no process is left")
-        t.ok(cgroup_gone, "the test's cgroup is removed")
-        t.ok(tmp_kept, "the host's /tmp was not touched")
-        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-        t.eq(changed, [], "nothing changed on the host (dpkg's database and logs, /usr, /etc, "
-             "units, state directories, mounts, core pattern)",
-             "\n".join("%s: %r -> %r" % (k, before.get(k), after.get(k)) for k in changed))
-        diag("wall time %.1f s" % (time.monotonic() - t0))
+    run_test(t, "package-", WATCHED, "dpkg's database and logs, /usr, /etc, units, "
+             "state directories", lambda work: PackageTest(t, work))
     t.done()
 
 

@@ -26,20 +26,17 @@ the token over instead.
 import json
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from harness import TOP, BUILD, SEED_FEED, MoodleDouble, wait_for  # noqa: E402
 from feedserver import FeedServer  # noqa: E402
 from hostile import crash_report  # noqa: E402
 from tap import Tap  # noqa: E402
-from sysboot import (Boot, conf_edit, credentials, diag, host_state, prepare_etc,  # noqa: E402
+from sysboot import (Boot, conf_edit, credentials, diag, prepare_etc, run_test,  # noqa: E402
                      why_not, write, write_overlays)
 
 UNIT = "webcoursed.service"
@@ -470,45 +467,9 @@ def main():
         print("1..0 # SKIP %s" % reason, flush=True)
         return 0
     t = Tap()
-    t0 = time.monotonic()
-    before = host_state(WATCHED)
-    canary = tempfile.NamedTemporaryFile(prefix="webcoursed-canary-", dir="/tmp")
-    work = tempfile.mkdtemp(prefix="systemd-boot-", dir=BUILD)
-    boot = Boot(work, os.environ.get("WEBCOURSED_TEST_PRIVATE_MOUNTS") == "1")
-    test = SystemTest(t, work, boot)
-    try:
-        test.run()
-    except Exception:  # a step broke: say where, then clean up all the same
-        t.ok(False, "the system test ran to its end", traceback.format_exc()[-3000:])
-        diag("boot log:\n" + boot.boot_log())
-    finally:
-        # Clean up first, report after: a broken stdout must not leave the
-        # namespace, the cgroup or the work directory behind.
-        secs = boot.poweroff()
-        for s in test.servers:
-            try:
-                s.stop()
-            except Exception:
-                pass
-        ended = boot.proc is None or boot.proc.poll() is not None
-        cgroup_gone = boot.remove_cgroup()
-        if ended:
-            shutil.rmtree(work, ignore_errors=True)
-        tmp_kept = os.path.exists(canary.name)
-        try:
-            canary.close()
-        except FileNotFoundError:
-            pass
-        after = host_state(WATCHED)
-        diag("powered off in %.1f s" % secs)
-        t.ok(ended, "the namespace has ended: no process is left")
-        t.ok(cgroup_gone, "the test's cgroup is removed")
-        t.ok(tmp_kept, "the host's /tmp was not touched")
-        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-        t.eq(changed, [], "nothing changed on the host (installed files, /etc/webcoursed, "
-             "units, state directories, mounts, core pattern)",
-             "\n".join("%s: %r -> %r" % (k, before.get(k), after.get(k)) for k in changed))
-        diag("wall time %.1f s" % (time.monotonic() - t0))
+    private = os.environ.get("WEBCOURSED_TEST_PRIVATE_MOUNTS") == "1"
+    run_test(t, "systemd-boot-", WATCHED, "installed files, /etc/webcoursed, units, "
+             "state directories", lambda work: SystemTest(t, work, Boot(work, private)))
     t.done()
 
 

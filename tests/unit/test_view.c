@@ -68,6 +68,17 @@ fill(void)
 		ledger_history_add(l, &h);
 	}
 	ledger_meta_set(l, "removals_withheld", XSS1 " withheld");
+	for (int i = 0; i < 150; i++) {
+		snprintf(course, sizeof(course), "H%03d", i);
+		c.shortname = course;
+		c.fullname = course;
+		ledger_course_put(l, &c);
+	}
+	h.action = "withhold";
+	h.course = XSS1;
+	h.username = "s1234";
+	h.reason = "absent from the feed: unenrolment " XSS2;
+	ledger_decision_put(l, &h, &(bool){ false });
 	ledger_commit(l);
 }
 
@@ -181,13 +192,27 @@ main(void)
 
 	h = render(view_confirm_removals, NULL, false);
 	check_page("removals", h);
+	ok(strstr(h, "absent from the feed: unenrolment &quot;&gt;&lt;img") !=
+	       NULL,
+	   "removals: each withheld removal listed with why");
 	ok(strstr(h, "name=\"allow_removals\" value=\"1\"") != NULL &&
 	       strstr(h, "name=\"confirm\" value=\"1\" required") != NULL,
 	   "removals: a form with allow_removals and a confirm box");
 	free(h);
 
+	h = render(view_approvals, "page=2", false);
+	check_page("approvals, page 2", h);
+	is_int(count(h, "name=\"shortname\""), 51,
+	       "approvals: 151 held, 51 on the second page");
+	ok(strstr(h, "href=\"/approvals\"") != NULL &&
+	       strstr(h, "Older") == NULL,
+	   "approvals: a link back to the first page, none further");
+	free(h);
 	h = render(view_approvals, NULL, false);
 	check_page("approvals", h);
+	is_int(count(h, "name=\"shortname\""), 100, "approvals: 100 a page");
+	ok(strstr(h, "href=\"/approvals?page=2\"") != NULL,
+	   "approvals: a link to the next page");
 	ok(strstr(h, "value=\"&lt;script&gt;alert(1)&lt;/script&gt;\"") != NULL,
 	   "approvals: the checkbox's value escaped");
 	ok(strstr(h, "&quot;&gt;&lt;img src=x onerror=alert(2)&gt;") != NULL,
