@@ -44,7 +44,8 @@ int write_file_atomic(const char *path, const char *data, size_t len,
 
 /* -1 with *cause set when path's directory can be written by others
  * (world-writable, sticky or not): a file we create or replace there could
- * be swapped for a symbolic link to somewhere else. */
+ * be swapped for a symbolic link to somewhere else, and one we read for a
+ * file of theirs. */
 int dir_shared(const char *path, char **cause);
 
 /* Length of the valid UTF-8 sequence at p (at most n bytes), or 0. */

@@ -1127,6 +1127,18 @@ config_load_secret(struct config_parse *cp, const struct config_secret *sec)
 	} else if (file != NULL) {
 		line = cp->key_lines[k - config_keys];
 		xasprintf(&label, "%s %s", sec->what, file);
+		/* Not even read: another user may have put it there.  The
+		 * path is not shown (a token pasted in its place would be). */
+		if (dir_shared(file, &cause) == -1) {
+			config_error(cp, line,
+				     "%s.%s: the file's directory can be "
+				     "written by others: they could put a "
+				     "symbolic link or a file of theirs there; "
+				     "use a directory only webcoursed's user "
+				     "can write to",
+				     config_sections[k->section], k->name);
+			goto out;
+		}
 		if (stat(file, &st) == -1) {
 			config_error(cp, line, "cannot read %s.%s: %s",
 				     config_sections[k->section], k->name,
@@ -1177,25 +1189,35 @@ out:
 }
 
 /* The files we create or replace as whoever runs us (root, for
- * webcoursectl sync) must not lie where another user can plant a link. */
+ * webcoursectl sync), and the console's users, which we trust, must not
+ * lie where another user can plant a link or a file of theirs (the secret
+ * files are checked as they are loaded). */
 static void
-config_check_state_dirs(struct config_parse *cp)
+config_check_private_dirs(struct config_parse *cp)
 {
-	static const char *const keys[] = { "database", "missing_users_csv" };
+	static const struct {
+		enum config_section section;
+		const char *key;
+	} keys[] = {
+		{ SEC_STATE, "database" },
+		{ SEC_STATE, "missing_users_csv" },
+		{ SEC_WEB, "users_file" },
+	};
 	const struct config_key *k;
 	char *cause = NULL;
 	const char *path;
 	int line;
 
 	for (size_t i = 0; i < nitems(keys); i++) {
-		k = config_key_find(SEC_STATE, keys[i]);
+		k = config_key_find(keys[i].section, keys[i].key);
 		path = *(char **)((char *)cp->conf + k->off);
 		if (path == NULL || strcmp(path, ":memory:") == 0 ||
 		    dir_shared(path, &cause) == 0)
 			continue;
 		line = cp->key_lines[k - config_keys];
-		config_error(cp, line ? line : cp->section_lines[SEC_STATE],
-			     "state.%s: %s", k->name, cause);
+		config_error(
+		    cp, line ? line : cp->section_lines[keys[i].section],
+		    "%s.%s: %s", config_sections[k->section], k->name, cause);
 		free(cause);
 		cause = NULL;
 	}
@@ -1291,7 +1313,7 @@ config_check(struct config_parse *cp)
 	config_check_web(cp);
 	for (i = 0; i < nitems(config_secrets); i++)
 		config_load_secret(cp, &config_secrets[i]);
-	config_check_state_dirs(cp);
+	config_check_private_dirs(cp);
 }
 
 /* The directory relative paths are taken from. */

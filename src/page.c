@@ -57,51 +57,24 @@ page_markup_(struct page *p, const char *lit, size_t len)
 	page_put(p, lit, len);
 }
 
-/* The length of the valid UTF-8 sequence at s (RFC 3629: no overlong
- * forms, no surrogates, nothing past U+10FFFF), or 0. */
-static size_t
-page_utf8_len(const unsigned char *s)
-{
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		return (s[1] & 0xc0) == 0x80 ? 2 : 0;
-	if (s[0] >= 0xe0 && s[0] <= 0xef) {
-		if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80)
-			return 0;
-		if ((s[0] == 0xe0 && s[1] < 0xa0) ||
-		    (s[0] == 0xed && s[1] >= 0xa0))
-			return 0;
-		return 3;
-	}
-	if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-		if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 ||
-		    (s[3] & 0xc0) != 0x80)
-			return 0;
-		if ((s[0] == 0xf0 && s[1] < 0x90) ||
-		    (s[0] == 0xf4 && s[1] >= 0x90))
-			return 0;
-		return 4;
-	}
-	return 0;
-}
-
 /* Escape s for element content and for a quoted attribute alike: the five
  * characters HTML gives meaning to become references, and what a browser
  * would not show as text (bad UTF-8, C0 and C1 controls but tab and
- * newline) becomes U+FFFD. */
+ * newline: util.c's one rule) becomes U+FFFD. */
 static void
 page_escape(struct page *p, const char *str)
 {
 	const unsigned char *s = (const unsigned char *)str, *run = s;
+	const unsigned char *end = s + strlen(str);
 	const char *ref;
 	size_t n;
+	int c;
 
 	while (*s != '\0') {
-		n = page_utf8_len(s);
+		n = utf8_len(s, (size_t)(end - s));
+		c = text_control(s, (size_t)(end - s));
 		ref = NULL;
-		if (n == 0 || (*s < 0x20 && *s != '\t' && *s != '\n') ||
-		    *s == 0x7f || (*s == 0xc2 && s[1] < 0xa0))
+		if (n == 0 || (c != -1 && c != '\t' && c != '\n'))
 			ref = PAGE_REPLACEMENT;
 		else if (*s == '&')
 			ref = "&amp;";

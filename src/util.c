@@ -278,9 +278,9 @@ dir_shared(const char *path, char **cause)
 	    (st.st_mode & S_IWOTH) != 0) {
 		xasprintf(cause,
 			  "%s is in %s, a directory others can write to "
-			  "(mode %04o): they could plant a symbolic link "
-			  "there; use a directory only webcoursed's user can "
-			  "write to",
+			  "(mode %04o): they could put a symbolic link or a "
+			  "file of theirs there; use a directory only "
+			  "webcoursed's user can write to",
 			  path, dir, (unsigned)(st.st_mode & 07777));
 		rv = -1;
 	}

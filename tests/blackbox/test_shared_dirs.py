@@ -6,8 +6,9 @@ webcoursed will create files: ledger.db.lock and the missing-users CSV's
 temporary names, pointing at a file of ours.  A state path in a directory
 that others can write to (0777, or 1777 like /tmp) is refused by
 `webcoursed -t`, at start and by webcoursectl, with FILE:LINE, and the
-link's target keeps its content.  In a private directory a planted lock
+link's target keeps its content; a token file there is not even read.  In a private directory a planted lock
 link is not followed either, and the CSV is written 0640."""
+import json
 import os
 import re
 import subprocess
@@ -92,6 +93,29 @@ try:
         t.eq(env.writes(), [], "nothing was written to Moodle (%04o)" % mode)
         t.ok(not os.path.exists(db), "no ledger was created in the shared directory")
         subprocess.run(["rm", "-rf", shared])
+
+    # The token file in a shared directory: another user's file (or a link
+    # to one of ours) would be sent to Moodle as the token.  Not even read.
+    shared = tempfile.mkdtemp(prefix="webcoursed-shared-")
+    os.chmod(shared, 0o1777)
+    planted = os.path.join(shared, "token")
+    plant(precious, [planted])
+    env.set("moodle", "token_file", planted)
+    lines = open(env.conf).read().splitlines()
+    tokline = next(i + 1 for i, l in enumerate(lines) if l.startswith("token_file ="))
+    rc, out = daemon_test(env)
+    t.ok(rc != 0 and re.search(r"^%s:%d: moodle\.token_file: the file's directory can be "
+                               r"written by others" % (re.escape(env.conf), tokline), out, re.M),
+         "a token file in a 1777 directory is refused at its line", out)
+    t.ok(shared not in out, "... without showing its path (a token pasted there would be)",
+         out)
+    p = env.sync()
+    t.ok(p.returncode != 0 and "written by others" in p.err,
+         "webcoursectl sync refuses it too", p.err[-800:])
+    t.ok(PRECIOUS.strip() not in json.dumps(env.double.log()) + p.err,
+         "the linked file's content went nowhere")
+    env.set("moodle", "token_file", env.token_file)
+    subprocess.run(["rm", "-rf", shared])
 
     # A private directory: the config is accepted, but a lock file that is a
     # link (planted before the directory was closed, or by the admin) is

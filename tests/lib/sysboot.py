@@ -4,8 +4,9 @@ tests (tests/system/).  Shared by test_systemd_boot.py and test_package.py.
 Nothing on the host may change.  Before systemd starts, the namespace gets
 its own /tmp, /run and /dev (tmpfs), and /var (a tmpfs, or an overlay over
 the host's whose writes stay in memory), the overlays listed by the caller
-(their writes land in the test's directory), read-only /proc/sys and /sys,
-and a cgroup2 tree of its own (a child of ours, removed at the end).
+(their writes land in the test's directory or stay in memory), read-only
+/proc/sys and /sys, and a cgroup2 tree of its own (a child of ours,
+removed at the end).
 systemd runs in container mode, so that it neither remounts shared file
 systems nor detaches or remounts anything at power-off; units that would
 reach the shared kernel or devices (udev, sysctl, binfmt, modules, the
