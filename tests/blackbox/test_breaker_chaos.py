@@ -23,11 +23,11 @@ LASTING = [("until the run gives up", {"count": -1}),
            ("for 0.5 s", {"count": -1, "duration": 0.5})]
 stopped = completed = 0
 # Two outages per start point, the kinds and lengths rotating (under
-# valgrind, where every run is slow, one at every third start point).
+# valgrind, where every run is slow, one at every other start point).
 cases = [(start, modes[(start + 2 * v) % len(modes)], LASTING[(start + v) % len(LASTING)])
          for start in range(1, len(order)) for v in range(1 if SLOWDOWN > 1 else 2)]
 if SLOWDOWN > 1:
-    cases = cases[::3]
+    cases = cases[::2]
 for start, mode, (lasting, how) in cases:
     label = "%s from request %d (%s) %s" % (mode, start + 1, order[start], lasting)
     env = world()
