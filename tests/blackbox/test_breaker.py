@@ -14,7 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from harness import wait_for  # noqa: E402
+from harness import SLOWDOWN, wait_for  # noqa: E402
 from hostile import Lines  # noqa: E402
 from outage import (OUTAGES, Checks, outage_log, reference_functions,  # noqa: E402
                     world)
@@ -34,7 +34,8 @@ print("# a clean import: %d requests; outages start after request %s" % (len(ord
 
 for mode, cause in OUTAGES.items():
     for phase, after in START.items():
-        if mode == "http504" and phase != "enrolments":
+        # Under valgrind every run is slow: each kind once, at the enrolments.
+        if (mode == "http504" or SLOWDOWN > 1) and phase != "enrolments":
             continue
         label = "%s during the %s" % (mode, phase)
         env = world()
@@ -100,11 +101,11 @@ try:
     wait_for(lambda: len(site_infos()) >= 6, 60, "five tries after the first sync")
     tries = site_infos()
     gaps = [b["arrived"] - a["arrived"] for a, b in zip(tries[1:], tries[2:])]
-    want = [1, 2, 3, 3]
+    want = [2, 3, 3, 3]  # the first try came 1 s after the first sync ended
     print("# the tries came %s s apart (outage_retry 1s, doubled, at most 3s)"
           % ["%.2f" % g for g in gaps])
     t.ok(all(g >= w - 0.05 for g, w in zip(gaps, want)),
-         "the retries back off: at least 1, 2, 3, 3 s apart", gaps)
+         "the retries back off: at least 2, 3, 3, 3 s apart", gaps)
     t.ok(len(gaps) >= 4 and all(g < 3 * 6 for g in gaps),
          "and keep coming (not at the next interval, an hour away)", gaps)
     status = n.has("STATUS=Moodle unavailable: its database connection failed (since ")
@@ -126,6 +127,8 @@ try:
                if e["function"] == "core_webservice_get_site_info" and e["arrived"] > back]
     print("# Moodle back: the next try came %.1f s later (outage_retry_max 3 s; goal: "
           "at most twice that)" % ((noticed[0] - back) if noticed else -1))
+    # The line comes before STATUS=, but through another pipe.
+    wait_for(lambda: out.count("Moodle is available again"), 10, "the line of the return")
     t.eq(out.count("Moodle is available again"), 1, "one line when Moodle is back",
          out.text()[-2000:])
     m = parse(scrape(port) or "")
