@@ -693,21 +693,14 @@ httpd_route(struct httpd *h, const char *path, int methods,
 	};
 }
 
-/* The server a request came to: its connection's filter is ours. */
+/* The server a request came to. */
 static struct httpd *
 httpd_of(struct evhttp_request *req)
 {
-	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-	struct bufferevent *bev;
-	struct httpd_conn *c;
 	struct httpd *h;
 
-	if (evcon == NULL ||
-	    (bev = evhttp_connection_get_bufferevent(evcon)) == NULL)
-		return NULL;
 	LIST_FOREACH(h, &httpd_all, all)
-	TAILQ_FOREACH(c, &h->conns, entry)
-	if (c->bev == bev)
+	if (httpd_conn_of(h, req) != NULL)
 		return h;
 	return NULL;
 }
