@@ -288,7 +288,12 @@ console_users_reload(struct console *c)
 			  c->users != NULL ? "keeping the users read before"
 					   : "nobody can log in");
 		free(cause);
-		free(path);
+		/* said once per change of the file, not at every login */
+		c->users_st = st;
+		free(c->users_path);
+		c->users_path = path;
+		if (c->users == NULL)
+			c->users = webusers_new();
 		return;
 	}
 	if (webusers_count(u) == 0)

@@ -229,6 +229,16 @@ try:
     t.ok(r.body == open(env.csv, "rb").read(), "byte for byte the missing_users_csv file")
     headers_ok(r, True, "the CSV")
 
+    # --- a users file broken by hand: the users read before are kept ------
+    good = open(users).read()
+    with open(users, "w") as f:
+        f.write(good + "broken line without a hash\n")
+    for _ in range(3):
+        r = Console(port, source=("127.0.0.3", 0)).login("alice", PASSWORD)
+        t.eq(r.status, 303, "with a broken users file alice still logs in")
+    with open(users, "w") as f:
+        f.write(good)
+
     # --- logout, idle timeout ---------------------------------------------
     cookie = web.cookie
     r = web.post("/logout", {"csrf": csrf})
@@ -253,6 +263,8 @@ try:
     t.eq(crash_report(out), None, "no crash or sanitizer report in the daemon's log")
     t.ok("alice logged in" in out and "approved 1 course(s)" in out,
          "the log says who logged in and who approved", out[-2000:])
+    t.eq(out.count("keeping the users read before"), 1,
+         "a broken users file is reported once, not at every login", out[-3000:])
 finally:
     env.close()
 t.done()
