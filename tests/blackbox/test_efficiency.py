@@ -2,7 +2,7 @@
 """Moodle calls are counted: an initial run of N enrolments uses
 ceil(N / capacity) enrol calls one after another, or spreads them over the
 calls allowed in flight as their courses and users become known (each
-still carrying at least 25 enrolments), no
+carrying at least 25 enrolments unless fewer are ready), no
 request is over max_input_vars, and a second run on the same feed writes
 nothing."""
 import math
@@ -47,7 +47,14 @@ for limit, concurrency in ((1000, 1), (5000, 1), (5000, 4)):
                  "at most %d more (%d waves over %d lanes)"
                  % (len(enrols), capacity, concurrency, SPREAD, want, waves * concurrency,
                     waves, concurrency))
-        t.ok(all(r["items"] >= SPREAD for r in enrols), "each carries at least %d" % SPREAD)
+        small = [r["items"] for r in enrols if r["items"] < SPREAD]
+        if concurrency == 1:
+            t.eq(small, [], "each carries at least %d" % SPREAD)
+        else:
+            # Fewer than SPREAD go only when no more are ready: one such
+            # call per wave at most (graph.c shares what is ready).
+            t.ok(len(small) <= waves, "calls under %d enrolments: %d, at most one a wave (%d)"
+                 % (SPREAD, len(small), waves), small)
         over = [r for r in log if r["nvars"] > limit - MARGIN]
         t.eq(over, [], "no request carries more than max_input_vars less the margin")
         lookups = [r for r in log if r["function"] == "core_user_get_users_by_field"]
