@@ -15,7 +15,7 @@ from tap import Tap  # noqa: E402
 
 t = Tap()
 MARGIN = 10  # moodle.c's safety margin, in form variables
-SPREAD = 25  # apply.c: fewest enrolments worth a call of their own
+SPREAD = 25  # apply_int.h: fewest enrolments worth a call of their own
 for limit, concurrency in ((1000, 1), (5000, 1), (5000, 4)):
     users = ["eff%05d" % i for i in range(2500)]
     feed = feed_of({"E%02d" % c: ("Efficiency %d" % c,
