@@ -169,6 +169,9 @@ int ledger_enrol_delete(struct ledger *, const char *course,
 			const char *username, int roleid);
 /* Distinct (course, user) enrolments with this status (0: any). */
 int ledger_enrol_count(struct ledger *, int status, int64_t *ret);
+/* Count them now and keep the counts until the enrolments change (a run
+ * does it at its end), so that ledger_enrol_count reads them. */
+int ledger_enrol_count_keep(struct ledger *);
 
 /* The username -> Moodle id cache. */
 int ledger_user_get(struct ledger *, const char *username,

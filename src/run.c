@@ -680,6 +680,9 @@ run_sync(const struct config *conf, struct ledger *l,
 		log_warnx("sync %s: %s", res->outcome, res->message);
 	if (ledger_run_finish(l, res) == -1)
 		log_warnx("cannot record the run: %s", ledger_errmsg(l));
+	/* Counted here, off the daemon's loop, for status and the console. */
+	if (ledger_enrol_count_keep(l) == -1)
+		log_warnx("cannot count the enrolments: %s", ledger_errmsg(l));
 
 	apply_done(&r.apply);
 	reconcile_done(&r.rec);

@@ -522,6 +522,7 @@ test_enrolments(void)
 	struct ledger *l;
 	size_t i, j, k, n = 0, len = 0;
 	int64_t count;
+	char *kept;
 	int fails = 0;
 
 	l = open_rw(path);
@@ -570,6 +571,43 @@ test_enrolments(void)
 	is_int(count, 1, "one suspended enrolment");
 	ledger_enrol_count(l, LEDGER_ENROL_ACTIVE, &count);
 	is_int(count, 29, "the others active");
+
+	/* Counts kept at a run's end are read until the enrolments change. */
+	ok(ledger_enrol_count_keep(l) == 0, "keep the counts");
+	ledger_meta_get(l, "enrol_counts", &kept);
+	is_str(kept, "29 1", "kept as ACTIVE SUSPENDED");
+	free(kept);
+	ledger_meta_set(l, "enrol_counts", "7 3");
+	ledger_enrol_count(l, 0, &count);
+	is_int(count, 10, "kept counts are read, not counted");
+	ledger_enrol_count(l, LEDGER_ENROL_SUSPENDED, &count);
+	is_int(count, 3, "kept suspended count read");
+	ledger_enrol_set_status(l, "b", "zoe", LEDGER_ENROL_SUSPENDED);
+	ledger_enrol_count(l, LEDGER_ENROL_ACTIVE, &count);
+	is_int(count, 29, "a status change drops them");
+	ok(ledger_enrol_count_keep(l) == 0 && ledger_begin(l) == 0 &&
+	       ledger_enrol_delete(l, "b", "nobody", -1) == 0,
+	   "a delete in a transaction");
+	ledger_rollback(l);
+	ledger_meta_get(l, "enrol_counts", &kept);
+	is_str(kept, "29 1", "a rollback keeps them");
+	free(kept);
+	ledger_meta_set(l, "enrol_counts", "7 3");
+	ok(ledger_begin(l) == 0 &&
+	       ledger_enrol_put(l, "b", "zoe", 3, LEDGER_ENROL_SUSPENDED) ==
+		   0 &&
+	       ledger_commit(l) == 0,
+	   "a put in a transaction after a rollback");
+	ledger_enrol_count(l, LEDGER_ENROL_ACTIVE, &count);
+	is_int(count, 29, "a put drops them, after a rollback too");
+	ledger_meta_set(l, "enrol_counts", "7 3");
+	ledger_enrol_delete(l, "b", "nobody", -1);
+	ledger_enrol_count(l, LEDGER_ENROL_ACTIVE, &count);
+	is_int(count, 29, "a delete drops them");
+	ledger_meta_set(l, "enrol_counts", "7 3");
+	ledger_course_delete(l, "no-such-course");
+	ledger_enrol_count(l, LEDGER_ENROL_ACTIVE, &count);
+	is_int(count, 29, "a course's delete drops them");
 	memset(&col, 0, sizeof col);
 	ledger_enrol_foreach_course(l, "b", enrol_cb, &col);
 	ok(strstr(col.buf, "b|zoe|3|2\nb|zoe|5|2\nb|zoe|10|2\n") != NULL,
